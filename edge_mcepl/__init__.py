@@ -1,0 +1,3 @@
+"""edge-mcepl: MCE-PL personalized mask learning over fixed seeded weights."""
+
+__version__ = "0.1.0"
