@@ -1,0 +1,90 @@
+"""Turn a lab's data config into datasets and per-agent partitions.
+
+Finding the data is a user-facing step: the demo must say plainly when real CIFAR-10 was not
+found and synthetic data is used instead, and a missing dataset without a fallback is a one-line
+error naming where it looked.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import UserError
+from .arrays import ArrayDataset
+from .cifar10 import load_cifar10
+from .mnist import load_mnist
+from .partitions import AgentPartition, classes_partition, dirichlet_partition, paper_partition
+from .synthetic import make_synthetic
+
+DATA_ENV = "EDGE_MCEPL_DATA"
+_LOADERS = {"cifar10": load_cifar10, "mnist": load_mnist}
+
+
+@dataclass(frozen=True)
+class LabData:
+    train: ArrayDataset
+    test: ArrayDataset
+    partitions: list[AgentPartition]
+    description: str  # one line for the log: what was loaded, from where
+
+
+def candidate_dirs(data_dir: str | None) -> list[Path]:
+    """An explicit dir, else ``$EDGE_MCEPL_DATA``, ``./data`` and ``../shared/data`` (the dev/CI copy)."""
+    if data_dir:
+        return [Path(data_dir)]
+    env = os.environ.get(DATA_ENV)
+    return [Path(env)] if env else [Path("data"), Path("..") / "shared" / "data"]
+
+
+def load_dataset(dataset: str, data_dir: str | None) -> tuple[ArrayDataset, ArrayDataset, Path]:
+    """Load a real dataset from the first candidate dir that has it; UserError naming them all."""
+    loader = _LOADERS[dataset]
+    errors = []
+    for directory in candidate_dirs(data_dir):
+        try:
+            train, test = loader(directory)
+            return train, test, directory
+        except UserError as exc:
+            errors.append(str(exc))
+    where = ", ".join(str(d) for d in candidate_dirs(data_dir))
+    raise UserError(f"{dataset} not found (looked in {where}); pass --data-dir or set {DATA_ENV}. {errors[0]}")
+
+
+def load_lab_data(config, input_shape: tuple[int, int, int], log) -> LabData:
+    """Datasets + partitions for ``config`` (a :class:`~edge_mcepl.config.LabConfig`)."""
+    d = config.data
+    dataset, description = d.dataset, ""
+    if dataset != "synthetic":
+        try:
+            train, test, where = load_dataset(dataset, d.data_dir)
+            description = f"{dataset} from {where}"
+        except UserError as exc:
+            if not d.fallback_to_synthetic:
+                raise
+            log(f"NOTE: {exc}")
+            log("NOTE: falling back to SYNTHETIC data — results are not CIFAR-10/MNIST numbers.")
+            dataset = "synthetic"
+    if dataset == "synthetic":
+        train, test = make_synthetic(10, input_shape, d.synthetic_train_per_class, d.synthetic_test_per_class,
+                                     seed=config.seed, noise=d.synthetic_noise)
+        description = f"synthetic {input_shape} data ({len(train)} train / {len(test)} test images)"
+    if tuple(train.images.shape[1:]) != tuple(input_shape):
+        raise UserError(f"model {config.model!r} takes {input_shape} inputs but {dataset} images are "
+                        f"{tuple(train.images.shape[1:])}; choose a matching model")
+    partitions = _partition(config, train, test, paper=(d.partition == "paper" and dataset == "cifar10"))
+    return LabData(train, test, partitions, description)
+
+
+def _partition(config, train: ArrayDataset, test: ArrayDataset, paper: bool) -> list[AgentPartition]:
+    d = config.data
+    labels = (train.labels.numpy(), test.labels.numpy())
+    if paper:
+        parts = paper_partition(*labels, d.classes_file, d.train_counts_file, d.test_counts_file, d.data_fraction)
+        if len(parts) != config.agents:
+            raise UserError(f"{d.classes_file}: describes {len(parts)} agents but the lab has agents: {config.agents}")
+        return parts
+    if d.partition == "dirichlet":
+        return dirichlet_partition(*labels, config.agents, d.dirichlet_alpha, config.seed)
+    return classes_partition(*labels, config.agents, d.classes_per_agent, config.seed)

@@ -1,0 +1,136 @@
+"""The in-process lab simulator: N agents, one process, an in-memory transport, synchronous rounds.
+
+It builds every agent exactly as a device would (same :class:`~edge_mcepl.agent.Agent`), so a
+simulated run and a device lab with the same seed and config produce the same masks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import yaml
+from tqdm import tqdm
+
+from .agent import Agent
+from .algorithms.mcepl import MCEPL, Retention
+from .comm.transport import InMemoryTransport, Transport
+from .config import LabConfig
+from .data.resolve import LabData, load_lab_data
+from .metrics import MetricsLog, read_metrics, summary_table
+from .nn.layers import MaskedConv2d
+from .nn.weights import FixedWeights, generate_fixed_weights, load_fixed_weights, seeded_scores
+from .nn.zoo import build_model
+from .topology import Topology, build_topology
+
+RUN_FORMAT = "edge-mcepl-run/1"
+
+
+def build_topology_for(config: LabConfig) -> Topology:
+    t = config.topology
+    params = {"erdos-renyi": {"p": t.p}, "k-regular": {"k": t.k}, "file": {"path": t.file}}.get(t.kind, {})
+    return build_topology(t.kind, config.agents, config.seed, **params)
+
+
+def build_agents(config: LabConfig, data: LabData, topology: Topology, fixed: FixedWeights) -> list[Agent]:
+    """One agent per partition, sharing the fixed weights (one copy in memory)."""
+    agents = []
+    for i, part in enumerate(data.partitions):
+        model = build_model(config.model, data.train.num_classes)
+        load_fixed_weights(model, fixed)
+        seeded_scores(model, config.seed, agent_id=i if config.per_agent_scores else None)
+        conv, linear = config.retention.for_agent(i)
+        rule = MCEPL(model, config.params, Retention(conv, linear), prior_seed=config.seed)
+        agents.append(Agent(i, rule, topology.neighbours(i), data.train.subset(part.train_indices), data.test,
+                            part.test_indices, fixed.fingerprint, config.seed))
+    return agents
+
+
+@dataclass
+class Simulator:
+    """A whole lab in one process. ``run_round`` / ``evaluate`` are public so benchmarks can time them."""
+
+    config: LabConfig
+    log: Callable[[str], None] = print
+    transport: Transport = field(default_factory=InMemoryTransport)
+
+    def __post_init__(self) -> None:
+        torch.set_num_threads(self.config.threads)
+        self.data = load_lab_data(self.config, build_model(self.config.model).input_shape, self.log)
+        self.log(f"data: {self.data.description}")
+        template = build_model(self.config.model, self.data.train.num_classes)
+        self.topology = build_topology_for(self.config)
+        self.fixed = generate_fixed_weights(template, self.config.model, self.config.seed)
+        self.agents = build_agents(self.config, self.data, self.topology, self.fixed)
+        self.conv_layers = sum(isinstance(m, MaskedConv2d) for _, m in template.masked_layers())
+
+    def run_round(self, t: int) -> list[dict]:
+        """One synchronous round; returns a metrics row per agent (without accuracy)."""
+        for agent in self.agents:
+            agent.begin_round(t, self.transport)
+        rows = []
+        for agent in self.agents:
+            report = agent.finish_round(t, self.transport)
+            rows.append({"round": t, "agent": agent.agent_id, "loss": report.loss, "bytes_sent": report.bytes_sent,
+                         "bytes_received": report.bytes_received, "neighbours_heard": report.neighbours_heard,
+                         "rejected": report.rejected, **agent.rule.mask_stats()})
+        return rows
+
+    def evaluate(self) -> list[tuple[float, float]]:
+        """(accuracy, loss) of every agent's personalized model on its own test set."""
+        return [agent.evaluate() for agent in self.agents]
+
+    def run(self, run_dir: Path, progress: bool = True) -> str:
+        """All rounds, with metrics, final state and summary written to ``run_dir``; returns the summary."""
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(self.config.to_dict(), sort_keys=False))
+        metrics = MetricsLog(run_dir / "metrics.jsonl")
+        static = [{"classes": list(self.data.partitions[a.agent_id].classes),
+                   "retention_conv": a.rule.retention.conv, "conv_layers": self.conv_layers,
+                   "filters": [shape[0] for shape in a.layer_shapes]} for a in self.agents]
+        bar = tqdm(range(self.config.rounds), desc=self.config.name, unit="round", disable=not progress)
+        try:
+            for t in bar:
+                start = time.perf_counter()
+                rows = self.run_round(t)
+                train_s = time.perf_counter() - start
+                if (t + 1) % self.config.eval_every == 0 or t == self.config.rounds - 1:
+                    for row, (acc, loss) in zip(rows, self.evaluate()):
+                        row.update(accuracy=acc, test_loss=loss)
+                    bar.set_postfix(acc=f"{sum(r['accuracy'] for r in rows) / len(rows):.3f}")
+                for row, extra in zip(rows, static):
+                    row.update(extra, train_seconds=train_s)
+                metrics.write(rows)
+        finally:
+            metrics.close()
+            bar.close()
+        self.save_final_state(run_dir / "final")
+        summary = summary_table(read_metrics(run_dir / "metrics.jsonl"))
+        (run_dir / "summary.txt").write_text(summary + "\n")
+        return summary
+
+    def save_final_state(self, directory: Path) -> None:
+        """Everything export needs — seed, architecture, fingerprint, each agent's mask — no scores."""
+        (directory / "masks").mkdir(parents=True, exist_ok=True)
+        agents = []
+        for agent in self.agents:
+            name = f"masks/agent_{agent.agent_id:03d}.mcpl"
+            _atomic_write(directory / name, agent.encode_mask(self.config.rounds))
+            agents.append({"id": agent.agent_id, "mask_file": name, "retention_conv": agent.rule.retention.conv,
+                           "retention_linear": agent.rule.retention.linear, "neighbours": list(agent.neighbours),
+                           "classes": list(self.data.partitions[agent.agent_id].classes)})
+        state = {"format": RUN_FORMAT, "model": self.config.model, "num_classes": self.data.train.num_classes,
+                 "weights_seed": self.config.seed, "fingerprint": self.fixed.fingerprint_hex,
+                 "rounds": self.config.rounds, "agents": agents}
+        _atomic_write(directory / "state.json", json.dumps(state, indent=2).encode())
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)

@@ -1,0 +1,87 @@
+"""The mask function of MCE-PL (spec §3) and the aggregation tensor (spec §4).
+
+Per masked layer, with scores ``z``, neighbour mean ``m̄`` and retention ratio ``r``::
+
+    a = mean|z|                      (scalar, no gradient)
+    y = z + a · sign(z) ⊙ m̄          ⇔ |y| = |z| + a · m̄
+    m = TopK_r(|y|)                  (straight-through: ∂m/∂|y| = identity)
+
+so the gradient of the loss w.r.t. ``z`` is ``sign(z) ⊙ w ⊙ ∂L/∂v`` with ``v = w ⊙ m`` — every
+entry, kept or pruned, gets a gradient and can come back.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+
+def kept_count(numel: int, retention_ratio: float) -> int:
+    """Entries TopK keeps: n − ⌊(1 − r)·n⌋ (the reference's rounding, so r = 0.3 keeps 30 % rounded up)."""
+    return numel - math.floor((1.0 - retention_ratio) * numel)
+
+
+def aggregation_tensor(scores: Tensor, neighbour_mean: Tensor | None) -> Tensor:
+    """``y = z + mean|z| · sign(z) ⊙ m̄`` (detached): neighbours' votes add magnitude to an entry.
+
+    ``neighbour_mean=None`` is the "no aggregation tensor" ablation (m̄ ≡ 0, so y = z).
+    """
+    z = scores.detach()
+    if neighbour_mean is None:
+        return z
+    return z + z.abs().mean() * torch.sign(z) * neighbour_mean
+
+
+def topk_mask(magnitude: Tensor, retention_ratio: float) -> Tensor:
+    """Binary mask keeping exactly :func:`kept_count` of the largest entries of ``magnitude``.
+
+    The threshold comes from ``kthvalue`` (a selection, not a full sort). Entries tied with the
+    threshold are kept in flat-index order (lowest index first) until the count is exact, so the
+    result is deterministic and the count never drifts.
+    """
+    flat = magnitude.reshape(-1)
+    n = flat.numel()
+    keep = kept_count(n, retention_ratio)
+    if keep >= n:
+        return torch.ones_like(magnitude)
+    if keep <= 0:
+        return torch.zeros_like(magnitude)
+    threshold = torch.kthvalue(flat, n - keep).values
+    above = flat > threshold
+    missing = keep - int(above.sum())
+    if missing > 0:
+        tied = torch.nonzero(flat == threshold).reshape(-1)[:missing]
+        above[tied] = True
+    return above.to(magnitude.dtype).reshape(magnitude.shape)
+
+
+def drop_sparse_filters(mask: Tensor, min_kept_per_filter: int) -> Tensor:
+    """Filter-drop rule: zero every output filter (conv) / row (linear) with ≤ ``min_kept`` ones.
+
+    A filter that keeps only a handful of weights contributes little but still costs a whole
+    channel at inference; dropping it lets export remove the channel physically.
+    """
+    kept_per_filter = mask.reshape(mask.shape[0], -1).sum(dim=1)
+    alive = (kept_per_filter > min_kept_per_filter).to(mask.dtype)
+    return mask * alive.reshape((-1,) + (1,) * (mask.dim() - 1))
+
+
+def live_filters(mask: Tensor) -> int:
+    """Output filters / rows with at least one kept weight."""
+    return int((mask.reshape(mask.shape[0], -1).sum(dim=1) > 0).sum())
+
+
+class StraightThroughMask(torch.autograd.Function):
+    """``v = w ⊙ m`` forward; ``∂L/∂z = sign(z) ⊙ w ⊙ ∂L/∂v`` backward (spec §4)."""
+
+    @staticmethod
+    def forward(ctx, scores: Tensor, weight: Tensor, mask: Tensor) -> Tensor:
+        ctx.save_for_backward(scores, weight)
+        return weight * mask
+
+    @staticmethod
+    def backward(ctx, grad_v: Tensor):
+        scores, weight = ctx.saved_tensors
+        return grad_v * weight * torch.sign(scores), None, None

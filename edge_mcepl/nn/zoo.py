@@ -1,0 +1,103 @@
+"""The model zoo: networks whose every conv/linear weight is a masked layer.
+
+``alexnet-cifar`` is the paper's model (spec §7) exactly; ``small-cnn`` is a fast net for
+1×28×28 inputs (MNIST, the synthetic demo data) so tests and demos run in seconds on a CPU.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..errors import UserError
+from .layers import MaskedConv2d, MaskedLayer, MaskedLinear
+from .lrn import LocalResponseNorm
+
+
+class MaskedNetwork(nn.Module):
+    """Base of every zoo model: exposes its masked layers in a fixed order (the wire order)."""
+
+    input_shape: tuple[int, int, int]
+    num_classes: int
+    elu_logits: bool = False
+
+    def masked_layers(self) -> list[tuple[str, MaskedLayer]]:
+        return [(name, m) for name, m in self.named_modules() if isinstance(m, MaskedLayer)]
+
+    def layer_shapes(self) -> list[tuple[int, ...]]:
+        return [tuple(layer.weight.shape) for _, layer in self.masked_layers()]
+
+    def masks(self) -> list[Tensor]:
+        """Current binary mask of every masked layer, in wire order."""
+        return [layer.mask() for _, layer in self.masked_layers()]
+
+    def logits(self, x: Tensor) -> Tensor:
+        """Forward pass, with the reference's ELU on the logits when ``elu_logits`` is set."""
+        out = self(x.contiguous(memory_format=torch.channels_last))
+        return F.elu(out) if self.elu_logits else out
+
+
+class AlexNetCifar(MaskedNetwork):
+    """The paper's "AlexNet" for 3×32×32 CIFAR-10 (1,227,328 masked weights, 202 fixed biases)."""
+
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__()
+        self.input_shape, self.num_classes = (3, 32, 32), num_classes
+        self.conv1 = MaskedConv2d(3, 64, 5, padding=1)
+        self.lrn1 = LocalResponseNorm(4, alpha=2e-5, beta=0.75, k=1.0)
+        self.conv2 = MaskedConv2d(64, 128, 5, padding=1)
+        self.lrn2 = LocalResponseNorm(4, alpha=1e-4, beta=0.75, k=1.0)
+        self.conv3 = MaskedConv2d(128, 256, 5, padding=1)
+        self.lrn3 = LocalResponseNorm(4, alpha=1e-4, beta=0.75, k=1.0)
+        self.fc1 = MaskedLinear(1024, 192)
+        self.fc2 = MaskedLinear(192, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = F.max_pool2d(self.lrn1(F.elu(self.conv1(x))), 3, 2)
+        x = F.max_pool2d(self.lrn2(F.elu(self.conv2(x))), 3, 2)
+        x = F.max_pool2d(self.lrn3(F.elu(self.conv3(x))), 3, 2, padding=1)
+        return self.fc2(F.elu(self.fc1(torch.flatten(x, 1))))
+
+
+class SmallCNN(MaskedNetwork):
+    """Two convs + two linears for 1×28×28 inputs (224,800 masked weights)."""
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 1) -> None:
+        super().__init__()
+        self.input_shape, self.num_classes = (in_channels, 28, 28), num_classes
+        self.conv1 = MaskedConv2d(in_channels, 32, 3)
+        self.conv2 = MaskedConv2d(32, 64, 3)
+        self.fc1 = MaskedLinear(64 * 5 * 5, 128)
+        self.fc2 = MaskedLinear(128, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = F.max_pool2d(F.elu(self.conv1(x)), 2)
+        x = F.max_pool2d(F.elu(self.conv2(x)), 2)
+        return self.fc2(F.elu(self.fc1(torch.flatten(x, 1))))
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    build: Callable[[int, int], MaskedNetwork]
+    input_shape: tuple[int, int, int]
+    description: str
+
+
+ZOO: dict[str, ZooEntry] = {
+    "alexnet-cifar": ZooEntry(lambda classes, _channels: AlexNetCifar(classes), (3, 32, 32),
+                              "the paper's AlexNet for CIFAR-10 (spec §7)"),
+    "small-cnn": ZooEntry(lambda classes, channels: SmallCNN(classes, channels), (1, 28, 28),
+                          "small conv net for 1×28×28 inputs (MNIST, synthetic)"),
+}
+
+
+def build_model(name: str, num_classes: int = 10, in_channels: int | None = None) -> MaskedNetwork:
+    """Build an (unweighted) zoo model; load weights with :func:`edge_mcepl.nn.weights.load_fixed_weights`."""
+    if name not in ZOO:
+        raise UserError(f"unknown model {name!r}; choose one of: {', '.join(sorted(ZOO))}")
+    entry = ZOO[name]
+    return entry.build(num_classes, in_channels or entry.input_shape[0])
