@@ -48,11 +48,11 @@ class Agent:
         fingerprint: bytes,
         seed: int,
         key: bytes | None = None,
-        eval_batch_size: int = 1000,
+        eval_batch_size: int = 128,
     ) -> None:
         self.agent_id, self.rule, self.neighbours = agent_id, rule, neighbours
         self.train_data, self.test_data = train, test
-        self.test_indices = torch.as_tensor(test_indices, dtype=torch.long)
+        self.test_indices = torch.as_tensor(np.array(test_indices, dtype=np.int64))
         self.fingerprint, self.key, self.eval_batch_size = fingerprint, key, eval_batch_size
         self.sampler = EpochSampler(len(train), rule.params.batch_size, seed, agent_id)
         self.layer_shapes = rule.model.layer_shapes()

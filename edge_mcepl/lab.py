@@ -18,6 +18,7 @@ import yaml
 from tqdm import tqdm
 
 from .agent import Agent
+from .allocator import keep_freed_memory
 from .algorithms.mcepl import MCEPL, Retention
 from .comm.transport import InMemoryTransport, Transport
 from .config import LabConfig
@@ -60,6 +61,7 @@ class Simulator:
     transport: Transport = field(default_factory=InMemoryTransport)
 
     def __post_init__(self) -> None:
+        keep_freed_memory()
         torch.set_num_threads(self.config.threads)
         self.data = load_lab_data(self.config, build_model(self.config.model).input_shape, self.log)
         self.log(f"data: {self.data.description}")

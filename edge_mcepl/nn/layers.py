@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .masking import StraightThroughMask, aggregation_tensor, drop_sparse_filters, topk_mask
+from .masking import StraightThroughMask, aggregation_magnitude, aggregation_tensor, drop_sparse_filters, topk_mask
 
 
 class MaskedLayer(nn.Module):
@@ -45,9 +45,12 @@ class MaskedLayer(nn.Module):
         """PyTorch's default layer init is uniform(±1/√fan_in) for weights and biases (spec §2)."""
         return 1.0 / math.sqrt(self.fan_in)
 
+    def _effective_neighbour_mean(self) -> Tensor | None:
+        return self.neighbour_mean if self.use_aggregation_tensor else None
+
     def aggregation_tensor(self) -> Tensor:
         """y = z + mean|z|·sign(z)⊙m̄ (spec §4), or z alone in the no-aggregation ablation."""
-        return aggregation_tensor(self.scores, self.neighbour_mean if self.use_aggregation_tensor else None)
+        return aggregation_tensor(self.scores, self._effective_neighbour_mean())
 
     def _mask_state(self) -> tuple:
         # In-place updates of scores / m̄ bump a tensor's version counter, so this key changes
@@ -62,7 +65,7 @@ class MaskedLayer(nn.Module):
         state = self._mask_state()
         if self._mask_cache is not None and self._mask_cache[0] == state:
             return self._mask_cache[1]
-        m = topk_mask(self.aggregation_tensor().abs(), self.retention_ratio)
+        m = topk_mask(aggregation_magnitude(self.scores, self._effective_neighbour_mean()), self.retention_ratio)
         if self.min_kept_per_filter is not None:
             m = drop_sparse_filters(m, self.min_kept_per_filter)
         self._mask_cache = (state, m)

@@ -25,11 +25,24 @@ def _channel_window_sum(t: Tensor, before: int, after: int) -> Tensor:
     return s
 
 
+def _denominator(x: Tensor, size: int, alpha: float, k: float) -> Tensor:
+    """d = k + (α/n)·Σ_window x²."""
+    return _channel_window_sum(x * x, size // 2, (size - 1) // 2).mul_(alpha / size).add_(k)
+
+
+def _inverse_power(d: Tensor, beta: float) -> Tensor:
+    """d^(−β); for the paper's β = 0.75 as rsqrt(d)·√rsqrt(d), twice as fast as ``pow`` on a CPU."""
+    if beta == 0.75:
+        r = d.rsqrt()
+        return r.mul_(r.sqrt())
+    return d.pow(-beta)
+
+
 class _LocalResponseNorm(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, size: int, alpha: float, beta: float, k: float) -> Tensor:
-        d = _channel_window_sum(x * x, size // 2, (size - 1) // 2).mul_(alpha / size).add_(k)
-        d_pow = d.pow(-beta)
+        d = _denominator(x, size, alpha, k)
+        d_pow = _inverse_power(d, beta)
         out = x * d_pow
         ctx.save_for_backward(x, d, d_pow, out)
         ctx.params = (size, alpha, beta)
@@ -49,6 +62,8 @@ class _LocalResponseNorm(torch.autograd.Function):
 
 def local_response_norm(x: Tensor, size: int, alpha: float, beta: float = 0.75, k: float = 1.0) -> Tensor:
     """Drop-in for ``torch.nn.functional.local_response_norm`` (same definition, faster)."""
+    if not (torch.is_grad_enabled() and x.requires_grad):
+        return x * _inverse_power(_denominator(x, size, alpha, k), beta)  # evaluation: nothing to save
     return _LocalResponseNorm.apply(x, size, alpha, beta, k)
 
 

@@ -1,0 +1,30 @@
+# Two entry points (see README): `make demo` runs the demo lab, `make test` runs the tests.
+# Both create/refresh a local virtualenv in .venv. torch is installed on its own first, pinned to
+# the CPU build, so nothing ever pulls the multi-GB CUDA wheels.
+
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+DATA_DIR ?=
+ARGS ?=
+
+.PHONY: demo test bench clean-venv
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check "torch==2.13.0"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[test]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/edge-mcepl simulate examples/demo.yaml $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(ARGS)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q $(ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/round_time.py $(ARGS)
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,79 @@
+"""Spec §4: y = z + mean|z|·sign(z)⊙m̄ — neighbours' votes add magnitude; off in the ablation."""
+
+from __future__ import annotations
+
+import torch
+
+from edge_mcepl.nn.layers import MaskedLinear
+from edge_mcepl.nn.masking import aggregation_tensor
+
+
+def random_case(seed: int, shape=(6, 5)):
+    gen = torch.Generator().manual_seed(seed)
+    z = (torch.rand(shape, generator=gen, dtype=torch.float64) * 2 - 1)
+    m_bar = torch.randint(0, 5, shape, generator=gen).double() / 4  # votes in {0, ¼, ½, ¾, 1}
+    return z, m_bar
+
+
+def test_magnitude_gains_mean_abs_times_votes_and_sign_is_kept():
+    for seed in range(5):
+        z, m_bar = random_case(seed)
+        y = aggregation_tensor(z, m_bar)
+        a = z.abs().sum() / z.numel()
+        torch.testing.assert_close(y.abs(), z.abs() + a * m_bar, rtol=1e-12, atol=1e-12)
+        assert torch.equal(torch.sign(y), torch.sign(z))
+
+
+def test_result_carries_no_gradient():
+    z = torch.tensor([0.5, -0.2, 0.1], requires_grad=True)
+    y = aggregation_tensor(z, torch.tensor([1.0, 0.0, 0.5]))
+    assert not y.requires_grad
+
+
+def test_no_aggregation_ablation_gives_scores():
+    z, m_bar = random_case(7)
+    assert torch.equal(aggregation_tensor(z, None), z)
+    layer = MaskedLinear(5, 6)
+    layer.weight = torch.ones(6, 5)
+    with torch.no_grad():
+        layer.scores.copy_(z.float())
+    layer.neighbour_mean = m_bar.float()
+    assert not torch.equal(layer.aggregation_tensor(), layer.scores.detach())
+    layer.use_aggregation_tensor = False
+    assert torch.equal(layer.aggregation_tensor(), layer.scores.detach())
+
+
+def make_layer(z, m_bar, r):
+    layer = MaskedLinear(z.numel(), 1)
+    layer.weight = torch.ones(1, z.numel())
+    with torch.no_grad():
+        layer.scores.copy_(z.reshape(1, -1))
+    layer.neighbour_mean = m_bar.reshape(1, -1).clone()
+    layer.retention_ratio = r
+    return layer
+
+
+def test_neighbour_votes_flip_which_entries_are_kept():
+    z = torch.tensor([0.5, -0.4, 0.3, -0.2])  # mean|z| = 0.35
+    votes = torch.tensor([0.0, 0.0, 1.0, 1.0])  # |y| = 0.5, 0.4, 0.65, 0.55
+    layer = make_layer(z, votes, r=0.5)
+    assert layer.mask().reshape(-1).tolist() == [0.0, 0.0, 1.0, 1.0]
+
+    layer.use_aggregation_tensor = False  # ablation: the votes are ignored
+    assert layer.mask().reshape(-1).tolist() == [1.0, 1.0, 0.0, 0.0]
+
+    # Half the neighbours keeping entry 3 is not enough to beat entry 1: |y| = .5, .4, .475, .375
+    half = make_layer(z, torch.tensor([0.0, 0.0, 0.5, 0.5]), r=0.5)
+    assert half.mask().reshape(-1).tolist() == [1.0, 0.0, 1.0, 0.0]
+
+
+def test_mask_follows_in_place_updates_of_votes_and_scores():
+    z = torch.tensor([0.5, -0.4, 0.3, -0.2])
+    layer = make_layer(z, torch.zeros(4), r=0.5)
+    assert layer.mask().reshape(-1).tolist() == [1.0, 1.0, 0.0, 0.0]
+    layer.neighbour_mean.copy_(torch.tensor([[0.0, 0.0, 1.0, 1.0]]))  # in place, same tensor object
+    assert layer.mask().reshape(-1).tolist() == [0.0, 0.0, 1.0, 1.0]
+    with torch.no_grad():
+        layer.scores.mul_(torch.tensor([[1.0, 1.0, 0.1, 0.1]]))  # in place: entries 2, 3 shrink
+    # mean|z| = 0.2375, |y| = 0.5, 0.4, 0.2675, 0.2575 → entries 0 and 1 again
+    assert layer.mask().reshape(-1).tolist() == [1.0, 1.0, 0.0, 0.0]

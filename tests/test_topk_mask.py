@@ -1,0 +1,110 @@
+"""Spec §3: TopK keeps exactly n − ⌊(1−r)·n⌋ of the largest entries of each layer, ties deterministic."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from edge_mcepl.algorithms.mcepl import MCEPL, MCEPLParams, Retention
+from edge_mcepl.nn.layers import MaskedConv2d
+from edge_mcepl.nn.masking import kept_count, topk_mask
+from edge_mcepl.nn.weights import generate_fixed_weights, load_fixed_weights, seeded_scores
+from edge_mcepl.nn.zoo import AlexNetCifar
+
+shapes = hnp.array_shapes(min_dims=1, max_dims=4, min_side=1, max_side=7)
+ratios = st.floats(min_value=1e-3, max_value=1.0, allow_nan=False)
+
+
+def expected_mask(values: np.ndarray, keep: int) -> np.ndarray:
+    """Reference: stable order by (value descending, flat index ascending), first ``keep`` kept."""
+    flat = values.reshape(-1)
+    order = np.lexsort((np.arange(flat.size), -flat))
+    mask = np.zeros(flat.size, dtype=bool)
+    mask[order[:keep]] = True
+    return mask.reshape(values.shape)
+
+
+def as_bool(mask: torch.Tensor) -> np.ndarray:
+    values = mask.detach().to(torch.float64).numpy()
+    assert set(np.unique(values)) <= {0.0, 1.0}, "a mask must be binary"
+    return values.astype(bool)
+
+
+def test_kept_count_is_n_minus_floor_of_dropped():
+    for n in (1, 2, 3, 10, 4800, 1920, 196608):
+        for r in (0.01, 0.1, 0.3, 0.5, 0.9, 1.0):
+            keep = kept_count(n, r)
+            assert keep == n - math.floor((1.0 - r) * n)
+            assert 1 <= keep <= n
+            assert abs(keep - r * n) <= 1
+
+
+@settings(max_examples=150, deadline=None)
+@given(shape=shapes, r=ratios, data=st.data())
+def test_keeps_exact_count_of_largest_entries(shape, r, data):
+    values = data.draw(hnp.arrays(np.float32, shape, elements=st.floats(-1e3, 1e3, width=32)))
+    magnitude = torch.from_numpy(np.abs(values))
+    before = magnitude.clone()
+    mask = as_bool(topk_mask(magnitude, r))
+    assert mask.shape == values.shape
+    keep = kept_count(values.size, r)
+    assert mask.sum() == keep
+    flat, kept = magnitude.numpy().reshape(-1), mask.reshape(-1)
+    if 0 < keep < flat.size:
+        assert flat[kept].min() >= flat[~kept].max()
+    assert torch.equal(magnitude, before), "topk_mask must not modify its input"
+
+
+@settings(max_examples=150, deadline=None)
+@given(shape=shapes, r=ratios, data=st.data())
+def test_ties_keep_lowest_flat_indices(shape, r, data):
+    # Small integer values: nearly every entry is tied with many others.
+    values = data.draw(hnp.arrays(np.float32, shape, elements=st.integers(0, 3).map(float)))
+    mask = as_bool(topk_mask(torch.from_numpy(values), r))
+    np.testing.assert_array_equal(mask, expected_mask(values, kept_count(values.size, r)))
+
+
+@pytest.mark.parametrize("shape", [(1,), (7,), (10, 10), (64, 3, 5, 5), (1000,)])
+@pytest.mark.parametrize("r", [0.05, 0.3, 0.5, 0.9])
+def test_all_equal_input_keeps_first_entries(shape, r):
+    magnitude = torch.full(shape, 0.25)
+    mask = as_bool(topk_mask(magnitude, r)).reshape(-1)
+    keep = kept_count(mask.size, r)
+    assert mask[:keep].all() and not mask[keep:].any()
+
+
+def test_large_tensor_with_ties_keeps_exact_count_and_lowest_indices():
+    gen = torch.Generator().manual_seed(0)
+    values = torch.randint(0, 50, (256, 128, 5, 5), generator=gen).float()
+    mask = as_bool(topk_mask(values, 0.3))
+    np.testing.assert_array_equal(mask, expected_mask(values.numpy(), kept_count(values.numel(), 0.3)))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_ratio_one_keeps_everything(dtype):
+    magnitude = torch.rand(5, 4, 3, dtype=dtype)
+    mask = topk_mask(magnitude, 1.0)
+    assert mask.shape == magnitude.shape
+    assert bool((mask == 1).all())
+
+
+def test_alexnet_reference_ratios_keep_487317_weights():
+    model = AlexNetCifar()
+    shapes = {name: layer.weight.numel() for name, layer in model.masked_layers()}
+    ratio = {name: 0.3 if isinstance(layer, MaskedConv2d) else 0.9 for name, layer in model.masked_layers()}
+    assert sum(shapes.values()) == 1_227_328
+    assert sum(kept_count(n, ratio[name]) for name, n in shapes.items()) == 487_317
+
+    # And the real per-layer masks of an initialised agent keep exactly that many, layer by layer.
+    load_fixed_weights(model, generate_fixed_weights(model, "alexnet-cifar", 1234))
+    seeded_scores(model, 1234)
+    MCEPL(model, MCEPLParams(), Retention(conv=0.3, linear=0.9), prior_seed=1234)
+    counts = {name: int(layer.mask().sum()) for name, layer in model.masked_layers()}
+    assert counts == {name: kept_count(n, ratio[name]) for name, n in shapes.items()}
+    assert sum(counts.values()) == 487_317
