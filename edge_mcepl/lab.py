@@ -104,7 +104,11 @@ class Simulator:
                 if (t + 1) % self.config.eval_every == 0 or t == self.config.rounds - 1:
                     for row, (acc, loss) in zip(rows, self.evaluate()):
                         row.update(accuracy=acc, test_loss=loss)
-                    bar.set_postfix(acc=f"{sum(r['accuracy'] for r in rows) / len(rows):.3f}")
+                    accs = [r["accuracy"] for r in rows]
+                    bar.set_postfix(acc=f"{sum(accs) / len(accs):.3f}")
+                    if progress:
+                        bar.write(f"round {t + 1:>5}: mean personalized accuracy {sum(accs) / len(accs):.4f} "
+                                  f"(min {min(accs):.4f}, max {max(accs):.4f})")
                 for row, extra in zip(rows, static):
                     row.update(extra, train_seconds=train_s)
                 metrics.write(rows)
