@@ -134,10 +134,11 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> La
 
 def config_from_dict(raw: dict[str, Any], source: str = "config", overrides: dict[str, Any] | None = None) -> LabConfig:
     """Validate a plain mapping (already path-resolved) into a :class:`LabConfig`."""
-    raw = _with_preset(dict(raw), source)
+    raw = dict(raw)
     for dotted, value in (overrides or {}).items():
         if value is not None:
             _set_dotted(raw, dotted, value)
+    raw = _with_preset(raw, source)  # after the overrides, so --preset brings its values too
     config = _build(LabConfig, raw, "", source)
     _check_cross_fields(config, source)
     return config
@@ -166,7 +167,8 @@ def _set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
     *parents, leaf = dotted.split(".")
     node = raw
     for p in parents:
-        node = node.setdefault(p, {})
+        node[p] = dict(node.get(p) or {})  # a copy: never mutate the caller's mapping
+        node = node[p]
     node[leaf] = value
 
 
@@ -177,7 +179,7 @@ def _build(cls: type, raw: Any, prefix: str, source: str) -> Any:
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(raw) - known)
     if unknown:
-        raise UserError(f"{source}: unknown key {prefix}{unknown[0]!r} (known: {', '.join(sorted(known))})")
+        raise UserError(f"{source}: unknown key '{prefix}{unknown[0]}' (known: {', '.join(sorted(known))})")
     values = {}
     for name, value in raw.items():
         dotted = prefix + name

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from edge_mcepl.nn.layers import MaskedLinear
-from edge_mcepl.nn.masking import aggregation_tensor
+from edge_mcepl.nn.masking import aggregation_magnitude, aggregation_tensor
 
 
 def random_case(seed: int, shape=(6, 5)):
@@ -22,6 +22,16 @@ def test_magnitude_gains_mean_abs_times_votes_and_sign_is_kept():
         a = z.abs().sum() / z.numel()
         torch.testing.assert_close(y.abs(), z.abs() + a * m_bar, rtol=1e-12, atol=1e-12)
         assert torch.equal(torch.sign(y), torch.sign(z))
+
+
+def test_magnitude_shortcut_equals_abs_of_aggregation_tensor():
+    for seed in range(5):
+        z, m_bar = random_case(seed)
+        z_before = z.clone()
+        torch.testing.assert_close(aggregation_magnitude(z, m_bar), aggregation_tensor(z, m_bar).abs(),
+                                   rtol=1e-12, atol=1e-12)
+        assert torch.equal(aggregation_magnitude(z, None), z.abs())
+        assert torch.equal(z, z_before), "scores must not be modified"
 
 
 def test_result_carries_no_gradient():
@@ -77,3 +87,16 @@ def test_mask_follows_in_place_updates_of_votes_and_scores():
         layer.scores.mul_(torch.tensor([[1.0, 1.0, 0.1, 0.1]]))  # in place: entries 2, 3 shrink
     # mean|z| = 0.2375, |y| = 0.5, 0.4, 0.2675, 0.2575 → entries 0 and 1 again
     assert layer.mask().reshape(-1).tolist() == [1.0, 1.0, 0.0, 0.0]
+
+
+def test_mask_follows_reassigned_votes():
+    # MCEPL.aggregate assigns a fresh m̄ tensor every round. Whatever tensors came before (and were
+    # freed), the mask must be computed from the m̄ the layer holds now.
+    z = torch.tensor([0.5, -0.4, 0.3, -0.2])
+    layer = make_layer(z, torch.zeros(4), r=0.5)
+    for trial in range(50):
+        layer.neighbour_mean = torch.zeros(1, 4)
+        assert layer.mask().reshape(-1).tolist() == [1.0, 1.0, 0.0, 0.0]
+        layer.neighbour_mean = torch.zeros(1, 4)
+        layer.neighbour_mean = torch.tensor([[0.0, 0.0, 1.0, 1.0]])
+        assert layer.mask().reshape(-1).tolist() == [0.0, 0.0, 1.0, 1.0], f"stale mask at trial {trial}"

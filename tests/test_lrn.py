@@ -19,6 +19,13 @@ def test_forward_equals_torch(size, channels):
         torch.testing.assert_close(ours, F.local_response_norm(x, size, alpha, beta, k), rtol=0, atol=1e-10)
 
 
+@pytest.mark.parametrize("shape", [(2, 6, 5), (2, 6, 3, 2, 2)])
+def test_other_ranks_match_torch(shape):
+    x = torch.randn(*shape, dtype=torch.float64)
+    torch.testing.assert_close(local_response_norm(x, 4, 0.3, 0.75, 1.0), F.local_response_norm(x, 4, 0.3, 0.75, 1.0),
+                               rtol=0, atol=1e-10)
+
+
 def test_module_matches_function_and_leaves_input_alone():
     x = torch.randn(2, 5, 3, 3, dtype=torch.float64)
     before = x.clone()
@@ -35,10 +42,13 @@ def test_gradcheck(size, channels):
     assert torch.autograd.gradcheck(lambda t: local_response_norm(t, size, 0.7, 0.75, 1.5), (x,))
 
 
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
 @pytest.mark.parametrize("size", [3, 4])
-def test_backward_equals_torch_backward(size):
+def test_backward_equals_torch_backward(size, memory_format):
+    # The models feed channels_last activations (MaskedNetwork.logits), so both layouts matter.
     gen = torch.Generator().manual_seed(size)
-    x = torch.randn(2, 7, 4, 4, generator=gen, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(2, 7, 4, 4, generator=gen, dtype=torch.float64).to(memory_format=memory_format)
+    x.requires_grad_(True)
     weight = torch.randn(2, 7, 4, 4, generator=gen, dtype=torch.float64)
     (ours,) = torch.autograd.grad((local_response_norm(x, size, 0.2, 0.75, 1.0) * weight).sum(), x)
     (ref,) = torch.autograd.grad((F.local_response_norm(x, size, 0.2, 0.75, 1.0) * weight).sum(), x)

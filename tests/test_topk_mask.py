@@ -86,6 +86,48 @@ def test_large_tensor_with_ties_keeps_exact_count_and_lowest_indices():
     np.testing.assert_array_equal(mask, expected_mask(values.numpy(), kept_count(values.numel(), 0.3)))
 
 
+def large_inputs():
+    """Big layers (the selection may take a different route above some size), with awkward layouts."""
+    n = 300_007
+    gen = torch.Generator().manual_seed(2)
+    uniform = torch.rand(n, generator=gen)
+    spiky = torch.rand(n, generator=gen) * 1e-3
+    spiky[:: n // 4096] = 1e3  # every regularly spaced entry huge: a strided sample sees only these
+    mostly_zero = torch.zeros(n)
+    mostly_zero[torch.randperm(n, generator=gen)[: n // 10]] = torch.rand(n // 10, generator=gen)
+    return {
+        "uniform": uniform,
+        "ascending": torch.sort(uniform).values,
+        "descending": torch.sort(uniform, descending=True).values,
+        "strided-spikes": spiky,
+        "strided-dips": 1.0 - spiky * 1e-3,
+        "mostly-zero": mostly_zero,
+        "few-values": torch.randint(0, 3, (n,), generator=gen).float(),
+        "float64": torch.rand(n, generator=gen, dtype=torch.float64),
+    }
+
+
+LARGE = large_inputs()
+
+
+@pytest.mark.parametrize("name", sorted(LARGE))
+@pytest.mark.parametrize("r", [0.001, 0.3, 0.9, 0.999])
+def test_large_inputs_match_a_full_stable_sort(name, r):
+    values = LARGE[name]
+    mask = as_bool(topk_mask(values, r))
+    np.testing.assert_array_equal(mask, expected_mask(values.numpy(), kept_count(values.numel(), r)))
+
+
+def test_non_contiguous_input_is_read_in_logical_order():
+    gen = torch.Generator().manual_seed(1)
+    base = torch.randint(0, 4, (6, 9), generator=gen).float()
+    view = base.t()  # non-contiguous: flat (row-major) order of the view differs from memory order
+    assert not view.is_contiguous()
+    for r in (0.2, 0.5, 0.75):
+        mask = as_bool(topk_mask(view, r))
+        np.testing.assert_array_equal(mask, expected_mask(view.contiguous().numpy(), kept_count(54, r)))
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_ratio_one_keeps_everything(dtype):
     magnitude = torch.rand(5, 4, 3, dtype=dtype)

@@ -55,15 +55,17 @@ class MaskedLayer(nn.Module):
     def _mask_state(self) -> tuple:
         # In-place updates of scores / m̄ bump a tensor's version counter, so this key changes
         # exactly when the mask can: evaluation batches and the next round's forward pass reuse
-        # the mask instead of re-running the selection over every weight.
-        return (id(self.scores), self.scores._version, id(self.neighbour_mean), self.neighbour_mean._version,
+        # the mask instead of re-running the selection over every weight. Tensors are held (and
+        # compared by identity), not their ids, which a freed tensor's successor could reuse.
+        return (self.scores, self.scores._version, self.neighbour_mean, self.neighbour_mean._version,
                 self.retention_ratio, self.use_aggregation_tensor, self.min_kept_per_filter)
 
     @torch.no_grad()
     def mask(self) -> Tensor:
         """The layer's current binary mask m = TopK_r(|y|), with the filter-drop rule if enabled."""
         state = self._mask_state()
-        if self._mask_cache is not None and self._mask_cache[0] == state:
+        if self._mask_cache is not None and all(a is b or (not isinstance(a, Tensor) and a == b)
+                                                for a, b in zip(self._mask_cache[0], state)):
             return self._mask_cache[1]
         m = topk_mask(aggregation_magnitude(self.scores, self._effective_neighbour_mean()), self.retention_ratio)
         if self.min_kept_per_filter is not None:

@@ -35,7 +35,11 @@ def aggregation_tensor(scores: Tensor, neighbour_mean: Tensor | None) -> Tensor:
 
 
 def aggregation_magnitude(scores: Tensor, neighbour_mean: Tensor | None) -> Tensor:
-    """``|y| = |z| + mean|z| · m̄`` directly — what TopK ranks — in three passes instead of six."""
+    """``|y| = |z| + mean|z| · m̄`` directly — what TopK ranks — in three passes instead of six.
+
+    (Equal to ``aggregation_tensor(...).abs()`` except at scores that are exactly 0, where
+    sign(0) = 0 there; spec §4 defines the mask by this form.)
+    """
     magnitude = scores.detach().abs()
     if neighbour_mean is not None:
         magnitude.add_(neighbour_mean, alpha=float(magnitude.mean()))
@@ -52,7 +56,8 @@ def kth_smallest(flat: Tensor, k: int) -> Tensor:
 
     A strided sample brackets the answer; only the entries inside the bracket (a few percent) go
     through ``kthvalue``. The bracket is verified by counting, so the result is always exact; a
-    missed bracket (rare) falls back to ``kthvalue`` over everything.
+    missed bracket (rare) falls back to a full sort — not ``kthvalue``, whose quickselect takes
+    seconds on already-sorted input.
     """
     n = flat.numel()
     if n <= _SELECT_DIRECT:
@@ -67,7 +72,7 @@ def kth_smallest(flat: Tensor, k: int) -> Tensor:
     inside = flat[(flat >= lo) & (flat <= hi)]
     if below < k <= below + inside.numel():
         return torch.kthvalue(inside, k - below).values
-    return torch.kthvalue(flat, k).values
+    return torch.sort(flat).values[k - 1]
 
 
 def topk_mask(magnitude: Tensor, retention_ratio: float) -> Tensor:
