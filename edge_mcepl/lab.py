@@ -38,18 +38,21 @@ def build_topology_for(config: LabConfig) -> Topology:
     return build_topology(t.kind, config.agents, config.seed, **params)
 
 
+def build_agent(config: LabConfig, data: LabData, topology: Topology, fixed: FixedWeights, agent_id: int) -> Agent:
+    """Agent ``agent_id`` of a lab, exactly as every process building it from the same config gets it."""
+    model = build_model(config.model, data.train.num_classes)
+    load_fixed_weights(model, fixed)
+    seeded_scores(model, config.seed, agent_id=agent_id if config.per_agent_scores else None)
+    conv, linear = config.retention.for_agent(agent_id)
+    rule = MCEPL(model, config.params, Retention(conv, linear), prior_seed=config.seed)
+    part = data.partitions[agent_id]
+    return Agent(agent_id, rule, topology.neighbours(agent_id), data.train.subset(part.train_indices), data.test,
+                 part.test_indices, fixed.fingerprint, config.seed)
+
+
 def build_agents(config: LabConfig, data: LabData, topology: Topology, fixed: FixedWeights) -> list[Agent]:
-    """One agent per partition, sharing the fixed weights (one copy in memory)."""
-    agents = []
-    for i, part in enumerate(data.partitions):
-        model = build_model(config.model, data.train.num_classes)
-        load_fixed_weights(model, fixed)
-        seeded_scores(model, config.seed, agent_id=i if config.per_agent_scores else None)
-        conv, linear = config.retention.for_agent(i)
-        rule = MCEPL(model, config.params, Retention(conv, linear), prior_seed=config.seed)
-        agents.append(Agent(i, rule, topology.neighbours(i), data.train.subset(part.train_indices), data.test,
-                            part.test_indices, fixed.fingerprint, config.seed))
-    return agents
+    """Every agent of the lab, sharing the fixed weights (one copy in memory)."""
+    return [build_agent(config, data, topology, fixed, i) for i in range(len(data.partitions))]
 
 
 @dataclass
@@ -106,9 +109,9 @@ class Simulator:
                         row.update(accuracy=acc, test_loss=loss)
                     accs = [r["accuracy"] for r in rows]
                     bar.set_postfix(acc=f"{sum(accs) / len(accs):.3f}")
-                    if progress:
-                        bar.write(f"round {t + 1:>5}: mean personalized accuracy {sum(accs) / len(accs):.4f} "
-                                  f"(min {min(accs):.4f}, max {max(accs):.4f})")
+                    (bar.write if progress else self.log)(
+                        f"round {t + 1:>5}: mean personalized accuracy {sum(accs) / len(accs):.4f} "
+                        f"(min {min(accs):.4f}, max {max(accs):.4f})")
                 for row, extra in zip(rows, static):
                     row.update(extra, train_seconds=train_s)
                 metrics.write(rows)

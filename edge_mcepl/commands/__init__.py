@@ -1,0 +1,1 @@
+"""One module per ``edge-mcepl`` subcommand; each exposes ``register(subparsers)``."""
