@@ -13,7 +13,7 @@ import sys
 from .errors import UserError
 
 # Each subcommand lives in its own module under edge_mcepl/commands with a register(subparsers).
-COMMANDS = ("simulate", "models")
+COMMANDS = ("simulate", "models", "download")
 
 
 def build_parser() -> argparse.ArgumentParser:
