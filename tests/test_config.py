@@ -73,21 +73,21 @@ def test_reference_preset_is_the_default(tmp_path):
 
 def test_structured_preset_sets_group_lasso_and_filter_drop(tmp_path):
     config = load_config(write(tmp_path, "algorithm:\n  preset: structured\n"))
-    assert config.algorithm.group_lasso == 1e-3
+    assert config.algorithm.group_lasso == 0.0
     assert config.algorithm.min_kept_per_filter == 20
-    assert config.params.group_lasso == 1e-3 and config.params.min_kept_per_filter == 20
+    assert config.params.group_lasso == 0.0 and config.params.min_kept_per_filter == 20
 
 
 def test_explicit_keys_override_the_preset(tmp_path):
-    config = load_config(write(tmp_path, "algorithm:\n  preset: structured\n  group_lasso: 0.0\n  min_kept_per_filter: 3\n"))
-    assert config.algorithm.group_lasso == 0.0 and config.algorithm.min_kept_per_filter == 3
+    config = load_config(write(tmp_path, "algorithm:\n  preset: structured\n  group_lasso: 0.002\n  min_kept_per_filter: 3\n"))
+    assert config.algorithm.group_lasso == 0.002 and config.algorithm.min_kept_per_filter == 3
 
 
 def test_preset_given_as_override_applies_its_values(tmp_path):
     # What `edge-mcepl simulate lab.yaml --preset structured` does: the preset arrives as an override.
     config = load_config(write(tmp_path, "agents: 2\n"), {"algorithm.preset": "structured"})
     assert config.algorithm.preset == "structured"
-    assert config.algorithm.group_lasso == 1e-3 and config.algorithm.min_kept_per_filter == 20
+    assert config.algorithm.group_lasso == 0.0 and config.algorithm.min_kept_per_filter == 20
 
 
 def test_cli_overrides_are_validated_too(tmp_path):

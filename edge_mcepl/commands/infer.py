@@ -1,0 +1,106 @@
+"""``edge-mcepl infer`` and ``edge-mcepl bench-infer``: run an exported model with onnxruntime only.
+
+This module and everything it imports must stay torch-free (a device may have only onnxruntime
+and numpy): the runtime is imported inside the command functions, and it imports no torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ..errors import UserError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    infer = sub.add_parser("infer", help="predict with an exported ONNX model (onnxruntime + numpy only)")
+    infer.add_argument("model", metavar="MODEL.onnx")
+    infer.add_argument("inputs", metavar="INPUTS.npy", help="float32 array N×C×H×W (normalised like the training data)")
+    infer.add_argument("--out", help="save the predicted classes (.npy, int64) to this file")
+    infer.add_argument("--logits-out", help="save the logits (.npy, float32 N×classes) to this file")
+    infer.add_argument("--labels", help="labels .npy (N integers): also print the accuracy")
+    infer.add_argument("--threads", type=int, default=1)
+    infer.add_argument("--batch-size", type=int, default=256)
+    infer.set_defaults(func=run_infer)
+
+    bench = sub.add_parser("bench-infer", help="p50/p90 latency of an exported model vs its dense export")
+    bench.add_argument("model", metavar="MODEL.onnx")
+    bench.add_argument("--dense", help="dense model to compare with (default: dense.onnx beside MODEL, if present)")
+    bench.add_argument("--threads", type=int, action="append", help="intra-op threads (repeatable; default 1)")
+    bench.add_argument("--batch", type=int, action="append", help="batch sizes (repeatable; default 1 and 64)")
+    bench.add_argument("--seconds", type=float, default=2.0, help="time budget per (batch, threads) cell")
+    bench.add_argument("--json", dest="json_out", help="also write the results to this JSON file")
+    bench.set_defaults(func=run_bench)
+
+
+def _save(path: str, array) -> None:
+    import numpy as np
+
+    try:
+        np.save(path, array, allow_pickle=False)
+    except OSError as exc:
+        raise UserError(f"{path}: cannot write ({exc.strerror})") from None
+
+
+def run_infer(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .. import runtime
+
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size must be ≥ 1, got {args.batch_size}")
+    session = runtime.open_session(args.model, args.threads)
+    x = runtime.load_inputs(args.inputs, runtime.model_info(session))
+    pred, logits = runtime.predict(session, x, args.batch_size)
+    if args.out:
+        _save(args.out, pred.astype(np.int64))
+    if args.logits_out:
+        _save(args.logits_out, logits.astype(np.float32))
+    shown = len(pred) if len(pred) <= 20 or not args.out else 10
+    for i in range(shown):
+        print(f"{i}\t{int(pred[i])}")
+    if shown < len(pred):
+        print(f"… {len(pred) - shown} more in {args.out}")
+    counts = np.bincount(pred, minlength=logits.shape[1])
+    print(f"{len(pred)} inputs; predicted class counts: " + " ".join(f"{c}:{n}" for c, n in enumerate(counts) if n))
+    if args.labels:
+        labels = np.load(args.labels, allow_pickle=False).reshape(-1)
+        if len(labels) != len(pred):
+            raise UserError(f"{args.labels}: {len(labels)} labels for {len(pred)} inputs")
+        print(f"accuracy {float((pred == labels).mean()):.4f} on {len(pred)} inputs")
+    return 0
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    from .. import runtime
+
+    threads = args.threads or [1]
+    batches = args.batch or [1, 64]
+    if min(threads) < 1 or min(batches) < 1:
+        raise UserError("--threads and --batch must be ≥ 1")
+    dense = Path(args.dense) if args.dense else runtime.sibling_dense(args.model)
+    if args.dense and not dense.is_file():
+        raise UserError(f"--dense {dense}: file not found")
+    print(f"bench-infer {args.model}" + (f" vs dense {dense}" if dense else " (no dense model beside it; pass --dense)"))
+    rows = []
+    print(f"{'threads':>7} {'batch':>5} {'model p50 ms':>12} {'p90 ms':>8}" +
+          (f" {'dense p50 ms':>12} {'p90 ms':>8} {'speedup':>8}" if dense else ""))
+    for t in threads:
+        sessions = {"model": runtime.open_session(args.model, t)}
+        if dense:
+            sessions["dense"] = runtime.open_session(dense, t)
+        for b in batches:
+            lat = runtime.compare_latency(sessions, b, seconds=args.seconds)
+            row = {"threads": t, "batch": b, "model": lat["model"].to_dict()}
+            line = f"{t:>7} {b:>5} {lat['model'].p50_ms:>12.3f} {lat['model'].p90_ms:>8.3f}"
+            if dense:
+                row["dense"] = lat["dense"].to_dict()
+                row["speedup_p50"] = round(lat["dense"].p50_ms / lat["model"].p50_ms, 3)
+                line += f" {lat['dense'].p50_ms:>12.3f} {lat['dense'].p90_ms:>8.3f} {row['speedup_p50']:>7.2f}×"
+            rows.append(row)
+            print(line)
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps({"model": str(args.model), "dense": str(dense) if dense else None,
+                                                   "results": rows}, indent=2) + "\n")
+    return 0

@@ -1,0 +1,96 @@
+"""``manifest.json``: what was exported, how much smaller it is, and how it was checked."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import re
+import time
+from importlib import metadata
+from pathlib import Path
+
+from .. import __version__
+from .prune import PrunedNetwork
+
+FORMAT = "edge-mcepl-export/1"
+_PACKAGES = ("torch", "numpy", "onnx", "onnxruntime")
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"edge-mcepl": __version__, "python": platform.python_version()}
+    for name in _PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def file_entry(path: Path) -> dict:
+    data = path.read_bytes()
+    return {"name": path.name, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def _ratio(part: int, whole: int) -> float:
+    return round(part / whole, 6) if whole else 0.0
+
+
+def size_summary(pruned: PrunedNetwork) -> dict:
+    """Parameters and compute, dense vs pruned (MACs of the conv and linear layers, per image)."""
+    return {
+        "params": {"dense": pruned.dense_params, "pruned": pruned.params,
+                   "ratio": _ratio(pruned.params, pruned.dense_params)},
+        "macs": {"dense": pruned.dense_macs, "pruned": pruned.macs, "ratio": _ratio(pruned.macs, pruned.dense_macs)},
+        "flops": {"dense": 2 * pruned.dense_macs, "pruned": 2 * pruned.macs,
+                  "ratio": _ratio(pruned.macs, pruned.dense_macs),
+                  "note": "2 × multiply-accumulates of the conv and linear layers per image (LRN, ELU, pooling "
+                          "not counted)"},
+        "filters": {"dense": sum(r.filters for r in pruned.layers),
+                    "kept": sum(r.filters_kept for r in pruned.layers), "removed": pruned.filters_removed},
+    }
+
+
+def build_manifest(*, agent: dict, run, pruned: PrunedNetwork, files: dict, verification: dict,
+                   accuracy: dict, quantization: dict | None, align: int = 1) -> dict:
+    mask_ones = sum(r.mask_ones for r in pruned.layers)
+    masked = sum(r.params - (r.filters if r.kind == "linear" else 0) for r in pruned.layers)
+    return {
+        "format": FORMAT,
+        "agent": int(agent["id"]),
+        "profile": agent.get("profile"),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "run": {"dir": str(run.run_dir), "name": run.config.name, "rounds": run.state.get("rounds"),
+                "preset": run.config.algorithm.preset, "group_lasso": run.config.algorithm.group_lasso,
+                "min_kept_per_filter": run.config.algorithm.min_kept_per_filter,
+                "mask_file": agent.get("mask_file"), "classes": agent.get("classes")},
+        "model": {"name": run.model_name, "num_classes": run.num_classes, "input_shape": list(pruned.input_shape),
+                  "elu_logits": pruned.elu_logits, "weights_seed": run.weights_seed,
+                  "weights_fingerprint": run.fingerprint.hex(), "input": "input", "output": "logits",
+                  "opset": 17},
+        "retention": {"conv": agent.get("retention_conv"), "linear": agent.get("retention_linear"),
+                      "mask_density": _ratio(mask_ones, masked)},
+        **size_summary(pruned),
+        "channel_alignment": align,
+        "layers": [r.to_dict() for r in pruned.layers],
+        "files": files,
+        "verification": verification,
+        "accuracy": accuracy,
+        "quantization": quantization,
+        "versions": library_versions(),
+    }
+
+
+def to_json(manifest: dict) -> str:
+    """Indented JSON with lists of numbers kept on one line (filter indices, shapes, classes)."""
+    # Only a real array can start with "[" + newline: JSON strings never hold a raw newline.
+    numbers = re.compile(r"\[\n\s*(-?[0-9][-0-9.eE+]*(?:,\n\s*-?[0-9][-0-9.eE+]*)*)\n\s*\]")
+    return numbers.sub(lambda m: "[" + ", ".join(x.strip() for x in m.group(1).split(",")) + "]",
+                       json.dumps(manifest, indent=2))
+
+
+def write_manifest(manifest: dict, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(to_json(manifest) + "\n")
+    os.replace(tmp, path)

@@ -1,0 +1,145 @@
+"""Reading what export needs from a run directory, and rebuilding the agent's masked model.
+
+A run directory holds ``config.yaml`` and ``final/state.json`` + ``final/masks/agent_NNN.mcpl``
+(written by :meth:`edge_mcepl.lab.Simulator.save_final_state`). Export never needs the training
+state: the weights are regenerated from the seed and checked against the recorded fingerprint,
+and the mask file is a wire-format message, decoded with the same strict decoder agents use.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from ..comm.codec import CodecError, decode_masks
+from ..config import LabConfig, config_from_dict
+from ..errors import UserError
+from ..lab import RUN_FORMAT
+from ..nn.weights import FixedWeights, generate_fixed_weights, load_fixed_weights
+from ..nn.zoo import MaskedNetwork, build_model
+
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    run_dir: Path
+    state: dict
+    config: LabConfig
+    model_name: str
+    num_classes: int
+    weights_seed: int
+    fingerprint: bytes
+
+    @property
+    def agent_ids(self) -> list[int]:
+        return [int(a["id"]) for a in self.state["agents"]]
+
+    def agent(self, agent_id: int) -> dict:
+        for entry in self.state["agents"]:
+            if int(entry["id"]) == agent_id:
+                return entry
+        raise UserError(f"{self.run_dir}: no agent {agent_id} in this run (agents: "
+                        f"{', '.join(map(str, self.agent_ids))})")
+
+    @property
+    def elu_logits(self) -> bool:
+        return bool(self.config.algorithm.elu_logits)
+
+
+def load_run(run_dir: str | Path) -> RunInfo:
+    """Parse and validate ``RUN_DIR/final/state.json`` and ``RUN_DIR/config.yaml``."""
+    run_dir = Path(run_dir)
+    state_path = run_dir / "final" / "state.json"
+    if not state_path.is_file():
+        raise UserError(f"{state_path} not found: is {run_dir} a finished run directory (edge-mcepl simulate --out)?")
+    try:
+        state = json.loads(state_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{state_path}: cannot read ({exc})") from None
+    if not isinstance(state, dict) or state.get("format") != RUN_FORMAT:
+        raise UserError(f"{state_path}: not a {RUN_FORMAT} state file (format {state.get('format')!r})"
+                        if isinstance(state, dict) else f"{state_path}: not a state file")
+    for key in ("model", "num_classes", "weights_seed", "fingerprint", "agents"):
+        if key not in state:
+            raise UserError(f"{state_path}: missing field {key!r}")
+    try:
+        fingerprint = bytes.fromhex(state["fingerprint"])
+    except (TypeError, ValueError):
+        raise UserError(f"{state_path}: fingerprint {state['fingerprint']!r} is not hex") from None
+    config_path = run_dir / "config.yaml"
+    try:
+        raw = yaml.safe_load(config_path.read_text())
+    except OSError as exc:
+        raise UserError(f"{config_path}: cannot read the run's config ({exc.strerror}); export needs it for "
+                        "algorithm.elu_logits and the data") from None
+    except yaml.YAMLError as exc:
+        raise UserError(f"{config_path}: invalid YAML ({str(exc).splitlines()[0]})") from None
+    config = config_from_dict(raw if isinstance(raw, dict) else {}, str(config_path))
+    if config.model != state["model"]:
+        raise UserError(f"{run_dir}: config.yaml says model {config.model!r}, state.json {state['model']!r}")
+    return RunInfo(run_dir, state, config, str(state["model"]), int(state["num_classes"]),
+                   int(state["weights_seed"]), fingerprint)
+
+
+def regenerate_weights(run: RunInfo) -> tuple[MaskedNetwork, FixedWeights]:
+    """``w`` from the seed and architecture; refuses weights whose fingerprint differs from the run's."""
+    template = build_model(run.model_name, run.num_classes)
+    fixed = generate_fixed_weights(template, run.model_name, run.weights_seed)
+    if fixed.fingerprint != run.fingerprint:
+        raise UserError(
+            f"{run.run_dir}/final/state.json: weights fingerprint mismatch — the run has {run.fingerprint.hex()}, "
+            f"regenerating {run.model_name} from seed {run.weights_seed} gives {fixed.fingerprint_hex} "
+            "(different architecture or torch version); the masks would be meaningless on these weights")
+    return template, fixed
+
+
+def load_agent_masks(run: RunInfo, agent_id: int, template: MaskedNetwork) -> list[np.ndarray]:
+    """Decode the agent's final mask message, checking fingerprint, layer shapes and sender."""
+    entry = run.agent(agent_id)
+    path = run.run_dir / "final" / entry.get("mask_file", f"masks/agent_{agent_id:03d}.mcpl")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read agent {agent_id}'s mask ({exc.strerror})") from None
+    try:
+        msg = decode_masks(data, expected_fingerprint=run.fingerprint, expected_shapes=template.layer_shapes())
+    except CodecError as exc:
+        raise UserError(f"{path}: {exc}") from None
+    if msg.sender != agent_id:
+        raise UserError(f"{path}: message was sent by agent {msg.sender}, expected agent {agent_id}")
+    return [m.astype(np.float32) for m in msg.masks]
+
+
+def masked_model(model_name: str, num_classes: int, fixed: FixedWeights, masks: list[np.ndarray],
+                 elu_logits: bool) -> MaskedNetwork:
+    """The effective model ``v = w ⊙ m`` as the zoo network itself (its own forward pass).
+
+    The masked weights replace ``w`` and every layer keeps all entries (retention 1), so the zoo
+    forward computes exactly with ``v``: the reference every export is verified against.
+    """
+    import torch
+
+    model = build_model(model_name, num_classes)
+    load_fixed_weights(model, fixed)
+    for (_, layer), mask in zip(model.masked_layers(), masks):
+        layer.weight = layer.weight * torch.as_tensor(np.asarray(mask, dtype=np.float32))
+        layer.retention_ratio, layer.min_kept_per_filter = 1.0, None
+    model.elu_logits = elu_logits
+    return model.eval()
+
+
+def masked_zoo_model(run: RunInfo, fixed: FixedWeights, masks: list[np.ndarray]) -> MaskedNetwork:
+    """The agent's masked model (see :func:`masked_model`)."""
+    return masked_model(run.model_name, run.num_classes, fixed, masks, run.elu_logits)
+
+
+def layer_arrays(template: MaskedNetwork, fixed: FixedWeights, masks: list[np.ndarray]
+                 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """(weights by tensor name, masks by layer name) as numpy, what :func:`.prune.prune_network` takes."""
+    weights = {name: t.numpy() for name, t in fixed.tensors.items()}
+    by_layer = {name: mask for (name, _), mask in zip(template.masked_layers(), masks)}
+    return weights, by_layer

@@ -1,0 +1,51 @@
+"""`edge-mcepl infer` and `bench-infer` run with onnxruntime + numpy only: torch is never imported."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+
+from edge_mcepl.export.graph import trace_ops
+from edge_mcepl.export.onnx_export import save_model, to_onnx
+from edge_mcepl.export.prune import prune_network
+from edge_mcepl.nn.weights import generate_fixed_weights
+from edge_mcepl.nn.zoo import build_model
+
+# Runs in a fresh interpreter where importing torch raises, and checks sys.modules at the end too.
+SCRIPT = """
+import sys
+class NoTorch:
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ImportError("torch must not be imported on the inference path")
+sys.meta_path.insert(0, NoTorch())
+from edge_mcepl.cli import main
+model, inputs, preds = sys.argv[1:4]
+assert main(["infer", model, inputs, "--out", preds]) == 0
+assert main(["bench-infer", model, "--batch", "1", "--batch", "4", "--seconds", "0.05"]) == 0
+assert "torch" not in sys.modules, "torch was imported"
+print("TORCH-FREE OK")
+"""
+
+
+def test_infer_and_bench_never_import_torch(tmp_path):
+    template = build_model("small-cnn")
+    fixed = generate_fixed_weights(template, "small-cnn", 2)
+    masks = {name: np.ones(tuple(layer.weight.shape), np.float32) for name, layer in template.masked_layers()}
+    masks["conv2"][:10] = 0
+    weights = {k: v.numpy() for k, v in fixed.tensors.items()}
+    kwargs = dict(input_shape=(1, 28, 28), num_classes=10, elu_logits=True)
+    save_model(to_onnx(prune_network(trace_ops(template), weights, masks, **kwargs)), tmp_path / "model.onnx")
+    save_model(to_onnx(prune_network(trace_ops(template), weights, masks, remove=False, **kwargs)),
+               tmp_path / "dense.onnx")
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).standard_normal((6, 1, 28, 28)).astype(np.float32))
+
+    result = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path / "model.onnx"), str(tmp_path / "x.npy"),
+                             str(tmp_path / "pred.npy")], capture_output=True, text=True, timeout=120,
+                            env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "TORCH-FREE OK" in result.stdout
+    assert "vs dense" in result.stdout  # the sibling dense.onnx was found and compared
+    assert np.load(tmp_path / "pred.npy").shape == (6,)
