@@ -32,6 +32,7 @@ class RoundReport:
     bytes_received: int = 0
     neighbours_heard: int = 0
     rejected: int = 0
+    stale: int = 0  # masks from an earlier round (a device lab's bounded staleness; 0 in the simulator)
 
 
 class Agent:
@@ -74,35 +75,48 @@ class Agent:
         # One copy of the message goes to each neighbour (spec §9).
         self._report = RoundReport(loss=loss, bytes_sent=len(message) * len(self.neighbours))
 
-    def finish_round(self, round: int, transport: Transport, timeout: float | None = None) -> RoundReport:
-        """Spec §6 steps 3–5: gather neighbours' masks, aggregate what arrived, consensus step."""
+    def finish_round(self, round: int, transport: Transport, timeout: float | None = None,
+                     max_staleness: int = 0) -> RoundReport:
+        """Spec §6 steps 3–5: gather neighbours' masks, aggregate what arrived, consensus step.
+
+        ``timeout`` is the round deadline handed to the transport; ``max_staleness`` > 0 accepts a
+        neighbour's mask from up to that many rounds back when its current one did not arrive (a
+        device lab's bounded staleness; the synchronous simulator uses 0).
+        """
         assert self._report is not None, "finish_round() before begin_round()"
         report, self._report = self._report, None
         received = []
         for sender, payload in transport.gather(self.agent_id, round, self.neighbours, timeout).items():
             report.bytes_received += len(payload)
-            masks = self._decode(sender, round, payload)
+            masks = self._decode(sender, round, payload, max_staleness)
             if masks is None:
                 report.rejected += 1
             else:
-                received.append(masks)
+                received.append(masks[0])
+                report.stale += masks[1] != round
         report.neighbours_heard = len(received)
         self.rule.aggregate(received)
         self.rule.consensus_step()
         return report
 
-    def _decode(self, sender: int, round: int, payload: bytes) -> list[torch.Tensor] | None:
+    def check_message(self, payload: bytes) -> tuple[int, int]:
+        """Fully decode and verify a message for this agent's lab; (sender, round) or CodecError."""
+        msg = decode_masks(payload, expected_fingerprint=self.fingerprint, expected_shapes=self.layer_shapes, key=self.key)
+        return msg.sender, msg.round
+
+    def _decode(self, sender: int, round: int, payload: bytes,
+                max_staleness: int = 0) -> tuple[list[torch.Tensor], int] | None:
         """Decode a neighbour's message; a bad one is logged and ignored — it must not stop training."""
         try:
             msg = decode_masks(payload, expected_fingerprint=self.fingerprint, expected_shapes=self.layer_shapes, key=self.key)
         except CodecError as exc:
             log.warning("agent %d: rejected message from %d (round %d): %s", self.agent_id, sender, round, exc)
             return None
-        if (msg.sender, msg.round) != (sender, round):
+        if msg.sender != sender or not round - max_staleness <= msg.round <= round:
             log.warning("agent %d: rejected message on %d's channel claiming sender %d round %d (expected round %d)",
                         self.agent_id, sender, msg.sender, msg.round, round)
             return None
-        return [torch.from_numpy(m) for m in msg.masks]
+        return [torch.from_numpy(m) for m in msg.masks], msg.round
 
     def evaluate(self) -> tuple[float, float]:
         """(accuracy, mean loss) of the personalized model on this agent's test images."""

@@ -13,7 +13,7 @@ import sys
 from .errors import UserError
 
 # Each subcommand lives in its own module under edge_mcepl/commands with a register(subparsers).
-COMMANDS = ("simulate", "models", "download")
+COMMANDS = ("simulate", "models", "download", "export", "infer", "profile", "broker", "join", "lab")
 
 
 def build_parser() -> argparse.ArgumentParser:

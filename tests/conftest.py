@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from edge_mcepl.comm.broker import find_mosquitto
 from edge_mcepl.config import config_from_dict
 from edge_mcepl.nn.layers import MaskedConv2d, MaskedLinear
 from edge_mcepl.nn.weights import generate_fixed_weights, load_fixed_weights, seeded_scores
@@ -55,3 +56,9 @@ def tiny_lab_config(**overrides):
             node = node.setdefault(p, {})
         node[leaf] = value
     return config_from_dict(raw)
+
+
+def pytest_runtest_setup(item):
+    """A real-broker test without mosquitto is a failure, not a silent skip (CI installs it: .ci/run)."""
+    if item.get_closest_marker("mosquitto") and find_mosquitto() is None:
+        pytest.fail("mosquitto is required for this test: apt-get install mosquitto (.ci/run does)")

@@ -1,0 +1,128 @@
+"""An agent's resumable state after a completed round: one atomic ``.npz`` file, arrays only.
+
+What a resumed agent needs to continue exactly where it stopped (same masks as if it had never
+stopped, given the same neighbour masks): every masked layer's ``scores`` and ``neighbour_mean``,
+its batch sampler (the torch generator state, the current epoch's order and position) and the
+number of rounds completed. Plus, to refuse a checkpoint from another lab or run: lab, run id,
+agent id, weights fingerprint, retention ratios and layer shapes.
+
+Format: ``numpy.savez`` — plain arrays, with the metadata as UTF-8 JSON bytes in a ``uint8`` array
+— read back with ``allow_pickle=False``, so loading a checkpoint can never execute code. Writes go
+to a temporary file in the same folder, are fsynced, and replace the old file atomically: a crash
+leaves either the previous checkpoint or the new one, never a torn file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .agent import Agent
+from .errors import UserError
+
+FORMAT = "edge-mcepl-checkpoint/1"
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    meta: dict[str, Any]
+    scores: list[np.ndarray]
+    neighbour_mean: list[np.ndarray]
+    generator_state: np.ndarray
+    order: np.ndarray
+
+    @property
+    def next_round(self) -> int:
+        return int(self.meta["next_round"])
+
+
+def save_checkpoint(path: str | Path, agent: Agent, next_round: int, **meta: Any) -> None:
+    """Atomically write ``agent``'s state after ``next_round`` completed rounds."""
+    path = Path(path)
+    layers = [layer for _, layer in agent.rule.model.masked_layers()]
+    sampler = agent.sampler
+    info = {"format": FORMAT, "next_round": int(next_round), "agent_id": agent.agent_id,
+            "fingerprint": agent.fingerprint.hex(), "retention_conv": agent.rule.retention.conv,
+            "retention_linear": agent.rule.retention.linear,
+            "layer_shapes": [list(s) for s in agent.layer_shapes], "sampler_pos": int(sampler._pos),
+            "sampler_n": int(sampler.n), "batch_size": int(sampler.batch_size), **meta}
+    arrays: dict[str, np.ndarray] = {"meta": np.frombuffer(json.dumps(info).encode(), dtype=np.uint8)}
+    for i, layer in enumerate(layers):
+        arrays[f"scores_{i}"] = layer.scores.detach().numpy().copy()
+        arrays[f"neighbour_mean_{i}"] = layer.neighbour_mean.numpy().copy()
+    arrays["generator_state"] = sampler._gen.get_state().numpy().copy()
+    arrays["order"] = sampler._order.numpy().copy()
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    try:
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    """Read and structurally check a checkpoint; any defect is a one-line :class:`UserError`."""
+    path = Path(path)
+    hint = "delete it (or pass --fresh) to start this agent over"
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            files = set(data.files)
+            meta = json.loads(bytes(data["meta"]).decode())
+            if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+                raise ValueError(f"format {meta.get('format') if isinstance(meta, dict) else meta!r}, expected {FORMAT}")
+            n = len(meta["layer_shapes"])
+            needed = {"generator_state", "order"} | {f"scores_{i}" for i in range(n)} | {
+                f"neighbour_mean_{i}" for i in range(n)}
+            if needed - files:
+                raise ValueError(f"missing arrays {sorted(needed - files)[:3]}")
+            scores = [data[f"scores_{i}"] for i in range(n)]
+            means = [data[f"neighbour_mean_{i}"] for i in range(n)]
+            state, order = data["generator_state"], data["order"]
+    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile, json.JSONDecodeError, EOFError) as exc:
+        raise UserError(f"{path}: unreadable checkpoint ({type(exc).__name__}: {exc}); {hint}") from None
+    for i, shape in enumerate(meta["layer_shapes"]):
+        for name, arr in (("scores", scores[i]), ("neighbour_mean", means[i])):
+            if tuple(arr.shape) != tuple(shape) or arr.dtype != np.float32:
+                raise UserError(f"{path}: {name} of layer {i} is {arr.dtype} {arr.shape}, expected float32 "
+                                f"{tuple(shape)}; {hint}")
+    if state.dtype != np.uint8 or order.dtype != np.int64:
+        raise UserError(f"{path}: sampler state has the wrong dtype; {hint}")
+    return Checkpoint(meta, scores, means, state, order)
+
+
+def restore_agent(agent: Agent, ckpt: Checkpoint, source: str = "checkpoint", **expect: Any) -> None:
+    """Load ``ckpt`` into ``agent`` after checking it belongs to this agent, lab and run."""
+    meta = ckpt.meta
+    checks = {"agent_id": agent.agent_id, "fingerprint": agent.fingerprint.hex(),
+              "layer_shapes": [list(s) for s in agent.layer_shapes], "retention_conv": agent.rule.retention.conv,
+              "retention_linear": agent.rule.retention.linear, "sampler_n": agent.sampler.n,
+              "batch_size": agent.sampler.batch_size, **expect}
+    for key, want in checks.items():
+        if meta.get(key) != want:
+            raise UserError(f"{source}: written for {key} {meta.get(key)!r}, but this agent has {want!r}; "
+                            "delete it (or pass --fresh) to start this agent over")
+    layers = [layer for _, layer in agent.rule.model.masked_layers()]
+    with torch.no_grad():
+        for layer, scores, mean in zip(layers, ckpt.scores, ckpt.neighbour_mean):
+            layer.scores.copy_(torch.from_numpy(scores))
+            layer.scores.grad = None
+            layer.neighbour_mean = torch.from_numpy(mean.copy())
+    sampler = agent.sampler
+    sampler._gen.set_state(torch.from_numpy(ckpt.generator_state.copy()))
+    sampler._order = torch.from_numpy(ckpt.order.copy())
+    sampler._pos = int(meta["sampler_pos"])

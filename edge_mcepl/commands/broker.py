@@ -1,0 +1,116 @@
+"""``edge-mcepl broker``: run the lab's MQTT broker (mosquitto, or the built-in fallback) and publish its config."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import signal
+import threading
+from pathlib import Path
+
+from ..errors import UserError
+
+
+def add_lab_settings(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("device-lab settings (published with the lab config)")
+    g.add_argument("--round-deadline", type=float, default=60.0,
+                   help="seconds an agent waits for its neighbours' masks after publishing its own (default 60)")
+    g.add_argument("--max-staleness", type=int, default=1,
+                   help="a missing mask may be replaced by that neighbour's mask from ≤ K rounds back (default 1)")
+    g.add_argument("--start-timeout", type=float, default=600.0,
+                   help="seconds an agent waits for its neighbours to come online before round 0 (default 600)")
+
+
+def lab_settings(args: argparse.Namespace):
+    from ..device_lab import LabSettings
+
+    return LabSettings(args.round_deadline, args.max_staleness, args.start_timeout).check("command line")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("broker", help="run an MQTT broker for a device lab (mosquitto, or a built-in fallback)")
+    p.add_argument("config", nargs="?", help="lab config YAML: publish it (retained) for `join` to fetch")
+    p.add_argument("--lab", help="lab name (default: the config's name)")
+    p.add_argument("--agents", type=int, help="number of agents (default: the config's)")
+    p.add_argument("--rounds", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--eval-every", type=int)
+    p.add_argument("--preset", help="algorithm preset: reference or structured")
+    p.add_argument("--host", default="127.0.0.1", help="listener address (default 127.0.0.1, loopback only)")
+    p.add_argument("--port", type=int, default=1883, help="listener port (default 1883; 0 = any free port)")
+    p.add_argument("--dir", help="broker files: config, passwords, ACL, persistence (default runs/broker-LAB)")
+    p.add_argument("--broker-kind", default="auto", choices=("auto", "mosquitto", "python"),
+                   help="auto: mosquitto when installed, else the built-in Python broker")
+    p.add_argument("--new-run", action="store_true", help="publish the config under a new run id even if unchanged")
+    p.add_argument("--tls-cert", help="server certificate (mosquitto only): the listener speaks TLS (mqtts://)")
+    p.add_argument("--tls-key", help="server key for --tls-cert")
+    add_lab_settings(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..comm.broker import ADMIN_USER, start_broker
+    from ..comm.mqtt import BrokerAddress, MqttConnection, MqttOptions, check_lab_name, config_topic
+    from ..config import load_config
+    from ..device_lab import envelope_digest, explicit_keys, make_envelope, publish_envelope
+
+    config = envelope = None
+    if args.config:
+        overrides = {"rounds": args.rounds, "agents": args.agents, "seed": args.seed, "eval_every": args.eval_every,
+                     "algorithm.preset": args.preset}
+        config = load_config(args.config, overrides)
+        if args.lab and args.lab != config.name:
+            raise UserError(f"--lab {args.lab}: the config {args.config} names the lab {config.name!r}")
+        lab, agents = check_lab_name(config.name, f"{args.config}: name"), config.agents
+        envelope = make_envelope(config, explicit_keys(args.config, overrides), lab_settings(args))
+    else:
+        if not args.lab or not args.agents:
+            raise UserError("give a lab config YAML, or --lab NAME and --agents N (then publish the config later)")
+        lab, agents = check_lab_name(args.lab, "--lab"), args.agents
+    if agents < 1:
+        raise UserError(f"--agents {agents}: must be ≥ 1")
+    try:
+        loopback = ipaddress.ip_address(args.host).is_loopback
+    except ValueError:
+        loopback = args.host == "localhost"
+    directory = Path(args.dir or Path("runs") / f"broker-{lab}")
+    if envelope is not None:  # an unchanged config keeps its run id, so devices can resume their checkpoints
+        state_file = directory / "lab-run.json"
+        digest = envelope_digest(envelope)
+        if state_file.exists() and not args.new_run:
+            previous = json.loads(state_file.read_text())
+            if previous.get("digest") == digest:
+                envelope["run_id"] = previous["run_id"]
+    handle = start_broker(directory, lab, agents, kind=args.broker_kind, host=args.host, port=args.port,
+                          tls_cert=args.tls_cert, tls_key=args.tls_key)
+    try:
+        print(f"edge-mcepl broker: {handle.description}")
+        url = handle.credentials.broker_url or handle.url
+        print(f"  connection string: {url}")
+        print(f"  credentials file:  {handle.credentials_file}  (users lab-admin, agent-0 … agent-{agents - 1})")
+        print(f"  broker files:      {handle.directory}")
+        if not loopback and not args.tls_cert:
+            print("  WARNING: listening beyond loopback without TLS: passwords and masks cross the network in clear")
+        if envelope is not None:
+            admin = MqttConnection(BrokerAddress.parse(url), MqttOptions(ADMIN_USER, handle.credentials.admin_password),
+                                   f"edge-mcepl-{lab}-broker-admin", name="lab-admin").connect()
+            publish_envelope(admin, envelope)
+            admin.close()
+            directory.mkdir(parents=True, exist_ok=True)
+            (directory / "lab-run.json").write_text(json.dumps({"run_id": envelope["run_id"],
+                                                                 "digest": envelope_digest(envelope)}))
+            print(f"  lab config:        published on {config_topic(lab)} (run {envelope['run_id']}, "
+                  f"weights fingerprint {envelope['fingerprint']})")
+        print(f"  join a device:     edge-mcepl join --broker {url} --lab {lab} --agent-id 0 "
+              f"--credentials {handle.credentials_file} --profile rpi4")
+        print("Ctrl-C stops the broker.", flush=True)
+        stop = threading.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+        while not stop.wait(1.0):
+            pass
+    finally:
+        handle.stop()
+        print("edge-mcepl broker: stopped", flush=True)
+    return 0

@@ -1,0 +1,44 @@
+"""``edge-mcepl lab``: a broker plus one `join` process per agent on this machine (the multi-process lab)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from .broker import add_lab_settings, lab_settings
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("lab", help="run a whole device lab on this machine: a broker and N join processes")
+    p.add_argument("config", help="lab config YAML (see examples/)")
+    p.add_argument("--profiles", help="comma-separated device profiles assigned round-robin to the agents, "
+                                      "e.g. rpi4,rpi5,laptop (bundled names or YAML files)")
+    p.add_argument("--out", help="run directory (default runs/NAME-lab-TIMESTAMP)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted lab in --out from its checkpoints")
+    p.add_argument("--broker-kind", default="auto", choices=("auto", "mosquitto", "python"))
+    p.add_argument("--port", type=int, default=0, help="broker port on 127.0.0.1 (default: a free one)")
+    p.add_argument("--rounds", type=int)
+    p.add_argument("--agents", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--eval-every", type=int)
+    p.add_argument("--threads", type=int, help="lab threads (each agent's default when it has no profile)")
+    p.add_argument("--preset", help="algorithm preset: reference or structured")
+    p.add_argument("--data-dir", help="folder holding cifar-10-batches-py/ or the MNIST idx files")
+    p.add_argument("--verbose", action="store_true", help="agents log MQTT details")
+    add_lab_settings(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..device_lab import LabOptions, run_lab
+
+    data_dir = args.data_dir and str(Path(args.data_dir).resolve())
+    overrides = {"rounds": args.rounds, "agents": args.agents, "seed": args.seed, "eval_every": args.eval_every,
+                 "threads": args.threads, "data.data_dir": data_dir, "algorithm.preset": args.preset}
+    if args.verbose:
+        logging.getLogger("edge_mcepl").setLevel(logging.INFO)
+    profiles = [p.strip() for p in (args.profiles or "").split(",") if p.strip()]
+    return run_lab(args.config, overrides, LabOptions(
+        out=args.out, profiles=profiles, broker_kind=args.broker_kind, port=args.port, settings=lab_settings(args),
+        data_dir=data_dir, resume=args.resume, join_args=["--verbose"] if args.verbose else []))

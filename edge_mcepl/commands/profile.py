@@ -1,0 +1,71 @@
+"""``edge-mcepl profile``: detect this machine's profile; show or list profiles with their retention ratio."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from ..errors import UserError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("profile", help="device profiles: detect this machine, show or list profiles")
+    actions = p.add_subparsers(dest="action", required=True)
+    d = actions.add_parser("detect", help="write a profile for this machine (psutil + a matmul micro-benchmark)")
+    d.add_argument("--out", help="YAML file to write (default: print to stdout)")
+    d.add_argument("--name", help="profile name (default: the host name)")
+    d.add_argument("--seconds", type=float, default=1.0, help="micro-benchmark duration (default 1 s)")
+    d.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    d.set_defaults(func=detect)
+    s = actions.add_parser("show", help="validate a profile and show the retention ratio it gets")
+    s.add_argument("profile", help="a YAML file or a bundled name")
+    s.add_argument("--model", default="alexnet-cifar")
+    s.add_argument("--linear-retention", type=float, default=0.9)
+    s.set_defaults(func=show)
+    ls = actions.add_parser("list", help="the bundled profiles and their retention ratios")
+    ls.add_argument("--model", default="alexnet-cifar")
+    ls.set_defaults(func=list_profiles)
+
+
+def detect(args: argparse.Namespace) -> int:
+    from ..profiles import detect_profile, profile_yaml
+
+    if not 0.05 <= args.seconds <= 600:
+        raise UserError(f"--seconds {args.seconds}: must be in [0.05, 600]")
+    if args.out and Path(args.out).exists() and not args.force:
+        raise UserError(f"--out {args.out}: exists; pass --force to overwrite")
+    profile = detect_profile(args.seconds, args.name)
+    text = profile_yaml(profile, args.seconds)
+    if not args.out:
+        sys.stdout.write(text)
+        return 0
+    tmp = Path(args.out + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, args.out)
+    print(f"wrote {args.out}: {profile.cores} cores, {profile.memory_mb} MB, {profile.gflops:g} GFLOP/s "
+          "(edit uplink_mbps and the budget section to match this device's use)", file=sys.stderr)
+    return 0
+
+
+def show(args: argparse.Namespace) -> int:
+    from ..profiles import load_profile, policy_retention, resolve_profile_path
+
+    profile = load_profile(args.profile)
+    print(f"{profile.name}: {resolve_profile_path(args.profile)} — valid")
+    print(f"  {profile.description}")
+    print(f"  {profile.cores} cores, {profile.memory_mb} MB, {profile.gflops:g} GFLOP/s, uplink "
+          f"{profile.uplink_mbps:g} Mbit/s; budget {profile.inference_latency_ms:g} ms, {profile.model_memory_mb:g} MB")
+    print(f"  retention: {policy_retention(profile, args.model, args.linear_retention).detail}")
+    return 0
+
+
+def list_profiles(args: argparse.Namespace) -> int:
+    from ..profiles import bundled_profiles, load_profile, policy_retention
+
+    for name in bundled_profiles():
+        profile = load_profile(name)
+        decision = policy_retention(profile, args.model)
+        print(f"{name:18s} retention {decision.retention:.2f} for {args.model:14s} {profile.description}")
+    return 0

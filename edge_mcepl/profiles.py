@@ -1,0 +1,376 @@
+"""Device profiles: what a device can do, what its application allows, and the retention it gets.
+
+A profile is a small YAML file (bundled ones live in ``device_profiles/``, shipped inside the
+package as ``edge_mcepl/device_profiles/``)::
+
+    name: rpi4                      # [A-Za-z0-9_.-], 1–64 characters
+    description: Raspberry Pi 4 …   # optional free text
+    hardware:                       # capability (facts about the machine)
+      cores: 4                      # int 1–1024: CPU cores used for training
+      memory_mb: 4096               # int 16–16,777,216: RAM
+      gflops: 8.0                   # float 0.01–1e6: measured float32 GFLOP/s (matmul, all cores)
+      uplink_mbps: 50.0             # float 0.01–1e6: upload bandwidth
+    budget:                         # what the application running the model allows
+      inference_latency_ms: 10.0    # float 0.01–1e6: per-image latency budget (batch 1)
+      model_memory_mb: 64.0         # float 0.1–1e6: memory for the deployed weights
+    training:                       # optional section
+      threads: 4                    # int 1–1024 or null (null: hardware.cores)
+      batch_size: null              # int 1–1e6 or null (null: the lab's algorithm.batch_size)
+    retention_ratio: auto           # "auto" (the policy below) or a float 0.01–1.0: fraction of
+                                    # conv weights KEPT
+
+Validation is strict, like the lab config's: an unknown key, a wrong type (an int field does not
+take 4.0 or true) or an out-of-range value is a one-line :class:`UserError` naming the file and the
+dotted field.
+
+**Retention policy** (``retention_ratio: auto``), for a model with conv multiply-adds ``C``,
+linear multiply-adds ``L``, conv weights ``Wc`` and linear weights ``Wl`` (per image, dense) and
+the lab's linear retention ``r_lin``::
+
+    flops_in_budget = gflops · 1e9 · EFFICIENCY · inference_latency_ms / 1000
+    r_latency = (flops_in_budget − 2 · L · r_lin) / (2 · C)      # conv share of the FLOPs that fit
+    r_memory  = (model_memory_mb · 2^20 − 4 · Wl · r_lin) / (4 · Wc)   # fp32 kept conv weights that fit
+    retention = floor_to_0.05( clamp(min(r_latency, r_memory), R_MIN, R_MAX) )
+
+``EFFICIENCY`` = 0.3 is the share of the matmul micro-benchmark's GFLOP/s that a small conv net
+reaches at batch 1; ``R_MIN`` = 0.05 keeps a trainable subnetwork; ``R_MAX`` = 0.5 because mask
+learning needs something to choose — at 0.5 the number of possible masks is largest, and keeping
+more only brings the model closer to the dense random network. Flooring to steps of 0.05 makes
+two runs of ``profile detect`` on the same machine agree despite micro-benchmark noise. The
+latency term assumes the exported model's multiply-adds scale with the kept share of conv weights,
+which is what filter dropping (the ``structured`` preset) and export deliver; a mask that removes
+no whole filter saves memory, not time.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import re
+import socket
+import time
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import UserError
+
+BUNDLED_DIR = Path(__file__).resolve().parent / "device_profiles"
+EFFICIENCY = 0.3
+R_MIN, R_MAX, R_STEP = 0.05, 0.5, 0.05
+NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+# (dotted key, type, low, high, required). type: "int", "float", "str", "name", "ratio_or_auto".
+_SCHEMA: dict[str, tuple[str, float | None, float | None, bool]] = {
+    "name": ("name", None, None, True),
+    "description": ("str", None, None, False),
+    "hardware.cores": ("int", 1, 1024, True),
+    "hardware.memory_mb": ("int", 16, 16_777_216, True),
+    "hardware.gflops": ("float", 0.01, 1e6, True),
+    "hardware.uplink_mbps": ("float", 0.01, 1e6, True),
+    "budget.inference_latency_ms": ("float", 0.01, 1e6, True),
+    "budget.model_memory_mb": ("float", 0.1, 1e6, True),
+    "training.threads": ("int?", 1, 1024, False),
+    "training.batch_size": ("int?", 1, 1_000_000, False),
+    "retention_ratio": ("ratio_or_auto", 0.01, 1.0, True),
+}
+_SECTIONS = {"hardware", "budget", "training"}
+
+
+@dataclass(frozen=True)
+class DeviceProfile:
+    name: str
+    cores: int
+    memory_mb: int
+    gflops: float
+    uplink_mbps: float
+    inference_latency_ms: float
+    model_memory_mb: float
+    retention_ratio: float | str  # a number, or "auto"
+    threads: int | None = None
+    batch_size: int | None = None
+    description: str = ""
+    source: str = "profile"  # the file it came from (for messages)
+
+    @property
+    def training_threads(self) -> int:
+        return self.threads or self.cores
+
+    def to_dict(self) -> dict[str, Any]:
+        """The profile as its YAML mapping (round-trips through :func:`profile_from_dict`)."""
+        out: dict[str, Any] = {"name": self.name}
+        if self.description:
+            out["description"] = self.description
+        out["hardware"] = {"cores": self.cores, "memory_mb": self.memory_mb, "gflops": self.gflops,
+                           "uplink_mbps": self.uplink_mbps}
+        out["budget"] = {"inference_latency_ms": self.inference_latency_ms, "model_memory_mb": self.model_memory_mb}
+        out["training"] = {"threads": self.threads, "batch_size": self.batch_size}
+        out["retention_ratio"] = self.retention_ratio
+        return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading and validation
+
+
+def bundled_profiles() -> list[str]:
+    """Names of the profiles shipped with the package (``rpi4``, ``laptop``, …)."""
+    return sorted(p.stem for p in BUNDLED_DIR.glob("*.yaml"))
+
+
+def resolve_profile_path(spec: str | os.PathLike) -> Path:
+    """A file path as given, or a bare name (``rpi4`` / ``rpi4.yaml``) among the bundled profiles."""
+    path = Path(spec)
+    if path.is_file():
+        return path
+    text = str(spec)
+    if "/" not in text and os.sep not in text:
+        stem = text[:-5] if text.endswith(".yaml") else text[:-4] if text.endswith(".yml") else text
+        bundled = BUNDLED_DIR / f"{stem}.yaml"
+        if bundled.is_file():
+            return bundled
+    raise UserError(f"--profile {text}: no such file, and not a bundled profile "
+                    f"(bundled: {', '.join(bundled_profiles())})")
+
+
+def load_profile(spec: str | os.PathLike) -> DeviceProfile:
+    """Load and validate a profile given as a path or a bundled name."""
+    path = resolve_profile_path(spec)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read profile ({exc.strerror})") from None
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path}: invalid YAML ({str(exc).splitlines()[0]})") from None
+    return profile_from_dict(raw, str(path))
+
+
+def profile_from_dict(raw: Any, source: str = "profile") -> DeviceProfile:
+    """Validate a plain mapping into a :class:`DeviceProfile`; one-line errors name source and field."""
+    if not isinstance(raw, dict):
+        raise UserError(f"{source}: a device profile must be a mapping of keys to values")
+    flat: dict[str, Any] = {}
+    top_known = {k.split(".")[0] for k in _SCHEMA}
+    for key, value in raw.items():
+        if key not in top_known:
+            raise UserError(f"{source}: unknown key '{key}' (known: {', '.join(sorted(top_known))})")
+        if key in _SECTIONS:
+            if value is None and key == "training":
+                continue
+            if not isinstance(value, dict):
+                raise UserError(f"{source}: {key}: expected a mapping, got {_show(value)}")
+            known = sorted(k.split(".", 1)[1] for k in _SCHEMA if k.startswith(key + "."))
+            for sub, subvalue in value.items():
+                if sub not in known:
+                    raise UserError(f"{source}: unknown key '{key}.{sub}' (known: {', '.join(known)})")
+                flat[f"{key}.{sub}"] = subvalue
+        else:
+            flat[key] = value
+    values: dict[str, Any] = {}
+    for dotted, (kind, lo, hi, required) in _SCHEMA.items():
+        if dotted not in flat:
+            if required:
+                raise UserError(f"{source}: missing key '{dotted}'")
+            continue
+        values[dotted] = _check(flat[dotted], kind, lo, hi, dotted, source)
+    return DeviceProfile(
+        name=values["name"], description=values.get("description") or "",
+        cores=values["hardware.cores"], memory_mb=values["hardware.memory_mb"], gflops=values["hardware.gflops"],
+        uplink_mbps=values["hardware.uplink_mbps"], inference_latency_ms=values["budget.inference_latency_ms"],
+        model_memory_mb=values["budget.model_memory_mb"], threads=values.get("training.threads"),
+        batch_size=values.get("training.batch_size"), retention_ratio=values["retention_ratio"], source=source)
+
+
+def _check(value: Any, kind: str, lo: float | None, hi: float | None, dotted: str, source: str) -> Any:
+    def bad(expected: str) -> UserError:
+        return UserError(f"{source}: {dotted}: expected {expected}, got {_show(value)}")
+
+    is_int = isinstance(value, int) and not isinstance(value, bool)
+    is_num = is_int or isinstance(value, float)
+    if kind == "name":
+        if not isinstance(value, str) or not NAME_RE.match(value):
+            raise bad("a name of 1–64 letters, digits, '_', '.' or '-'")
+        return value
+    if kind == "str":
+        if not isinstance(value, str):
+            raise bad("a string")
+        return value
+    if kind == "ratio_or_auto":
+        if value == "auto":
+            return "auto"
+        if not is_num:
+            raise bad("'auto' or a number")
+        value = float(value)
+    elif kind == "int?":
+        if value is None:
+            return None
+        if not is_int:
+            raise bad("an int or null")
+    elif kind == "int":
+        if not is_int:
+            raise bad("an int")
+    elif kind == "float":
+        if not is_num:
+            raise bad("a number")
+        value = float(value)
+    if not math.isfinite(value) or not lo <= value <= hi:
+        raise UserError(f"{source}: {dotted}: {value} is outside [{lo:g}, {hi:g}]")
+    return value
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+# ---------------------------------------------------------------------------------------------
+# Policy: capability + budget → retention ratio
+
+
+@dataclass(frozen=True)
+class ModelCost:
+    """Dense per-image multiply-adds and weight counts of a zoo model's masked layers."""
+
+    conv_macs: int
+    linear_macs: int
+    conv_weights: int
+    linear_weights: int
+
+
+@lru_cache(maxsize=None)
+def model_cost(model_name: str) -> ModelCost:
+    """Count a zoo model's conv/linear multiply-adds with one forward pass of a zero image."""
+    import torch
+
+    from .nn.layers import MaskedConv2d
+    from .nn.zoo import build_model
+
+    model = build_model(model_name)
+    macs = {"conv": 0, "linear": 0}
+    weights = {"conv": 0, "linear": 0}
+    hooks = []
+    for _, layer in model.masked_layers():
+        kind = "conv" if isinstance(layer, MaskedConv2d) else "linear"
+        weights[kind] += layer.weight.numel()
+
+        def hook(module, _inputs, output, kind=kind):
+            spatial = output.shape[2] * output.shape[3] if output.dim() == 4 else 1
+            macs[kind] += module.weight.numel() * spatial
+
+        hooks.append(layer.register_forward_hook(hook))
+    with torch.no_grad():
+        model(torch.zeros((1, *model.input_shape)))
+    for h in hooks:
+        h.remove()
+    return ModelCost(macs["conv"], macs["linear"], weights["conv"], weights["linear"])
+
+
+@dataclass(frozen=True)
+class RetentionDecision:
+    retention: float
+    source: str  # "profile" (explicit), "policy"
+    detail: str  # one line: how it was derived
+
+
+def policy_retention(profile: DeviceProfile, model_name: str, linear_retention: float = 0.9) -> RetentionDecision:
+    """The profile's conv retention ratio for ``model_name``: explicit, or the documented policy."""
+    if profile.retention_ratio != "auto":
+        r = float(profile.retention_ratio)
+        return RetentionDecision(r, "profile", f"{profile.name}: retention_ratio {r:g} set in the profile")
+    cost = model_cost(model_name)
+    flops = profile.gflops * 1e9 * EFFICIENCY * profile.inference_latency_ms / 1000.0
+    r_latency = (flops - 2 * cost.linear_macs * linear_retention) / (2 * cost.conv_macs)
+    r_memory = (profile.model_memory_mb * 2**20 - 4 * cost.linear_weights * linear_retention) / (4 * cost.conv_weights)
+    raw = min(r_latency, r_memory)
+    clamped = min(max(raw, R_MIN), R_MAX)
+    r = round(math.floor(clamped / R_STEP + 1e-9) * R_STEP, 2)
+    r = max(r, R_MIN)
+    bound = "latency" if r_latency <= r_memory else "memory"
+    note = " (cannot meet its budget even at the minimum)" if raw < R_MIN else ""
+    return RetentionDecision(r, "policy", f"{profile.name}: auto → {r:g} for {model_name} (latency bound "
+                             f"{r_latency:.3f}, memory bound {r_memory:.3f}; {bound}-bound, clamped to "
+                             f"[{R_MIN}, {R_MAX}], floored to {R_STEP}){note}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Detection
+
+
+def measure_gflops(seconds: float = 1.0, size: int = 512, threads: int | None = None) -> float:
+    """float32 GFLOP/s of a square matmul on this machine (best of repeated timed batches)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        gen = torch.Generator().manual_seed(0)
+        a = torch.rand((size, size), generator=gen)
+        b = torch.rand((size, size), generator=gen)
+        torch.mm(a, b)  # warm-up
+        best, deadline = 0.0, time.perf_counter() + seconds
+        while True:
+            start = time.perf_counter()
+            reps = 0
+            while reps < 4 or time.perf_counter() - start < 0.05:
+                torch.mm(a, b)
+                reps += 1
+            elapsed = time.perf_counter() - start
+            best = max(best, 2 * size**3 * reps / elapsed / 1e9)
+            if time.perf_counter() >= deadline:
+                return best
+    finally:
+        torch.set_num_threads(previous)
+
+
+def detect_profile(seconds: float = 1.0, name: str | None = None) -> DeviceProfile:
+    """A profile of this machine: psutil for cores and memory, a matmul micro-benchmark for GFLOP/s.
+
+    The uplink cannot be measured without a peer and the budgets are the application's choice, so
+    those get conservative defaults (marked in the written file) that the user should edit.
+    """
+    import psutil
+
+    cores = psutil.cpu_count(logical=False) or psutil.cpu_count() or 1
+    memory_mb = int(psutil.virtual_memory().total // 2**20)
+    gflops = round(measure_gflops(seconds, threads=cores), 2)
+    host = re.sub(r"[^A-Za-z0-9_.-]", "-", name or socket.gethostname() or "this-machine")[:64] or "this-machine"
+    cpu = platform.processor() or platform.machine()
+    return profile_from_dict({
+        "name": host,
+        "description": f"detected on {platform.system()} {platform.machine()} ({cpu}), {time.strftime('%Y-%m-%d')}",
+        "hardware": {"cores": int(min(cores, 1024)), "memory_mb": max(16, memory_mb),
+                     "gflops": max(0.01, gflops), "uplink_mbps": 100.0},
+        "budget": {"inference_latency_ms": 10.0, "model_memory_mb": float(max(1, min(256, memory_mb // 20)))},
+        "training": {"threads": int(min(cores, 1024)), "batch_size": None},
+        "retention_ratio": "auto",
+    }, "detected profile")
+
+
+def profile_yaml(profile: DeviceProfile, measured_seconds: float | None = None) -> str:
+    """The profile as a commented YAML document (what ``profile detect`` writes)."""
+    p = profile
+    measured = f" (matmul micro-benchmark, {measured_seconds:g} s)" if measured_seconds else ""
+    lines = [
+        f"# Device profile for edge-mcepl (schema: README.md, \"Device lab\"; edge_mcepl/profiles.py).",
+        f"name: {p.name}",
+        f"description: {json.dumps(p.description)}",
+        "hardware:",
+        f"  cores: {p.cores}",
+        f"  memory_mb: {p.memory_mb}",
+        f"  gflops: {p.gflops}            # measured float32 GFLOP/s{measured}",
+        f"  uplink_mbps: {p.uplink_mbps}      # NOT measured (needs a peer): set your link's upload speed",
+        "budget:                  # your application's limits — edit them",
+        f"  inference_latency_ms: {p.inference_latency_ms}",
+        f"  model_memory_mb: {p.model_memory_mb}",
+        "training:",
+        f"  threads: {'null' if p.threads is None else p.threads}",
+        f"  batch_size: {'null' if p.batch_size is None else p.batch_size}        # null: the lab's batch size",
+        f"retention_ratio: {p.retention_ratio}      # auto: derived from capability + budget (README)",
+    ]
+    return "\n".join(lines) + "\n"

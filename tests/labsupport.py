@@ -1,0 +1,92 @@
+"""Helpers for the device-lab tests: a tiny lab config, join subprocesses, waiting with a timeout."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from edge_mcepl.comm.broker import find_mosquitto
+
+# Real-broker tests fail (never skip) without mosquitto: see pytest_runtest_setup in conftest.py.
+needs_mosquitto = pytest.mark.mosquitto
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tiny_raw(**overrides) -> dict:
+    """A lab config mapping that runs a round in a few milliseconds (small-cnn, a little synthetic data)."""
+    raw = {"name": "t", "seed": 5, "agents": 4, "rounds": 4, "eval_every": 2, "model": "small-cnn", "threads": 1,
+           "data": {"dataset": "synthetic", "synthetic_train_per_class": 12, "synthetic_test_per_class": 4,
+                    "classes_per_agent": 3},
+           "topology": {"kind": "ring"}, "algorithm": {"batch_size": 8}}
+    for key, value in overrides.items():
+        node = raw
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        if value is None:
+            node.pop(leaf, None)
+        else:
+            node[leaf] = value
+    return raw
+
+
+def write_yaml(path: Path, raw: dict) -> Path:
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def start_join(broker_url: str, lab: str, agent_id: int, credentials: Path, state_dir: Path, *extra: str) -> subprocess.Popen:
+    state_dir.mkdir(parents=True, exist_ok=True)
+    log = open(state_dir / "join.log", "a")
+    cmd = [sys.executable, "-m", "edge_mcepl.cli", "join", "--broker", broker_url, "--lab", lab,
+           "--agent-id", str(agent_id), "--credentials", str(credentials), "--state-dir", str(state_dir),
+           "--config-timeout", "60", *extra]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+    log.close()
+    return proc
+
+
+def wait_until(predicate, timeout: float, what: str, procs=()) -> None:
+    """Poll ``predicate`` until true; fail (naming ``what``) after ``timeout`` s or if a process died badly."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        for p in procs:
+            if p.poll() not in (None, 0):
+                raise AssertionError(f"a join process exited with {p.returncode} while waiting for {what}")
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def rows(state_dir: Path) -> list[dict]:
+    path = state_dir / "metrics.jsonl"
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            pass
+    return out
+
+
+def log_text(state_dir: Path) -> str:
+    path = state_dir / "join.log"
+    return path.read_text(errors="replace") if path.exists() else ""
+
+
+def stop_all(procs) -> None:
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+            p.wait()

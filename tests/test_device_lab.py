@@ -1,0 +1,151 @@
+"""`edge-mcepl lab`: a broker plus N join processes gives the simulator's masks, in the simulator's run format.
+
+Also the lab-config envelope and the documented precedence between the lab config and device profiles.
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+import pytest
+
+from conftest import tiny_lab_config
+from edge_mcepl.cli import main
+from edge_mcepl.comm.codec import decode_masks
+from edge_mcepl.config import load_config
+from edge_mcepl.device_lab import LabSettings, explicit_keys, make_envelope, parse_envelope, plan_agent
+from edge_mcepl.errors import UserError
+from edge_mcepl.lab import Simulator
+from edge_mcepl.metrics import read_metrics
+from edge_mcepl.nn.zoo import build_model
+from edge_mcepl.profiles import load_profile
+from labsupport import needs_mosquitto, tiny_raw, write_yaml
+
+# Fields that depend on wall-clock time or exist only in a device lab (the rest must match the simulator).
+TIMING_OR_DEVICE_ONLY = {"train_seconds", "round_seconds", "gather_seconds", "aggregate_seconds", "eval_seconds",
+                         "published_at", "arrivals", "stale", "duplicates", "late", "degree"}
+
+
+def profile_file(tmp_path, name: str, retention: float):
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(textwrap.dedent(f"""\
+        name: {name}
+        hardware: {{cores: 1, memory_mb: 1024, gflops: 5.0, uplink_mbps: 10.0}}
+        budget: {{inference_latency_ms: 10.0, model_memory_mb: 16.0}}
+        training: {{threads: 1, batch_size: null}}
+        retention_ratio: {retention}
+        """))
+    return str(path)
+
+
+def simulate(config, tmp_path):
+    sim = Simulator(config, log=lambda _: None)
+    sim.run(tmp_path / "sim", progress=False)
+    return tmp_path / "sim"
+
+
+def masks_of(run_dir):
+    state = json.loads((run_dir / "final" / "state.json").read_text())
+    shapes = build_model(state["model"], state["num_classes"]).layer_shapes()
+    out = {}
+    for agent in state["agents"]:
+        data = (run_dir / "final" / agent["mask_file"]).read_bytes()
+        msg = decode_masks(data, expected_fingerprint=bytes.fromhex(state["fingerprint"]), expected_shapes=shapes)
+        assert (msg.sender, msg.round) == (agent["id"], state["rounds"])
+        out[agent["id"]] = data
+    return state, out
+
+
+def comparable(rows):
+    return [{k: v for k, v in r.items() if k not in TIMING_OR_DEVICE_ONLY} for r in rows]
+
+
+@needs_mosquitto
+def test_lab_over_mosquitto_with_profiles_matches_the_simulator_bit_for_bit(tmp_path, capsys):
+    # The lab's YAML leaves retention to the devices; two profiles say 0.2 and 0.4 (round-robin).
+    lab_yaml = write_yaml(tmp_path / "lab.yaml", tiny_raw(name="eq", rounds=4, eval_every=2))
+    profiles = f"{profile_file(tmp_path, 'small', 0.2)},{profile_file(tmp_path, 'big', 0.4)}"
+    out = tmp_path / "run"
+    code = main(["lab", str(lab_yaml), "--out", str(out), "--profiles", profiles, "--broker-kind", "mosquitto",
+                 "--round-deadline", "120"])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    assert "mosquitto" in printed and "mean personalized accuracy" in printed
+    # The simulator with the same retention per agent, given directly.
+    sim_dir = simulate(tiny_lab_config(name="eq", rounds=4, eval_every=2, **{"retention.conv": [0.2, 0.4]}), tmp_path)
+    state, lab_masks = masks_of(out)
+    sim_state, sim_masks = masks_of(sim_dir)
+    assert lab_masks == sim_masks and len(lab_masks) == 4
+    assert [a["retention_conv"] for a in state["agents"]] == [0.2, 0.4, 0.2, 0.4]
+    assert [a["profile"] for a in state["agents"]] == ["small", "big", "small", "big"]
+    assert {k: v for k, v in state.items() if k != "agents"} == {k: v for k, v in sim_state.items() if k != "agents"}
+    lab_rows, sim_rows = read_metrics(out / "metrics.jsonl"), read_metrics(sim_dir / "metrics.jsonl")
+    assert comparable(lab_rows) == comparable(sim_rows)
+    assert all(r["neighbours_heard"] == 2 and r["rejected"] == 0 for r in lab_rows)
+    assert (out / "summary.txt").read_text().strip() and (out / "config.yaml").is_file()
+    lab_info = json.loads((out / "lab.json").read_text())
+    assert lab_info["broker"].startswith("mosquitto") and set(lab_info["exit_codes"].values()) == {0}
+
+
+def test_lab_over_the_builtin_python_broker_matches_the_simulator(tmp_path, capsys):
+    raw = tiny_raw(name="py", agents=3, rounds=3, eval_every=3, **{"topology.kind": "complete"})
+    lab_yaml = write_yaml(tmp_path / "lab.yaml", raw)
+    out = tmp_path / "run"
+    assert main(["lab", str(lab_yaml), "--out", str(out), "--broker-kind", "python", "--round-deadline", "120"]) == 0
+    assert "built-in Python broker (MQTT 3.1.1" in capsys.readouterr().out
+    sim_dir = simulate(tiny_lab_config(name="py", agents=3, rounds=3, eval_every=3, **{"topology.kind": "complete"}),
+                       tmp_path)
+    assert masks_of(out)[1] == masks_of(sim_dir)[1]
+
+
+def test_lab_refuses_a_non_empty_out_dir_and_a_bad_profile_before_starting(tmp_path, capsys):
+    lab_yaml = write_yaml(tmp_path / "lab.yaml", tiny_raw())
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "x").write_text("x")
+    assert main(["lab", str(lab_yaml), "--out", str(tmp_path / "busy")]) == 2
+    assert "not empty" in capsys.readouterr().err
+    assert main(["lab", str(lab_yaml), "--out", str(tmp_path / "new"), "--profiles", "rpi4,toaster"]) == 2
+    assert "toaster" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()
+
+
+def test_envelope_round_trip_embeds_files_and_validates(tmp_path):
+    graph = tmp_path / "graph.txt"
+    graph.write_text("0 1 1 0\n1 0 0 1\n1 0 0 1\n0 1 1 0\n")
+    lab_yaml = write_yaml(tmp_path / "lab.yaml", tiny_raw(**{"topology.kind": "file", "topology.file": "graph.txt"}))
+    config = load_config(lab_yaml)
+    envelope = make_envelope(config, explicit_keys(lab_yaml), LabSettings(round_deadline_s=7, max_staleness=2))
+    payload = json.dumps(envelope).encode()
+    graph.unlink()  # a remote device does not have the coordinator's files
+    env = parse_envelope(payload, "t", tmp_path / "device-files")
+    assert env.config.topology.file.startswith(str(tmp_path / "device-files"))
+    assert env.config == config.__class__(**{**config.__dict__, "topology": env.config.topology})
+    assert env.neighbours == {0: [1, 2], 1: [0, 3], 2: [0, 3], 3: [1, 2]}
+    assert (env.settings.round_deadline_s, env.settings.max_staleness) == (7, 2)
+    assert "topology.file" in env.explicit and "retention.conv" not in env.explicit
+    with pytest.raises(UserError, match="is for lab 't'"):
+        parse_envelope(payload, "other", tmp_path / "x")
+    bad = dict(envelope, config={**envelope["config"], "rounds": -1})
+    with pytest.raises(UserError, match="rounds: -1 is outside"):
+        parse_envelope(json.dumps(bad).encode(), "t", tmp_path / "y")
+    with pytest.raises(UserError, match="format 'pickle'"):
+        parse_envelope(json.dumps(dict(envelope, format="pickle")).encode(), "t", tmp_path / "z")
+
+
+def test_retention_precedence_lab_explicit_then_profile_then_default(tmp_path):
+    rpi4 = load_profile("rpi4")
+    for explicit, profile, model, want in [
+        (["retention.conv"], rpi4, "alexnet-cifar", 0.25),  # the lab config decides
+        ([], rpi4, "alexnet-cifar", 0.3),  # the profile's auto policy
+        ([], load_profile(profile_file(tmp_path, "fixed", 0.15)), "alexnet-cifar", 0.15),  # the profile's number
+        ([], None, "alexnet-cifar", 0.3),  # no profile: the lab's default
+    ]:
+        config = tiny_lab_config(model=model, **({"retention.conv": 0.25} if explicit else {}),
+                                 **{"data.dataset": "cifar10"})
+        env = parse_envelope(json.dumps(make_envelope(config, explicit, LabSettings())).encode(), "test", tmp_path / "f")
+        plan = plan_agent(env, 1, profile)
+        assert plan.config.retention.for_agent(1) == (want, 0.9), (explicit, profile and profile.name)
+        assert plan.threads == (profile.training_threads if profile else config.threads)
+    assert explicit_keys(write_yaml(tmp_path / "a.yaml", {"retention": {"conv": 0.3}, "rounds": 3}),
+                         {"seed": 3, "agents": None}) == ["retention.conv", "rounds", "seed"]

@@ -1,0 +1,197 @@
+"""`edge-mcepl join` processes against a real mosquitto: crashes, restarts, a broker restart, refusals.
+
+Every test starts its own broker on a free loopback port and real join subprocesses; waits are
+polls with generous timeouts (nothing asserts how long anything took).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import threading
+
+
+from conftest import tiny_lab_config
+from edge_mcepl.cli import main
+from edge_mcepl.comm.broker import ADMIN_USER, start_broker
+from edge_mcepl.comm.mqtt import BrokerAddress, MqttConnection, MqttOptions, config_topic
+from edge_mcepl.config import config_from_dict
+from edge_mcepl.device_lab import LabSettings, make_envelope, publish_envelope
+from edge_mcepl.lab import Simulator
+from labsupport import log_text, needs_mosquitto, rows, start_join, stop_all, tiny_raw, wait_until
+
+pytestmark = needs_mosquitto
+
+
+def admin(handle) -> MqttConnection:
+    return MqttConnection(BrokerAddress.parse(handle.url), MqttOptions(ADMIN_USER, handle.credentials.admin_password),
+                          f"test-admin-{threading.get_ident()}", name="test admin").connect()
+
+
+def publish_lab(handle, raw: dict, settings: LabSettings, **envelope_changes) -> dict:
+    config = config_from_dict(raw)
+    envelope = make_envelope(config, ["retention.conv"], settings)
+    envelope.update(envelope_changes)
+    conn = admin(handle)
+    publish_envelope(conn, envelope)
+    conn.close()
+    return envelope
+
+
+class StatusWatcher:
+    """Collects the retained status states of the lab's agents."""
+
+    def __init__(self, handle, lab: str) -> None:
+        self.states: dict[int, list[str]] = {}
+        self.conn = admin(handle)
+        self.conn.on(f"edge-mcepl/{lab}/agent/+/status", self._on)
+        self.conn.subscribe([f"edge-mcepl/{lab}/agent/+/status"])
+
+    def _on(self, topic: str, payload: bytes) -> None:
+        st = json.loads(payload)
+        self.states.setdefault(int(st["agent"]), []).append(st["state"])
+
+
+def test_killed_agent_others_finish_after_deadline_and_restart_resumes_from_checkpoint(tmp_path):
+    lab, n, rounds = "f", 4, 10
+    handle = start_broker(tmp_path / "broker", lab, n, kind="mosquitto", port=0)
+    procs: dict[int, object] = {}
+    dirs = [tmp_path / f"agent{i}" for i in range(n)]
+    try:
+        publish_lab(handle, tiny_raw(name=lab, rounds=rounds, eval_every=100),
+                    LabSettings(round_deadline_s=1.5, max_staleness=1, start_timeout_s=120))
+        watcher = StatusWatcher(handle, lab)
+        procs = {i: start_join(handle.url, lab, i, handle.credentials_file, dirs[i]) for i in range(n)}
+        wait_until(lambda: len(rows(dirs[3])) >= 2, 120, "agent 3's second round", procs.values())
+        procs[3].kill()  # a crash: no clean disconnect, no final status
+        procs[3].wait()
+        wait_until(lambda: watcher.states.get(3, [])[-1:] == ["offline"], 30, "agent 3's last will")
+        others = [procs[i] for i in range(3)]
+        wait_until(lambda: any(r["neighbours_heard"] == 1 for r in rows(dirs[0])), 120,
+                   "agent 0 to complete a round without agent 3", others)
+        procs[3] = start_join(handle.url, lab, 3, handle.credentials_file, dirs[3])  # the same command again
+        codes = {i: p.wait(180) for i, p in procs.items()}
+        watcher.conn.close()
+    finally:
+        stop_all(procs.values())
+        handle.stop()
+    assert codes == {0: 0, 1: 0, 2: 0, 3: 0}, {i: log_text(dirs[i])[-2000:] for i in codes}
+    for i in range(n):
+        assert [r["round"] for r in rows(dirs[i])] == list(range(rounds)), f"agent {i}: every round exactly once"
+    # Agent 3's neighbours (0 and 2 on the ring) went on without it once the deadline passed.
+    for i in (0, 2):
+        assert any(r["neighbours_heard"] == 1 for r in rows(dirs[i])), f"agent {i}"
+        assert "deadline passed without masks from 3" in log_text(dirs[i])
+    # Agent 3 resumed from its checkpoint (not round 0) and rejoined: it hears both neighbours again.
+    # (Masks the killed process had already received for its current and next round died with it —
+    # QoS 1 acknowledges on receipt — so those two rounds may have finished on the deadline.)
+    match = re.search(r"resuming from checkpoint \S+ after round (\d+) of 10", log_text(dirs[3]))
+    assert match, log_text(dirs[3])[-2000:]
+    resumed_at = int(match.group(1))
+    assert resumed_at >= 1  # (killed after ≥ 2 rounds; the checkpoint follows each round's metrics row)
+    later = [r for r in rows(dirs[3]) if r["round"] >= resumed_at + 2]
+    assert later and all(r["neighbours_heard"] == 2 for r in later)
+    assert watcher.states[3][-1] == "done"
+
+
+def test_broker_restart_mid_run_everyone_reconnects_and_finishes(tmp_path):
+    lab, n, rounds = "b", 3, 15
+    raw = tiny_raw(name=lab, agents=n, rounds=rounds, eval_every=100, **{
+        "topology.kind": "complete", "data.synthetic_train_per_class": 30, "algorithm.batch_size": 48})
+    handle = start_broker(tmp_path / "broker", lab, n, kind="mosquitto", port=0)
+    procs: dict[int, object] = {}
+    dirs = [tmp_path / f"agent{i}" for i in range(n)]
+    try:
+        envelope = publish_lab(handle, raw, LabSettings(round_deadline_s=20, max_staleness=1, start_timeout_s=120))
+        procs = {i: start_join(handle.url, lab, i, handle.credentials_file, dirs[i]) for i in range(n)}
+        wait_until(lambda: min(len(rows(d)) for d in dirs) >= 3, 120, "three rounds everywhere", procs.values())
+        port = handle.port
+        handle.stop()  # SIGTERM: mosquitto saves retained messages and persistent sessions
+        assert all(p.poll() is None for p in procs.values()), "agents survive a broker outage"
+        handle = start_broker(tmp_path / "broker", lab, n, kind="mosquitto", port=port)
+        codes = {i: p.wait(180) for i, p in procs.items()}
+        # the retained lab config survived the restart (persistence)
+        conn = admin(handle)
+        got: list[bytes] = []
+        conn.on(config_topic(lab), lambda _t, payload: got.append(payload))
+        conn.subscribe([config_topic(lab)])
+        wait_until(lambda: got, 20, "the retained config after the restart")
+        conn.close()
+    finally:
+        stop_all(procs.values())
+        handle.stop()
+    assert codes == {0: 0, 1: 0, 2: 0}, {i: log_text(dirs[i])[-2000:] for i in codes}
+    assert json.loads(got[0])["run_id"] == envelope["run_id"]
+    for i in range(n):
+        assert "reconnected to" in log_text(dirs[i]), f"agent {i} did not log a reconnect"
+        assert [r["round"] for r in rows(dirs[i])] == list(range(rounds))
+
+
+def test_sigterm_exits_cleanly_and_the_same_command_resumes_to_the_simulators_masks(tmp_path):
+    lab, rounds = "s", 60
+    raw = tiny_raw(name=lab, agents=1, rounds=rounds, eval_every=20, **{"topology.kind": "complete"})
+    handle = start_broker(tmp_path / "broker", lab, 1, kind="mosquitto", port=0)
+    state = tmp_path / "agent0"
+    proc = None
+    try:
+        publish_lab(handle, raw, LabSettings(round_deadline_s=5, max_staleness=0, start_timeout_s=10))
+        watcher = StatusWatcher(handle, lab)
+        proc = start_join(handle.url, lab, 0, handle.credentials_file, state)
+        wait_until(lambda: len(rows(state)) >= 5, 120, "five rounds", [proc])
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 128 + signal.SIGTERM
+        wait_until(lambda: watcher.states.get(0, [])[-1:] == ["offline"], 20, "the offline status")
+        done = len(rows(state))
+        assert 5 <= done < rounds
+        assert (state / "checkpoint.npz").exists() and not list(state.glob("*.tmp"))
+        assert f"stopped after round {done}/{rounds}" in log_text(state)
+        proc = start_join(handle.url, lab, 0, handle.credentials_file, state)
+        assert proc.wait(180) == 0, log_text(state)[-2000:]
+        watcher.conn.close()
+    finally:
+        stop_all([proc] if proc else [])
+        handle.stop()
+    assert f"resuming from checkpoint {state / 'checkpoint.npz'} after round {done} of {rounds}" in log_text(state)
+    assert [r["round"] for r in rows(state)] == list(range(rounds))
+    config = tiny_lab_config(agents=1, rounds=rounds, eval_every=20, **{"topology.kind": "complete"})
+    sim = Simulator(config, log=lambda _: None)
+    for t in range(rounds):
+        sim.run_round(t)
+    assert (state / "final_mask.mcpl").read_bytes() == sim.agents[0].encode_mask(rounds)
+
+
+def one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    return err[0]
+
+
+def test_join_refuses_a_lab_whose_weights_fingerprint_differs(tmp_path, capsys):
+    handle = start_broker(tmp_path / "broker", "w", 4, kind="mosquitto", port=0)
+    try:
+        publish_lab(handle, tiny_raw(name="w"), LabSettings(), fingerprint="00" * 16)
+        code = main(["join", "--broker", handle.url, "--lab", "w", "--agent-id", "1", "--credentials",
+                     str(handle.credentials_file), "--state-dir", str(tmp_path / "a1"), "--config-timeout", "20"])
+    finally:
+        handle.stop()
+    assert code == 2
+    line = one_error_line(capsys)
+    assert "weights fingerprint mismatch" in line and "refusing to train" in line
+    assert not (tmp_path / "a1" / "checkpoint.npz").exists()
+
+
+def test_join_with_wrong_credentials_or_a_malformed_config_is_a_one_line_error(tmp_path, capsys):
+    handle = start_broker(tmp_path / "broker", "m", 2, kind="mosquitto", port=0)
+    try:
+        base = ["join", "--broker", handle.url, "--lab", "m", "--agent-id", "0", "--state-dir", str(tmp_path / "a0"),
+                "--config-timeout", "10"]
+        assert main(base + ["--username", "agent-0", "--password", "wrong"]) == 2
+        assert "refused" in one_error_line(capsys)
+        conn = admin(handle)
+        conn.publish(config_topic("m"), b"\x80 not json", retain=True).wait_for_publish(5)
+        conn.close()
+        assert main(base + ["--credentials", str(handle.credentials_file)]) == 2
+        assert "not JSON" in one_error_line(capsys)
+    finally:
+        handle.stop()
