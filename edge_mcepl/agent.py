@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from .algorithms.mcepl import MCEPL
-from .comm.codec import CodecError, decode_masks, encode_masks
+from .comm.codec import CodecError, MaskMessage, decode_masks, encode_masks
 from .comm.transport import Transport
 from .data.arrays import ArrayDataset
 from .data.sampling import EpochSampler
@@ -99,16 +99,20 @@ class Agent:
         self.rule.consensus_step()
         return report
 
+    def _decode_strict(self, payload: bytes) -> MaskMessage:
+        """Decode and verify a message against this agent's lab (fingerprint, shapes, key)."""
+        return decode_masks(payload, expected_fingerprint=self.fingerprint, expected_shapes=self.layer_shapes, key=self.key)
+
     def check_message(self, payload: bytes) -> tuple[int, int]:
         """Fully decode and verify a message for this agent's lab; (sender, round) or CodecError."""
-        msg = decode_masks(payload, expected_fingerprint=self.fingerprint, expected_shapes=self.layer_shapes, key=self.key)
+        msg = self._decode_strict(payload)
         return msg.sender, msg.round
 
     def _decode(self, sender: int, round: int, payload: bytes,
                 max_staleness: int = 0) -> tuple[list[torch.Tensor], int] | None:
         """Decode a neighbour's message; a bad one is logged and ignored — it must not stop training."""
         try:
-            msg = decode_masks(payload, expected_fingerprint=self.fingerprint, expected_shapes=self.layer_shapes, key=self.key)
+            msg = self._decode_strict(payload)
         except CodecError as exc:
             log.warning("agent %d: rejected message from %d (round %d): %s", self.agent_id, sender, round, exc)
             return None
