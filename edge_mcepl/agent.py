@@ -61,6 +61,9 @@ class Agent:
 
     def encode_mask(self, round: int) -> bytes:
         """The current mask as a wire message (what is sent, and what a run saves for export)."""
+        encode = getattr(self.rule, "encode_message", None)  # a baseline with its own wire format
+        if encode is not None:
+            return encode(fingerprint=self.fingerprint, sender=self.agent_id, round=round, key=self.key)
         masks = [m.numpy().astype(bool) for m in self.rule.mask_to_send()]
         return encode_masks(masks, fingerprint=self.fingerprint, sender=self.agent_id, round=round, key=self.key)
 
@@ -101,6 +104,9 @@ class Agent:
 
     def _decode_strict(self, payload: bytes) -> MaskMessage:
         """Decode and verify a message against this agent's lab (fingerprint, shapes, key)."""
+        decode = getattr(self.rule, "decode_message", None)  # a baseline with its own wire format
+        if decode is not None:
+            return decode(payload, fingerprint=self.fingerprint, shapes=self.layer_shapes, key=self.key)
         return decode_masks(payload, expected_fingerprint=self.fingerprint, expected_shapes=self.layer_shapes, key=self.key)
 
     def check_message(self, payload: bytes) -> tuple[int, int]:
@@ -120,6 +126,8 @@ class Agent:
             log.warning("agent %d: rejected message on %d's channel claiming sender %d round %d (expected round %d)",
                         self.agent_id, sender, msg.sender, msg.round, round)
             return None
+        if hasattr(self.rule, "received_content"):
+            return self.rule.received_content(msg), msg.round
         return [torch.from_numpy(m) for m in msg.masks], msg.round
 
     def evaluate(self) -> tuple[float, float]:

@@ -20,6 +20,8 @@ import yaml
 from .algorithms.mcepl import MCEPLParams
 from .errors import UserError
 
+ALGORITHMS: tuple[str, ...] = ("mcepl", "local_only", "dsgd", "weight_training", "dispfl", "mask_averaging")
+
 PRESETS: dict[str, dict[str, Any]] = {
     # The authors' reference code: no group lasso, no filter drop, ELU on logits.
     "reference": {},
@@ -70,6 +72,12 @@ class RetentionConfig:
 @dataclass(frozen=True)
 class AlgorithmConfig(MCEPLParams):
     preset: str = "reference"
+    # Which rule the agents run (issue 5 baselines): see edge_mcepl/algorithms/. The knobs below
+    # are read only by the weight-based baselines (dsgd, weight_training, dispfl).
+    name: str = "mcepl"
+    weight_lr: float = 0.05
+    mixing: str = "metropolis"
+    prune: bool = False
 
 
 @dataclass(frozen=True)
@@ -106,7 +114,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "retention.linear": (1e-9, 1.0), "algorithm.lr": (0.0, 1e9), "algorithm.weight_decay": (0.0, 1e3),
     "algorithm.consensus_lr": (0.0, 1e9), "algorithm.batch_size": (1, 1_000_000),
     "algorithm.local_steps": (1, 100_000), "algorithm.group_lasso": (0.0, 1e3),
-    "algorithm.min_kept_per_filter": (0, 1_000_000_000),
+    "algorithm.min_kept_per_filter": (0, 1_000_000_000), "algorithm.weight_lr": (0.0, 1e9),
 }
 _CHOICES: dict[str, tuple[str, ...]] = {
     "data.dataset": ("cifar10", "mnist", "synthetic"),
@@ -114,6 +122,8 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "topology.kind": ("complete", "ring", "erdos-renyi", "k-regular", "file"),
     "algorithm.round0_prior": ("bernoulli", "zeros"),
     "algorithm.preset": tuple(PRESETS),
+    "algorithm.name": ALGORITHMS,
+    "algorithm.mixing": ("metropolis", "uniform"),
 }
 # Path fields in a YAML file are relative to that file, so example configs work from any cwd.
 PATH_FIELDS = ("data.data_dir", "data.classes_file", "data.train_counts_file", "data.test_counts_file", "topology.file")

@@ -359,6 +359,9 @@ def _join(opts: JoinOptions, stop: StopFlag) -> int:
     env = parse_envelope(_fetch_envelope(opts, address, stop), lab, state_dir / "lab-files", opts.data_dir)
     if not 0 <= me < env.config.agents:
         raise UserError(f"--agent-id {me}: lab {lab!r} has agents 0..{env.config.agents - 1}")
+    if env.config.algorithm.name != "mcepl":  # checkpoints and exports hold masks: baselines are simulator-only
+        raise UserError(f"lab {lab!r}: algorithm.name {env.config.algorithm.name!r} runs in the simulator only; "
+                        "device labs run mcepl")
     plan = plan_agent(env, me, profile, opts.threads)
     config, settings = plan.config, env.settings
     say(f"agent {me}: run {env.run_id}, {config.agents} agents, {config.rounds} rounds, model {config.model}, "

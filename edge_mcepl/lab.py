@@ -19,7 +19,12 @@ from tqdm import tqdm
 
 from .agent import Agent
 from .allocator import keep_freed_memory
+from .algorithms.dispfl import DisPFL
+from .algorithms.dsgd import DSGD
+from .algorithms.local_only import local_only_params
+from .algorithms.mask_averaging import MaskAveraging
 from .algorithms.mcepl import MCEPL, Retention
+from .algorithms.weight_training import WeightTraining
 from .comm.transport import InMemoryTransport, Transport
 from .config import LabConfig
 from .data.resolve import LabData, load_lab_data
@@ -44,9 +49,26 @@ def build_agent(config: LabConfig, data: LabData, topology: Topology, fixed: Fix
     load_fixed_weights(model, fixed)
     seeded_scores(model, config.seed, agent_id=agent_id if config.per_agent_scores else None)
     conv, linear = config.retention.for_agent(agent_id)
-    rule = MCEPL(model, config.params, Retention(conv, linear), prior_seed=config.seed)
+    algo, neighbours = config.algorithm, topology.neighbours(agent_id)
+    if algo.name == "mcepl":
+        rule = MCEPL(model, config.params, Retention(conv, linear), prior_seed=config.seed)
+    elif algo.name == "local_only":
+        rule, neighbours = MCEPL(model, local_only_params(config.params), Retention(conv, linear), config.seed), ()
+    elif algo.name == "weight_training":
+        rule = WeightTraining(model, config.params, Retention(conv, linear), algo.weight_lr, prune=algo.prune)
+        neighbours = ()
+    elif algo.name == "dsgd":
+        degrees = {j: topology.degree(j) for j in (agent_id, *neighbours)}
+        rule = DSGD(model, config.params, agent_id, degrees, algo.weight_lr, algo.mixing)
+    elif algo.name == "mask_averaging":
+        rule = MaskAveraging(model, config.params, Retention(conv, linear), prior_seed=config.seed)
+    elif algo.name == "dispfl":
+        rule = DisPFL(model, config.params, Retention(conv, linear), agent_id, config.seed, algo.weight_lr,
+                      config.rounds)
+    else:  # config validation keeps this unreachable
+        raise ValueError(f"unknown algorithm {algo.name!r}")
     part = data.partitions[agent_id]
-    return Agent(agent_id, rule, topology.neighbours(agent_id), data.train.subset(part.train_indices), data.test,
+    return Agent(agent_id, rule, neighbours, data.train.subset(part.train_indices), data.test,
                  part.test_indices, fixed.fingerprint, config.seed)
 
 
@@ -118,7 +140,8 @@ class Simulator:
         finally:
             metrics.close()
             bar.close()
-        self.save_final_state(run_dir / "final")
+        if self.config.algorithm.name == "mcepl":  # export reads MCE-PL masks; baselines have none
+            self.save_final_state(run_dir / "final")
         summary = summary_table(read_metrics(run_dir / "metrics.jsonl"))
         (run_dir / "summary.txt").write_text(summary + "\n")
         return summary

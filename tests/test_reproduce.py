@@ -1,0 +1,76 @@
+"""benchmarks/reproduce.py: every experiment's config is valid, and the report is computed from JSONL."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from edge_mcepl.config import config_from_dict
+
+ROOT = Path(__file__).resolve().parents[1]
+spec = importlib.util.spec_from_file_location("reproduce", ROOT / "benchmarks" / "reproduce.py")
+reproduce = importlib.util.module_from_spec(spec)
+sys.modules["reproduce"] = reproduce  # dataclasses look their module up
+spec.loader.exec_module(reproduce)
+
+
+class Args:
+    data_dir, threads, rounds, eval_every = None, 1, None, None
+
+
+def test_quick_experiments_are_unique_and_valid():
+    exps = reproduce.experiments("quick")
+    assert len({e.key for e in exps}) == len(exps)
+    raw, reduction = reproduce.base_config("quick", Args())
+    assert "6 agents" in reduction
+    names = {}
+    for e in exps:
+        config = config_from_dict(reproduce.with_overrides(raw, e.overrides))
+        names[e.key] = config.algorithm.name
+    assert names["mcepl-k4"] == "mcepl" and names["dsgd-k4"] == "dsgd" and names["local-only-k4"] == "local_only"
+    assert names["dslth-weights-pruned"] == "weight_training"
+
+
+@pytest.mark.skipif(not (reproduce.REFERENCE / "adjacency_20.txt").exists(), reason="reference setting not present")
+def test_full_experiments_follow_the_paper_setting():
+    raw, _ = reproduce.base_config("full", Args())
+    for e in reproduce.experiments("full"):
+        config = config_from_dict(reproduce.with_overrides(raw, e.overrides))
+        assert (config.agents, config.rounds, config.topology.kind, config.data.partition) == (20, 400, "file", "paper")
+        if e.key == "ablation-filter-drop":
+            assert config.algorithm.min_kept_per_filter == 20 and config.algorithm.group_lasso == 0.0
+        if e.key.startswith("mcepl-k"):
+            assert config.data.classes_file.endswith(f"classes_per_agent_{e.key[-1]}.txt")
+
+
+def test_report_numbers_come_from_the_metrics(tmp_path):
+    raw = {"name": "t", "seed": 5, "agents": 4, "rounds": 4, "eval_every": 2, "model": "small-cnn", "threads": 1,
+           "data": {"dataset": "synthetic", "synthetic_train_per_class": 12, "synthetic_test_per_class": 4,
+                    "classes_per_agent": 3},
+           "topology": {"kind": "ring"}, "algorithm": {"batch_size": 8}}
+    exps = [reproduce.Experiment("mcepl-k4", "main-k4", "MCE-PL"),
+            reproduce.Experiment("dsgd-k4", "main-k4", "DSGD", {"algorithm.name": "dsgd"}),
+            reproduce.Experiment("local-only-k4", "main-k4", "Local", {"algorithm.name": "local_only"})]
+    out, docs = tmp_path / "runs", tmp_path / "docs"
+    for e in exps:
+        reproduce.run_experiment(e, raw, out / e.key, rerun=False)
+    stamp = (out / "mcepl-k4" / "metrics.jsonl").stat().st_mtime_ns
+    reproduce.run_experiment(exps[0], raw, out / "mcepl-k4", rerun=False)  # finished: reused, not rerun
+    assert (out / "mcepl-k4" / "metrics.jsonl").stat().st_mtime_ns == stamp
+
+    path = reproduce.write_report("quick", exps, out, docs, "python benchmarks/reproduce.py --quick", "tiny")
+    text = path.read_text()
+    rows = [json.loads(line) for line in (out / "dsgd-k4" / "metrics.jsonl").read_text().splitlines()]
+    cumulative = sum(r["bytes_sent"] for r in rows)
+    final = [r["accuracy"] for r in rows if r["round"] == 3]
+    line = next(ln for ln in text.splitlines() if ln.startswith("| DSGD |"))
+    assert f"{cumulative / 1e6:.1f}" in line and f"{100 * sum(final) / len(final):.2f} %" in line
+    mcepl = next(ln for ln in text.splitlines() if ln.startswith("| MCE-PL |"))
+    assert "×" in mcepl  # ratio to DSGD
+    assert "Command: `python benchmarks/reproduce.py --quick`" in text and "Seed 5" in text
+    pytest.importorskip("matplotlib")
+    assert (docs / "reproduce-quick-main-k4.png").stat().st_size > 1000
