@@ -72,5 +72,4 @@ def test_report_numbers_come_from_the_metrics(tmp_path):
     mcepl = next(ln for ln in text.splitlines() if ln.startswith("| MCE-PL |"))
     assert "×" in mcepl  # ratio to DSGD
     assert "Command: `python benchmarks/reproduce.py --quick`" in text and "Seed 5" in text
-    pytest.importorskip("matplotlib")
     assert (docs / "reproduce-quick-main-k4.png").stat().st_size > 1000
