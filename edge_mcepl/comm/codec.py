@@ -205,16 +205,20 @@ def decode_masks(
 
     masks = []
     for index, (shape, size) in enumerate(zip(shapes, sizes)):
-        packed = np.frombuffer(data, dtype=np.uint8, count=size, offset=offset)
+        masks.append(unpack_mask(data, offset, shape, f"mask message layer {index}"))
         offset += size
-        n = math.prod(shape)
-        if n % 8 and packed[-1] >> (n % 8):
-            raise CodecError(f"mask message layer {index}: nonzero padding bits")
-        bits = np.unpackbits(packed, count=n, bitorder="little")
-        masks.append(bits.view(np.bool_).reshape(shape))
     return MaskMessage(
         sender=sender, round=round_, fingerprint=fingerprint, masks=tuple(masks)
     )
+
+
+def unpack_mask(data: bytes, offset: int, shape: tuple[int, ...], where: str) -> np.ndarray:
+    """One layer's packed bits at ``offset`` as a bool array; nonzero padding bits are an error."""
+    n = math.prod(shape)
+    packed = np.frombuffer(data, dtype=np.uint8, count=(n + 7) // 8, offset=offset)
+    if n % 8 and packed[-1] >> (n % 8):
+        raise CodecError(f"{where}: nonzero padding bits")
+    return np.unpackbits(packed, count=n, bitorder="little").view(np.bool_).reshape(shape)
 
 
 def _read_shapes(data: bytes, n_layers: int) -> tuple[list[tuple[int, ...]], int]:

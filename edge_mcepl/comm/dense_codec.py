@@ -35,13 +35,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .codec import (FINGERPRINT_SIZE, FLAG_KEYED, MAX_LAYERS, MAX_NDIM, TAG_SIZE, CodecError, _check_fingerprint,
-                    _check_key, _check_u32, _short, _tag)
+from .codec import (_FIXED, FINGERPRINT_SIZE, FLAG_KEYED, MAX_LAYERS, MAX_NDIM, TAG_SIZE, CodecError,
+                    _check_fingerprint, _check_key, _check_u32, _short, _tag)
 
 MAGIC = b"MCPW"
 FORMAT_VERSION: int = 1
 CODEC_FP32: int = 2
-_FIXED = struct.Struct("<4sBBH16sIIH")
 _U32_MAX = 2**32 - 1
 assert _FIXED.size == 4 + 4 + FINGERPRINT_SIZE + 10
 

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .codec import MAX_LAYERS, MAX_NDIM, TAG_SIZE, CodecError, _check_fingerprint, _check_key, _check_u32, _tag
+from .codec import (MAX_LAYERS, MAX_NDIM, TAG_SIZE, CodecError, _check_fingerprint, _check_key, _check_u32, _tag,
+                    unpack_mask)
 from .dense_codec import _FIXED, FLAG_KEYED, FORMAT_VERSION, check_tag_and_claims, parse_header
 
 MAGIC = b"MCPS"
@@ -77,12 +78,8 @@ def decode_sparse_weights(data: bytes, *, expected_fingerprint: bytes | None = N
     check_tag_and_claims(data, key, fingerprint, expected_fingerprint, shapes, expected_shapes)
     masks = []
     for index, (shape, size) in enumerate(zip(shapes, mask_bytes)):
-        packed = np.frombuffer(data, dtype=np.uint8, count=size, offset=offset)
+        masks.append(unpack_mask(data, offset, shape, f"sparse weight message layer {index}"))
         offset += size
-        n = math.prod(shape)
-        if n % 8 and packed[-1] >> (n % 8):
-            raise CodecError(f"sparse weight message layer {index}: nonzero padding bits")
-        masks.append(np.unpackbits(packed, count=n, bitorder="little").view(np.bool_).reshape(shape))
     kept = sum(int(m.sum()) for m in masks)
     if len(data) - offset != 4 * kept + TAG_SIZE:
         raise CodecError(f"sparse weight message length mismatch: masks keep {kept} entries "
