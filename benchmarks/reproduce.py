@@ -86,6 +86,16 @@ def experiments(preset: str) -> list[Experiment]:
         Experiment("hetero-retention", "hetero", "MCE-PL, conv retention 0.2 / 0.35 / 0.5 (Pi / laptop / GPU mix)",
                    {"retention.conv": [0.2, 0.35, 0.5]}),
     ]
+    if preset == "full":
+        # Why MCE-PL falls short of the paper's headline: one knob at a time, everything else as mcepl-k4.
+        out += [
+            Experiment("investigate-data-full", "investigation", "MCE-PL, full shard counts (data_fraction 1.0)",
+                       {"data.data_fraction": 1.0}),
+            Experiment("investigate-retention-0.5", "investigation", "MCE-PL, conv retention 0.5 for every agent",
+                       {"retention.conv": 0.5}),
+            Experiment("investigate-local-steps-2", "investigation", "MCE-PL, 2 local steps per round",
+                       {"algorithm.local_steps": 2}),
+        ]
     return out
 
 
@@ -93,6 +103,7 @@ GROUP_TITLES = {
     "ablation": ("Ablations", ["mcepl-k4"]),
     "dslth": ("DSLTH: mask-only learning vs weight training on the same init", ["mcepl-k4", "local-only-k4"]),
     "hetero": ("Node heterogeneity: mixed vs homogeneous retention", ["mcepl-k4"]),
+    "investigation": ("Investigation: what limits MCE-PL's accuracy", ["mcepl-k4", "local-only-k4"]),
 }
 
 
@@ -105,7 +116,8 @@ def base_config(preset: str, args: argparse.Namespace) -> tuple[dict[str, Any], 
         if args.rounds:
             cfg["rounds"] = args.rounds
         cfg["eval_every"] = args.eval_every or 20
-        return cfg, "none: the paper setting of examples/paper.yaml (20 agents, reference graph and partitions)"
+        return cfg, ("none in the setting — examples/paper.yaml (20 agents, reference graph and partitions); the "
+                     "paper runs T = 400 rounds, and a run stopped earlier (CPU budget) says so in its rounds column")
     cfg = {
         "name": "quick", "seed": 1234, "agents": 6, "rounds": args.rounds or 60, "eval_every": args.eval_every or 30,
         "model": "alexnet-cifar", "threads": args.threads,
@@ -187,22 +199,36 @@ def len_neighbours(row: dict) -> int:
     return row.get("neighbours_heard", 0)
 
 
+def accuracy_at(summary: dict[str, Any], round: int) -> float | None:
+    """Mean accuracy at an evaluated round (None if that round was not evaluated)."""
+    return next((p["acc"] for p in summary["curve"] if p["round"] == round), None)
+
+
 def table(exps: list[Experiment], results: dict[str, dict], dsgd_key: str | None) -> list[str]:
-    lines = ["| method | mean acc. ± std (over agents) | min | max | MB / round (network) | cumulative MB | "
-             "bytes per message | fewer bytes than DSGD | mask density | live conv filters |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    """One row per method. Runs of different lengths are also compared at the longest common round."""
+    shown = [results[e.key] for e in exps if e.key in results]
+    common = min((s["rounds_run"] for s in shown), default=0)
+    mixed = any(s["rounds_run"] != common for s in shown)
+    at_common = f" acc. @ round {common} |" if mixed else ""
+    lines = [f"| method | rounds | mean acc. ± std (over agents) |{at_common} min | max | MB / round (network) | "
+             "cumulative MB | bytes per message | fewer bytes than DSGD | mask density | live conv filters |",
+             "|---|---:|---:|" + ("---:|" if mixed else "") + "---:|---:|---:|---:|---:|---:|---:|---:|"]
     ref = results.get(dsgd_key) if dsgd_key else None
     for e in exps:
         s = results.get(e.key)
         if s is None:
-            lines.append(f"| {e.label} | not run (or unfinished) | | | | | | | | |")
+            lines.append(f"| {e.label} | not run (or unfinished) |" + " |" * (10 + mixed))
             continue
         ratio = (f"{ref['bytes_per_round'] / s['bytes_per_round']:.1f}×" if ref and s["bytes_per_round"]
                  else ("— (sends nothing)" if not s["bytes_per_round"] else "—"))
+        common_cell = ""
+        if mixed:
+            acc = accuracy_at(s, common)
+            common_cell = f" {100 * acc:.2f} % |" if acc is not None else " — |"
         lines.append(
-            f"| {e.label} | {100 * s['mean']:.2f} % ± {100 * s['std']:.2f} | {100 * s['min']:.2f} % | "
-            f"{100 * s['max']:.2f} % | {s['bytes_per_round'] / 1e6:.3f} | {s['cum_bytes'] / 1e6:.1f} | "
-            f"{s['message_bytes']:,} | {ratio} | {s['density']:.3f} | "
+            f"| {e.label} | {s['rounds_run']} | {100 * s['mean']:.2f} % ± {100 * s['std']:.2f} |{common_cell} "
+            f"{100 * s['min']:.2f} % | {100 * s['max']:.2f} % | {s['bytes_per_round'] / 1e6:.3f} | "
+            f"{s['cum_bytes'] / 1e6:.1f} | {s['message_bytes']:,} | {ratio} | {s['density']:.3f} | "
             f"{s['live_conv_filters']:.1f} / {s['conv_filters']} |")
     return lines
 
@@ -269,7 +295,7 @@ def write_report(preset: str, exps: list[Experiment], out: Path, docs: Path, com
         f"Command: `{command}`  ",
         f"Hardware: {hardware(cfg['threads'])}.  ",
         f"Seed {cfg['seed']} (weights, scores, partitions, graph, batches); model {cfg['model']}; "
-        f"{cfg['agents']} agents; topology `{cfg['topology']['kind']}`; rounds {cfg['rounds']}; "
+        f"{cfg['agents']} agents; topology `{cfg['topology']['kind']}`; rounds per run in each table; "
         f"evaluation every {cfg['eval_every']} rounds.  ",
         f"Raw results: `{out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}/<experiment>/metrics.jsonl`.",
         "",

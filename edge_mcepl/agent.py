@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .algorithms.mcepl import MCEPL
-from .comm.codec import CodecError, MaskMessage, decode_masks, encode_masks
+from .algorithms.base import LearningRule
+from .comm.codec import CodecError
 from .comm.transport import Transport
 from .data.arrays import ArrayDataset
 from .data.sampling import EpochSampler
@@ -36,12 +36,12 @@ class RoundReport:
 
 
 class Agent:
-    """An MCE-PL participant: its rule (scores, m̄), its local data and its neighbours."""
+    """One participant: its learning rule (MCE-PL or a baseline), its local data and its neighbours."""
 
     def __init__(
         self,
         agent_id: int,
-        rule: MCEPL,
+        rule: LearningRule,
         neighbours: tuple[int, ...],
         train: ArrayDataset,
         test: ArrayDataset,
@@ -59,13 +59,9 @@ class Agent:
         self.layer_shapes = rule.model.layer_shapes()
         self._report: RoundReport | None = None
 
-    def encode_mask(self, round: int) -> bytes:
-        """The current mask as a wire message (what is sent, and what a run saves for export)."""
-        encode = getattr(self.rule, "encode_message", None)  # a baseline with its own wire format
-        if encode is not None:
-            return encode(fingerprint=self.fingerprint, sender=self.agent_id, round=round, key=self.key)
-        masks = [m.numpy().astype(bool) for m in self.rule.mask_to_send()]
-        return encode_masks(masks, fingerprint=self.fingerprint, sender=self.agent_id, round=round, key=self.key)
+    def encode_message(self, round: int) -> bytes:
+        """The rule's current message for the wire (what is sent, and what a run saves for export)."""
+        return self.rule.encode_message(fingerprint=self.fingerprint, sender=self.agent_id, round=round, key=self.key)
 
     def begin_round(self, round: int, transport: Transport) -> None:
         """Spec §6 steps 1–3: local step(s), mask to send, publish."""
@@ -73,7 +69,7 @@ class Agent:
         for _ in range(self.rule.params.local_steps):
             idx = self.sampler.next_batch()
             loss = self.rule.local_step(self.train_data.images[idx], self.train_data.labels[idx])
-        message = self.encode_mask(round)
+        message = self.encode_message(round)
         transport.publish(self.agent_id, round, message)
         # One copy of the message goes to each neighbour (spec §9).
         self._report = RoundReport(loss=loss, bytes_sent=len(message) * len(self.neighbours))
@@ -91,23 +87,21 @@ class Agent:
         received = []
         for sender, payload in transport.gather(self.agent_id, round, self.neighbours, timeout).items():
             report.bytes_received += len(payload)
-            masks = self._decode(sender, round, payload, max_staleness)
-            if masks is None:
+            decoded = self._decode(sender, round, payload, max_staleness)
+            if decoded is None:
                 report.rejected += 1
             else:
-                received.append(masks[0])
-                report.stale += masks[1] != round
+                content, sent_round = decoded
+                received.append(content)
+                report.stale += sent_round != round
         report.neighbours_heard = len(received)
         self.rule.aggregate(received)
         self.rule.consensus_step()
         return report
 
-    def _decode_strict(self, payload: bytes) -> MaskMessage:
+    def _decode_strict(self, payload: bytes):
         """Decode and verify a message against this agent's lab (fingerprint, shapes, key)."""
-        decode = getattr(self.rule, "decode_message", None)  # a baseline with its own wire format
-        if decode is not None:
-            return decode(payload, fingerprint=self.fingerprint, shapes=self.layer_shapes, key=self.key)
-        return decode_masks(payload, expected_fingerprint=self.fingerprint, expected_shapes=self.layer_shapes, key=self.key)
+        return self.rule.decode_message(payload, fingerprint=self.fingerprint, shapes=self.layer_shapes, key=self.key)
 
     def check_message(self, payload: bytes) -> tuple[int, int]:
         """Fully decode and verify a message for this agent's lab; (sender, round) or CodecError."""
@@ -126,9 +120,7 @@ class Agent:
             log.warning("agent %d: rejected message on %d's channel claiming sender %d round %d (expected round %d)",
                         self.agent_id, sender, msg.sender, msg.round, round)
             return None
-        if hasattr(self.rule, "received_content"):
-            return self.rule.received_content(msg), msg.round
-        return [torch.from_numpy(m) for m in msg.masks], msg.round
+        return self.rule.received_content(msg), msg.round
 
     def evaluate(self) -> tuple[float, float]:
         """(accuracy, mean loss) of the personalized model on this agent's test images."""

@@ -524,7 +524,7 @@ def _join(opts: JoinOptions, stop: StopFlag) -> int:
             "is current — run the same command again to resume")
         return finish("offline", 128 + (stop.signum or 2), reason=name)
     mask_path = state_dir / "final_mask.mcpl"
-    _atomic_write(mask_path, agent.encode_mask(config.rounds))
+    _atomic_write(mask_path, agent.encode_message(config.rounds))
     _atomic_write(state_dir / "agent.json", json.dumps({
         "format": RUN_FORMAT, "id": me, "lab": lab, "run_id": env.run_id, "model": config.model,
         "num_classes": env.num_classes, "weights_seed": config.seed, "fingerprint": env.fingerprint,

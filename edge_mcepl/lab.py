@@ -152,7 +152,7 @@ class Simulator:
         agents = []
         for agent in self.agents:
             name = f"masks/agent_{agent.agent_id:03d}.mcpl"
-            _atomic_write(directory / name, agent.encode_mask(self.config.rounds))
+            _atomic_write(directory / name, agent.encode_message(self.config.rounds))
             agents.append({"id": agent.agent_id, "mask_file": name, "retention_conv": agent.rule.retention.conv,
                            "retention_linear": agent.rule.retention.linear, "neighbours": list(agent.neighbours),
                            "classes": list(self.data.partitions[agent.agent_id].classes)})

@@ -357,7 +357,7 @@ def profile_yaml(profile: DeviceProfile, measured_seconds: float | None = None) 
     p = profile
     measured = f" (matmul micro-benchmark, {measured_seconds:g} s)" if measured_seconds else ""
     lines = [
-        f"# Device profile for edge-mcepl (schema: README.md, \"Device lab\"; edge_mcepl/profiles.py).",
+        "# Device profile for edge-mcepl (schema: README.md, \"Device lab\"; edge_mcepl/profiles.py).",
         f"name: {p.name}",
         f"description: {json.dumps(p.description)}",
         "hardware:",

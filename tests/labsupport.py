@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from edge_mcepl.comm.broker import find_mosquitto
 
 # Real-broker tests fail (never skip) without mosquitto: see pytest_runtest_setup in conftest.py.
 needs_mosquitto = pytest.mark.mosquitto

@@ -65,8 +65,10 @@ def test_wrong_fingerprint_shapes_magic_and_mask_messages_are_rejected():
     data = encode_weights(tensors(), fingerprint=FP, sender=1, round=2)
     with pytest.raises(CodecError, match="fingerprint"):
         decode_weights(data, expected_fingerprint=bytes(16))
-    with pytest.raises(CodecError, match="shapes"):
+    with pytest.raises(CodecError, match="3 layers, this model has 2"):
         decode_weights(data, expected_shapes=SHAPES[:2])
+    with pytest.raises(CodecError, match="shape mismatch at layer 0"):
+        decode_weights(data, expected_shapes=[(9, 9), *SHAPES[1:]])
     mask_message = encode_masks([np.ones((3, 3), bool)], fingerprint=FP, sender=1, round=2)
     with pytest.raises(CodecError, match="magic"):
         decode_weights(mask_message)

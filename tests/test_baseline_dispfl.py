@@ -1,8 +1,7 @@
-"""Dis-PFL baseline: sparse codec, holder-wise aggregation, fixed density under prune/regrow."""
+"""Dis-PFL baseline: holder-wise aggregation, fixed density under prune/regrow (codec: test_sparse_codec.py)."""
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import pytest
@@ -10,49 +9,8 @@ import torch
 
 from conftest import tiny_lab_config
 from edge_mcepl.algorithms.dispfl import anneal_rate
-from edge_mcepl.comm.codec import CodecError
-from edge_mcepl.comm.sparse_codec import decode_sparse_weights, encode_sparse_weights
 from edge_mcepl.comm.transport import InMemoryTransport
 from edge_mcepl.lab import Simulator
-
-FP = bytes(range(16))
-
-
-def sparse(seed=0):
-    rng = np.random.default_rng(seed)
-    shapes = [(3, 2, 3, 3), (5, 7), (9,)]
-    masks = [rng.random(s) < 0.4 for s in shapes]
-    tensors = [np.where(m, rng.standard_normal(s), 0).astype(np.float32) for m, s in zip(masks, shapes)]
-    return masks, tensors
-
-
-def test_sparse_round_trip_and_exact_size():
-    masks, tensors = sparse()
-    data = encode_sparse_weights(masks, tensors, fingerprint=FP, sender=3, round=9)
-    header = 4 + 4 + 16 + 10 + sum(1 + 4 * m.ndim for m in masks)
-    assert len(data) == header + sum(math.ceil(m.size / 8) for m in masks) + 4 * sum(int(m.sum()) for m in masks) + 16
-    msg = decode_sparse_weights(data, expected_fingerprint=FP, expected_shapes=[m.shape for m in masks])
-    assert (msg.sender, msg.round) == (3, 9)
-    for a, b, ma, mb in zip(tensors, msg.tensors, masks, msg.masks):
-        assert np.array_equal(ma, mb) and a.tobytes() == b.tobytes()
-
-
-def test_sparse_decoder_rejects_corruption_truncation_and_padding():
-    masks, tensors = sparse(1)
-    data = encode_sparse_weights(masks, tensors, fingerprint=FP, sender=3, round=9)
-    for i in range(0, len(data), 7):
-        bad = bytearray(data)
-        bad[i] ^= 0x10
-        with pytest.raises(CodecError):
-            decode_sparse_weights(bytes(bad))
-    for cut in (10, len(data) - 20, len(data) - 1):
-        with pytest.raises(CodecError):
-            decode_sparse_weights(data[:cut])
-    with pytest.raises(CodecError):
-        decode_sparse_weights(data + b"\0\0\0\0")
-    with pytest.raises(CodecError, match="shapes"):
-        decode_sparse_weights(data, expected_shapes=[(1,)])
-
 
 def test_aggregation_is_the_holder_wise_mean_re_masked():
     sim = Simulator(tiny_lab_config(**{"algorithm.name": "dispfl"}), log=lambda s: None)
@@ -86,7 +44,7 @@ def test_density_is_fixed_masks_are_personal_and_evolve_and_it_learns():
         rows = sim.run_round(t)
         assert [[int(m.sum()) for m in a.rule.keep] for a in sim.agents] == counts
         for agent, row in zip(sim.agents, rows):
-            assert row["bytes_sent"] == len(agent.encode_mask(t)) * len(agent.neighbours)
+            assert row["bytes_sent"] == len(agent.encode_message(t)) * len(agent.neighbours)
     assert any(not torch.equal(a, b) for a, b in zip(start[0], sim.agents[0].rule.keep))  # masks evolved
     for agent in sim.agents:
         for w, m in zip(agent.rule.weights, agent.rule.keep):

@@ -60,7 +60,7 @@ def test_bytes_are_fp32_messages_times_neighbours():
     params = sum(int(np.prod(s)) for s in sim.agents[0].layer_shapes)
     for agent, row in zip(sim.agents, rows):
         per_message = row["bytes_sent"] // len(agent.neighbours)
-        assert per_message == len(agent.encode_mask(0))
+        assert per_message == len(agent.encode_message(0))
         assert 4 * params < per_message < 4 * params + 200
         assert row["density"] == 1.0
 

@@ -16,7 +16,7 @@ def quiet(config):
 
 
 def masks(sim, rounds):
-    return [a.encode_mask(rounds) for a in sim.agents]
+    return [a.encode_message(rounds) for a in sim.agents]
 
 
 def test_resuming_from_checkpoints_gives_the_uninterrupted_masks(tmp_path):

@@ -158,7 +158,7 @@ def test_sigterm_exits_cleanly_and_the_same_command_resumes_to_the_simulators_ma
     sim = Simulator(config, log=lambda _: None)
     for t in range(rounds):
         sim.run_round(t)
-    assert (state / "final_mask.mcpl").read_bytes() == sim.agents[0].encode_mask(rounds)
+    assert (state / "final_mask.mcpl").read_bytes() == sim.agents[0].encode_message(rounds)
 
 
 def one_error_line(capsys) -> str:

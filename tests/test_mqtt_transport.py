@@ -175,7 +175,7 @@ def test_hostile_messages_are_rejected_with_reasons_and_masks_match_the_simulato
     assert stats.duplicates >= 1
     # The forgeries did not touch training: bit-identical to the in-memory simulator.
     for ours, theirs in zip(sim.agents, reference.agents):
-        assert ours.encode_mask(config.rounds) == theirs.encode_mask(config.rounds)
+        assert ours.encode_message(config.rounds) == theirs.encode_message(config.rounds)
 
 
 def test_gather_waits_for_the_deadline_then_uses_a_stale_mask(broker):

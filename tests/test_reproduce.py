@@ -73,3 +73,25 @@ def test_report_numbers_come_from_the_metrics(tmp_path):
     assert "×" in mcepl  # ratio to DSGD
     assert "Command: `python benchmarks/reproduce.py --quick`" in text and "Seed 5" in text
     assert (docs / "reproduce-quick-main-k4.png").stat().st_size > 1000
+
+
+def test_runs_of_different_lengths_are_also_compared_at_the_common_round(tmp_path):
+    raw = {"name": "t", "seed": 5, "agents": 3, "rounds": 4, "eval_every": 2, "model": "small-cnn", "threads": 1,
+           "data": {"dataset": "synthetic", "synthetic_train_per_class": 12, "synthetic_test_per_class": 4,
+                    "classes_per_agent": 3},
+           "topology": {"kind": "ring"}, "algorithm": {"batch_size": 8}}
+    exps = [reproduce.Experiment("mcepl-k4", "main-k4", "MCE-PL"),
+            reproduce.Experiment("local-only-k4", "main-k4", "Local", {"algorithm.name": "local_only", "rounds": 2})]
+    out = tmp_path / "runs"
+    for e in exps:
+        reproduce.run_experiment(e, raw, out / e.key, rerun=False)
+    text = reproduce.write_report("quick", exps, out, tmp_path / "docs", "cmd", "tiny").read_text()
+    assert "acc. @ round 2 |" in text
+    rows = [json.loads(line) for line in (out / "mcepl-k4" / "metrics.jsonl").read_text().splitlines()]
+    at2 = [r["accuracy"] for r in rows if r["round"] == 1]
+    at4 = [r["accuracy"] for r in rows if r["round"] == 3]
+    line = next(ln for ln in text.splitlines() if ln.startswith("| MCE-PL |"))
+    cells = [c.strip() for c in line.split("|")]
+    assert cells[2] == "4" and cells[3].startswith(f"{100 * sum(at4) / 3:.2f} %")
+    assert cells[4] == f"{100 * sum(at2) / 3:.2f} %"
+    assert next(ln for ln in text.splitlines() if ln.startswith("| Local |")).split("|")[2].strip() == "2"

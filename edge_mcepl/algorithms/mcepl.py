@@ -19,11 +19,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..comm.codec import MaskMessage, decode_masks, encode_masks
 from ..nn.group_lasso import group_lasso_gradient
 from ..nn.layers import MaskedConv2d
 from ..nn.masking import live_filters
 from ..nn.weights import seeded_bernoulli_prior
 from ..nn.zoo import MaskedNetwork
+from .base import evaluate_batch
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,19 @@ class MCEPL:
         """m⁽ᵗ⁺¹⁾ = TopK(|z| + mean|z|·m̄⁽ᵗ⁾): new scores, old neighbour mean."""
         return self.model.masks()
 
+    def encode_message(self, *, fingerprint: bytes, sender: int, round: int, key: bytes | None) -> bytes:
+        """The mask to send, packed 1 bit per weight (wire format v1)."""
+        masks = [m.numpy().astype(bool) for m in self.mask_to_send()]
+        return encode_masks(masks, fingerprint=fingerprint, sender=sender, round=round, key=key)
+
+    def decode_message(self, payload: bytes, *, fingerprint: bytes, shapes: Sequence[tuple[int, ...]],
+                       key: bytes | None) -> MaskMessage:
+        return decode_masks(payload, expected_fingerprint=fingerprint, expected_shapes=shapes, key=key)
+
+    def received_content(self, msg: MaskMessage) -> list[Tensor]:
+        """A neighbour's binary masks, one float tensor per layer (what :meth:`aggregate` averages)."""
+        return [torch.from_numpy(m) for m in msg.masks]
+
     def aggregate(self, neighbour_masks: Sequence[Sequence[Tensor]]) -> None:
         """m̄ ← mean of the masks received (uniform 1/|heard from|); zeros when nobody was heard."""
         for i, layer in enumerate(self._layers()):
@@ -110,11 +125,9 @@ class MCEPL:
                 if layer.scores.grad is not None:
                     layer.scores.addcmul_(layer.scores.grad, layer.neighbour_mean, value=-self.params.consensus_lr)
 
-    @torch.no_grad()
     def evaluate(self, images: Tensor, labels: Tensor) -> tuple[int, float]:
         """(correct predictions, summed loss) on one batch with the current personalized mask."""
-        logits = self.model.logits(images)
-        return int((logits.argmax(dim=1) == labels).sum()), float(F.cross_entropy(logits, labels, reduction="sum"))
+        return evaluate_batch(self.model, images, labels)
 
     def mask_stats(self) -> dict[str, float | int | list[int]]:
         """Density (kept / masked weights) and live filters per layer of the current mask."""

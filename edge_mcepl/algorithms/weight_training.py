@@ -7,9 +7,8 @@ is the distributed strong-lottery-ticket check. Biases stay fixed, as in MCE-PL,
 learns over the same set of tensors.
 
 This module also holds :class:`WeightRule`, the shared machinery of the weight-based baselines
-(:mod:`.dsgd`): the same rule interface as :class:`~.mcepl.MCEPL` (``local_step``, ``aggregate``,
-``consensus_step``, ``evaluate``, ``mask_stats``) plus ``encode_message`` / ``decode_message``,
-which the :class:`~edge_mcepl.agent.Agent` uses instead of the mask codec when a rule has them.
+(:mod:`.dsgd`, :mod:`.dispfl`): the :class:`~.base.LearningRule` interface with fp32 weights on
+the wire.
 """
 
 from __future__ import annotations
@@ -24,6 +23,7 @@ from torch import Tensor
 from ..comm.dense_codec import WeightMessage, decode_weights, encode_weights
 from ..nn.masking import live_filters, topk_mask
 from ..nn.zoo import MaskedNetwork
+from .base import evaluate_batch
 from .mcepl import MCEPLParams, Retention
 
 
@@ -78,10 +78,8 @@ class WeightRule:
     def consensus_step(self) -> None:
         """No consensus step in weight training."""
 
-    @torch.no_grad()
     def evaluate(self, images: Tensor, labels: Tensor) -> tuple[int, float]:
-        logits = self.model.logits(images)
-        return int((logits.argmax(dim=1) == labels).sum()), float(F.cross_entropy(logits, labels, reduction="sum"))
+        return evaluate_batch(self.model, images, labels)
 
     def mask_stats(self) -> dict[str, float | int | list[int]]:
         kept = sum(int(m.sum()) for m in self.keep)

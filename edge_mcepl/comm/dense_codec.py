@@ -1,8 +1,9 @@
-"""Wire format for dense fp32 weights (the DSGD baseline): same header discipline as :mod:`.codec`.
+"""Wire format for dense fp32 weights (the DSGD baseline): the shared :mod:`.envelope`, fp32 payload.
 
 DSGD-style baselines exchange real weights, not masks, so their communication is counted from
-this encoder's bytes exactly as MCE-PL's is from :mod:`edge_mcepl.comm.codec`. The layout mirrors
-the mask format so both are equally strict; only the magic, the codec id and the payload differ.
+this encoder's bytes exactly as MCE-PL's is from :mod:`edge_mcepl.comm.codec`. Header and tag are
+the mask format's (:mod:`.envelope`), so both are equally strict; only the magic, the codec id
+and the payload differ.
 
 ==========  ====================  ============================================================
 size        field                 meaning
@@ -27,22 +28,18 @@ an average. numpy only (no torch), never pickle.
 
 from __future__ import annotations
 
-import hmac
 import math
-import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from .codec import (_FIXED, FINGERPRINT_SIZE, FLAG_KEYED, MAX_LAYERS, MAX_NDIM, TAG_SIZE, CodecError,
-                    _check_fingerprint, _check_key, _check_u32, _short, _tag)
+from .envelope import (TAG_SIZE, CodecError, check_layer_shape, check_length, header_size, pack_header,
+                       read_header, seal, verify)
 
 MAGIC = b"MCPW"
-FORMAT_VERSION: int = 1
 CODEC_FP32: int = 2
-_U32_MAX = 2**32 - 1
-assert _FIXED.size == 4 + 4 + FINGERPRINT_SIZE + 10
+_KIND = "weight"
 
 
 @dataclass(frozen=True, eq=False)
@@ -57,34 +54,16 @@ class WeightMessage:
 
 def message_size(shapes: Sequence[Sequence[int]]) -> int:
     """Exact encoded size: header + 4 bytes per entry + tag."""
-    header = _FIXED.size + sum(1 + 4 * len(s) for s in shapes)
-    return header + 4 * sum(math.prod(s) for s in shapes) + TAG_SIZE
+    return header_size(shapes) + 4 * sum(math.prod(s) for s in shapes) + TAG_SIZE
 
 
 def encode_weights(tensors: Sequence[np.ndarray], *, fingerprint: bytes, sender: int, round: int,
                    key: bytes | None = None) -> bytes:
     """Encode one float array per layer (model order) as fp32; non-finite values are refused."""
-    _check_fingerprint(fingerprint, "fingerprint")
-    sender, round = _check_u32(sender, "sender"), _check_u32(round, "round")
-    _check_key(key)
-    if not 1 <= len(tensors) <= MAX_LAYERS:
-        raise CodecError(f"need 1 to {MAX_LAYERS} weight layers, got {len(tensors)}")
-    parts = [_FIXED.pack(MAGIC, FORMAT_VERSION, CODEC_FP32, FLAG_KEYED if key is not None else 0, fingerprint,
-                         sender, round, len(tensors))]
-    payloads = []
-    for index, raw in enumerate(tensors):
-        array = np.asarray(raw)
-        if array.dtype.kind != "f":
-            raise CodecError(f"weight layer {index} has dtype {array.dtype}, expected floating point")
-        if not 1 <= array.ndim <= MAX_NDIM or 0 in array.shape or max(array.shape) > _U32_MAX:
-            raise CodecError(f"weight layer {index} has shape {array.shape}: ndim 1..{MAX_NDIM}, dims 1..2^32-1")
-        array = np.ascontiguousarray(array, dtype="<f4")
-        if not np.isfinite(array).all():
-            raise CodecError(f"weight layer {index} has non-finite values")
-        parts.append(struct.pack(f"<B{array.ndim}I", array.ndim, *array.shape))
-        payloads.append(array.tobytes())
-    body = b"".join(parts + payloads)
-    return body + _tag(body, key)
+    arrays = [finite_fp32(raw, index) for index, raw in enumerate(tensors)]
+    header = pack_header(MAGIC, CODEC_FP32, [a.shape for a in arrays], fingerprint=fingerprint, sender=sender,
+                         round=round, key=key, kind=_KIND)
+    return seal(b"".join([header, *(a.tobytes() for a in arrays)]), key)
 
 
 def decode_weights(data: bytes, *, expected_fingerprint: bytes | None = None,
@@ -92,78 +71,45 @@ def decode_weights(data: bytes, *, expected_fingerprint: bytes | None = None,
                    max_entries: int = 1 << 26) -> WeightMessage:
     """Decode and verify a weight message; any defect raises :class:`CodecError` (nothing is trusted
     until sizes match the bytes present and the tag checks)."""
-    data, (fingerprint, sender, round_), shapes, offset = parse_header(data, MAGIC, CODEC_FP32, expected_fingerprint, key)
+    data, header = read_header(data, magic=MAGIC, codec=CODEC_FP32, kind=_KIND,
+                               expected_fingerprint=expected_fingerprint, key=key)
+    entries = check_entries(header.shapes, max_entries)
+    check_length(data, header, 4 * entries, _KIND)
+    verify(data, header, kind=_KIND, key=key, expected_fingerprint=expected_fingerprint,
+           expected_shapes=expected_shapes)
+    tensors, offset = [], header.payload_offset
+    for shape in header.shapes:
+        n = math.prod(shape)
+        tensors.append(read_finite_fp32(data, offset, n).reshape(shape))
+        offset += 4 * n
+    return WeightMessage(sender=header.sender, round=header.round, fingerprint=header.fingerprint,
+                         tensors=tuple(tensors))
+
+
+def check_entries(shapes: Sequence[tuple[int, ...]], max_entries: int) -> int:
+    """Total entries the header declares, refused above ``max_entries`` (before any allocation)."""
     entries = sum(math.prod(s) for s in shapes)
     if entries > max_entries:
         raise CodecError(f"weight message declares {entries} entries, more than max_entries={max_entries}")
-    got = len(data) - offset
-    if got != 4 * entries + TAG_SIZE:
-        raise CodecError(f"weight message length mismatch: header says {4 * entries} payload bytes + "
-                         f"{TAG_SIZE}-byte tag, got {got}")
-    check_tag_and_claims(data, key, fingerprint, expected_fingerprint, shapes, expected_shapes)
-    tensors = []
-    for shape in shapes:
-        n = math.prod(shape)
-        array = np.frombuffer(data, dtype="<f4", count=n, offset=offset).astype(np.float32).reshape(shape)
-        offset += 4 * n
-        if not np.isfinite(array).all():
-            raise CodecError("weight message has non-finite values")
-        tensors.append(array)
-    return WeightMessage(sender=sender, round=round_, fingerprint=fingerprint, tensors=tuple(tensors))
+    return entries
 
 
-def parse_header(data: object, magic_expected: bytes, codec_expected: int, expected_fingerprint: bytes | None,
-                 key: bytes | None) -> tuple[bytes, tuple[bytes, int, int], list[tuple[int, ...]], int]:
-    """Check the fixed header and parse the shape records of a weight-family message.
-
-    Returns (data as bytes, (fingerprint, sender, round), shapes, payload offset). The tag is *not*
-    checked here: the caller knows the payload length and checks it.
-    """
-    if not isinstance(data, (bytes, bytearray, memoryview)):
-        raise CodecError(f"weight message must be bytes, got {type(data).__name__}")
-    data = bytes(data)
-    if expected_fingerprint is not None:
-        _check_fingerprint(expected_fingerprint, "expected_fingerprint")
-    _check_key(key)
-    if len(data) < _FIXED.size:
-        raise CodecError(f"weight message truncated: {len(data)} bytes, the fixed header alone is {_FIXED.size}")
-    magic, version, codec, flags, fingerprint, sender, round_, n_layers = _FIXED.unpack_from(data)
-    if magic != magic_expected:
-        raise CodecError(f"not a weight message of this kind: bad magic {magic!r}, expected {magic_expected!r}")
-    if version != FORMAT_VERSION:
-        raise CodecError(f"unsupported weight format version {version}, this decoder reads {FORMAT_VERSION}")
-    if codec != codec_expected:
-        raise CodecError(f"unknown weight codec id {codec}, this decoder knows {codec_expected}")
-    if flags & ~FLAG_KEYED:
-        raise CodecError(f"unknown weight message flag bits 0x{flags & ~FLAG_KEYED:04x}")
-    if bool(flags & FLAG_KEYED) != (key is not None):
-        raise CodecError("weight message keyed/unkeyed does not match the key given")
-    if not 1 <= n_layers <= MAX_LAYERS:
-        raise CodecError(f"weight message declares {n_layers} layers, allowed 1 to {MAX_LAYERS}")
-    shapes, offset = [], _FIXED.size
-    for index in range(n_layers):
-        ndim = data[offset] if offset < len(data) else 0
-        if offset >= len(data) or offset + 1 + 4 * ndim > len(data):
-            raise CodecError(f"weight message truncated in the shape of layer {index}")
-        if not 1 <= ndim <= MAX_NDIM:
-            raise CodecError(f"weight message layer {index} has ndim {ndim}, allowed 1 to {MAX_NDIM}")
-        shape = struct.unpack_from(f"<{ndim}I", data, offset + 1)
-        offset += 1 + 4 * ndim
-        if 0 in shape:
-            raise CodecError(f"weight message layer {index} has a zero dimension: {shape}")
-        shapes.append(shape)
-    return data, (fingerprint, sender, round_), shapes, offset
+def finite_fp32(raw: object, index: int) -> np.ndarray:
+    """A layer's weights as contiguous little-endian fp32; non-float or non-finite input is refused."""
+    array = np.asarray(raw)
+    if array.dtype.kind != "f":
+        raise CodecError(f"weight layer {index} has dtype {array.dtype}, expected floating point")
+    check_layer_shape(array.shape, index, _KIND)
+    array = np.ascontiguousarray(array, dtype="<f4")
+    if not np.isfinite(array).all():
+        raise CodecError(f"weight layer {index} has non-finite values")
+    return array
 
 
-def check_tag_and_claims(data: bytes, key: bytes | None, fingerprint: bytes, expected_fingerprint: bytes | None,
-                         shapes, expected_shapes) -> None:
-    """Tag first, then what the now-authentic header claims."""
-    body, tag = data[:-TAG_SIZE], data[-TAG_SIZE:]
-    if not hmac.compare_digest(tag, _tag(body, key)):
-        raise CodecError("weight message corrupt or tampered: tag mismatch")
-    if expected_fingerprint is not None and fingerprint != expected_fingerprint:
-        raise CodecError(f"weights fingerprint mismatch: message has {_short(fingerprint)}, this agent has "
-                         f"{_short(expected_fingerprint)}")
-    if expected_shapes is not None:
-        if len(shapes) != len(expected_shapes) or any(tuple(a) != tuple(b) for a, b in zip(shapes, expected_shapes)):
-            raise CodecError(f"weight shapes mismatch: message has {shapes}, this model has {list(expected_shapes)}")
+def read_finite_fp32(data: bytes, offset: int, count: int) -> np.ndarray:
+    """``count`` fp32 values at ``offset`` as a fresh float32 array: a NaN from a diverged
+    neighbour must not poison an average."""
+    values = np.frombuffer(data, dtype="<f4", count=count, offset=offset).astype(np.float32)
+    if not np.isfinite(values).all():
+        raise CodecError("weight message has non-finite values")
+    return values

@@ -1,6 +1,6 @@
 """Wire format for masked (sparse) fp32 weights — the Dis-PFL baseline's messages.
 
-Same fixed header and tag as :mod:`.dense_codec` (magic ``b"MCPS"``, codec id ``CODEC_SPARSE_FP32``
+The shared :mod:`.envelope` header and tag (magic ``b"MCPS"``, codec id ``CODEC_SPARSE_FP32``
 = 3). Payload: every layer's mask as ``np.packbits(bitorder="little")`` (each layer padded to whole
 bytes with zero bits, as in the mask codec), then the float32 values of the kept entries of every
 layer in C order. Its size is therefore ``header + ⌈n/8⌉ per layer + 4·(kept entries) + tag`` —
@@ -11,19 +11,18 @@ match the masks' popcount exactly, padding bits must be zero, values must be fin
 from __future__ import annotations
 
 import math
-import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from .codec import (MAX_LAYERS, MAX_NDIM, TAG_SIZE, CodecError, _check_fingerprint, _check_key, _check_u32, _tag,
-                    unpack_mask)
-from .dense_codec import _FIXED, FLAG_KEYED, FORMAT_VERSION, check_tag_and_claims, parse_header
+from .codec import unpack_mask
+from .dense_codec import check_entries, finite_fp32, read_finite_fp32
+from .envelope import TAG_SIZE, CodecError, check_length, pack_header, read_header, seal, verify
 
 MAGIC = b"MCPS"
 CODEC_SPARSE_FP32: int = 3
-_U32_MAX = 2**32 - 1
+_KIND = "sparse weight"
 
 
 @dataclass(frozen=True, eq=False)
@@ -40,58 +39,43 @@ class SparseWeightMessage:
 def encode_sparse_weights(masks: Sequence[np.ndarray], tensors: Sequence[np.ndarray], *, fingerprint: bytes,
                           sender: int, round: int, key: bytes | None = None) -> bytes:
     """Encode per-layer (mask, weights): the mask bits plus the fp32 values where the mask is set."""
-    _check_fingerprint(fingerprint, "fingerprint")
-    sender, round = _check_u32(sender, "sender"), _check_u32(round, "round")
-    _check_key(key)
-    if not 1 <= len(masks) <= MAX_LAYERS or len(masks) != len(tensors):
-        raise CodecError(f"need 1 to {MAX_LAYERS} layers and one mask per weight tensor")
-    parts = [_FIXED.pack(MAGIC, FORMAT_VERSION, CODEC_SPARSE_FP32, FLAG_KEYED if key is not None else 0,
-                         fingerprint, sender, round, len(masks))]
+    if len(masks) != len(tensors):
+        raise CodecError(f"need one mask per weight tensor, got {len(masks)} masks and {len(tensors)} tensors")
     bits, values = [], []
     for index, (raw_m, raw_w) in enumerate(zip(masks, tensors)):
-        m, w = np.asarray(raw_m), np.asarray(raw_w)
-        if m.dtype != np.bool_ or w.dtype.kind != "f" or m.shape != w.shape:
-            raise CodecError(f"layer {index}: need a bool mask and a float array of the same shape")
-        if not 1 <= m.ndim <= MAX_NDIM or 0 in m.shape or max(m.shape) > _U32_MAX:
-            raise CodecError(f"layer {index} has shape {m.shape}: ndim 1..{MAX_NDIM}, dims 1..2^32-1")
-        kept = np.ascontiguousarray(w, dtype="<f4")[m]
-        if not np.isfinite(kept).all():
-            raise CodecError(f"weight layer {index} has non-finite values")
-        parts.append(struct.pack(f"<B{m.ndim}I", m.ndim, *m.shape))
+        m, w = np.asarray(raw_m), finite_fp32(raw_w, index)
+        if m.dtype != np.bool_ or m.shape != w.shape:
+            raise CodecError(f"layer {index}: need a bool mask of the weights' shape {w.shape}")
         bits.append(np.packbits(m.ravel(), bitorder="little").tobytes())
-        values.append(kept.tobytes())
-    body = b"".join(parts + bits + values)
-    return body + _tag(body, key)
+        values.append(w[m].tobytes())
+    header = pack_header(MAGIC, CODEC_SPARSE_FP32, [np.shape(w) for w in tensors], fingerprint=fingerprint,
+                         sender=sender, round=round, key=key, kind=_KIND)
+    return seal(b"".join([header, *bits, *values]), key)
 
 
 def decode_sparse_weights(data: bytes, *, expected_fingerprint: bytes | None = None,
                           expected_shapes: Sequence[tuple[int, ...]] | None = None, key: bytes | None = None,
                           max_entries: int = 1 << 26) -> SparseWeightMessage:
-    data, (fingerprint, sender, round_), shapes, offset = parse_header(data, MAGIC, CODEC_SPARSE_FP32,
-                                                                       expected_fingerprint, key)
-    entries = sum(math.prod(s) for s in shapes)
-    if entries > max_entries:
-        raise CodecError(f"weight message declares {entries} entries, more than max_entries={max_entries}")
-    mask_bytes = [(math.prod(s) + 7) // 8 for s in shapes]
-    if len(data) - offset < sum(mask_bytes) + TAG_SIZE:
+    """Decode and verify; the length must match the masks' popcount exactly (checked after the tag,
+    since the popcount is payload)."""
+    data, header = read_header(data, magic=MAGIC, codec=CODEC_SPARSE_FP32, kind=_KIND,
+                               expected_fingerprint=expected_fingerprint, key=key)
+    check_entries(header.shapes, max_entries)
+    mask_bytes = [(math.prod(s) + 7) // 8 for s in header.shapes]
+    if len(data) - header.payload_offset < sum(mask_bytes) + TAG_SIZE:
         raise CodecError("sparse weight message truncated in its masks")
-    check_tag_and_claims(data, key, fingerprint, expected_fingerprint, shapes, expected_shapes)
-    masks = []
-    for index, (shape, size) in enumerate(zip(shapes, mask_bytes)):
+    verify(data, header, kind=_KIND, key=key, expected_fingerprint=expected_fingerprint,
+           expected_shapes=expected_shapes)
+    masks, offset = [], header.payload_offset
+    for index, (shape, size) in enumerate(zip(header.shapes, mask_bytes)):
         masks.append(unpack_mask(data, offset, shape, f"sparse weight message layer {index}"))
         offset += size
-    kept = sum(int(m.sum()) for m in masks)
-    if len(data) - offset != 4 * kept + TAG_SIZE:
-        raise CodecError(f"sparse weight message length mismatch: masks keep {kept} entries "
-                         f"({4 * kept} value bytes + {TAG_SIZE}-byte tag), got {len(data) - offset}")
+    kept = [int(m.sum()) for m in masks]
+    check_length(data, header, sum(mask_bytes) + 4 * sum(kept), _KIND)
     tensors = []
-    for m in masks:
-        k = int(m.sum())
-        values = np.frombuffer(data, dtype="<f4", count=k, offset=offset).astype(np.float32)
-        offset += 4 * k
-        if not np.isfinite(values).all():
-            raise CodecError("sparse weight message has non-finite values")
+    for m, k in zip(masks, kept):
         dense = np.zeros(m.shape, np.float32)
-        dense[m] = values
+        dense[m] = read_finite_fp32(data, offset, k)
+        offset += 4 * k
         tensors.append(dense)
-    return SparseWeightMessage(sender, round_, fingerprint, tuple(masks), tuple(tensors))
+    return SparseWeightMessage(header.sender, header.round, header.fingerprint, tuple(masks), tuple(tensors))

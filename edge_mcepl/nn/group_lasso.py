@@ -9,7 +9,6 @@ gradient that the consensus step reuses.
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 _EPS = 1e-12

@@ -1,0 +1,77 @@
+"""The shared envelope: all three payload codecs read and check the same header the same way."""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+import pytest
+
+from edge_mcepl.comm.codec import decode_masks, encode_masks
+from edge_mcepl.comm.dense_codec import decode_weights, encode_weights
+from edge_mcepl.comm.envelope import FIXED, CodecError
+from edge_mcepl.comm.sparse_codec import decode_sparse_weights, encode_sparse_weights
+
+FP = bytes(range(16))
+KEY = b"lab secret"
+SHAPES = [(4, 3, 3), (6,)]
+RNG = np.random.default_rng(0)
+MASKS = [RNG.random(s) < 0.5 for s in SHAPES]
+VALUES = [RNG.standard_normal(s).astype(np.float32) for s in SHAPES]
+
+CODECS = {
+    "mask": (lambda **kw: encode_masks(MASKS, **kw), decode_masks),
+    "weight": (lambda **kw: encode_weights(VALUES, **kw), decode_weights),
+    "sparse weight": (lambda **kw: encode_sparse_weights(MASKS, [v * m for v, m in zip(VALUES, MASKS)], **kw),
+                      decode_sparse_weights),
+}
+
+
+def patched(data: bytes, fmt: str, offset: int, value: int) -> bytes:
+    out = bytearray(data)
+    struct.pack_into(fmt, out, offset, value)
+    return bytes(out)
+
+
+@pytest.mark.parametrize("kind", CODECS)
+def test_header_defects_are_named_the_same_way_by_every_codec(kind):
+    encode, decode = CODECS[kind]
+    data = encode(fingerprint=FP, sender=7, round=3)
+    cases = {
+        "unsupported": patched(data, "<B", 4, 9),  # version
+        "unknown .*codec id": patched(data, "<B", 5, 200),
+        "flag bits": patched(data, "<H", 6, 0x8000),
+        "declares 0 layers": patched(data, "<H", FIXED.size - 2, 0),
+        "ndim 0": patched(data, "<B", FIXED.size, 0),
+        "truncated": data[: FIXED.size - 1],
+        "keyed .* but no key": encode(fingerprint=FP, sender=7, round=3, key=KEY),
+        "tag mismatch": data[:-1] + bytes([data[-1] ^ 1]),
+    }
+    for expected, message in cases.items():
+        with pytest.raises(CodecError, match=expected):
+            decode(message)
+    with pytest.raises(CodecError, match="unkeyed but a key was given"):
+        decode(data, key=KEY)
+    with pytest.raises(CodecError, match="bad magic"):
+        decode(b"XXXX" + data[4:])
+
+
+@pytest.mark.parametrize("kind", CODECS)
+def test_sender_round_and_keyed_tag_survive_every_codec(kind):
+    encode, decode = CODECS[kind]
+    msg = decode(encode(fingerprint=FP, sender=7, round=3, key=KEY), expected_fingerprint=FP,
+                 expected_shapes=SHAPES, key=KEY)
+    assert (msg.sender, msg.round, msg.fingerprint) == (7, 3, FP)
+    with pytest.raises(CodecError, match="different key"):
+        decode(encode(fingerprint=FP, sender=7, round=3, key=b"other"), key=KEY)
+
+
+@pytest.mark.parametrize("kind", CODECS)
+def test_encoders_refuse_bad_header_arguments(kind):
+    encode, _ = CODECS[kind]
+    for kwargs, expected in [({"fingerprint": b"short"}, "fingerprint must be 16 bytes"),
+                             ({"sender": -1}, "sender must be in"), ({"round": 2**32}, "round must be in"),
+                             ({"key": b""}, "key must be 1 to 64 bytes")]:
+        args = {"fingerprint": FP, "sender": 0, "round": 0, **kwargs}
+        with pytest.raises(CodecError, match=expected):
+            encode(**args)
