@@ -9,7 +9,7 @@ those files only, so no number in the report is typed by hand. Finished runs are
 (``--rerun`` to redo them), so an interrupted ``--full`` resumes where it stopped.
 
 Usage:
-    python benchmarks/reproduce.py --quick             # ≤ 30 min on 2 CPU cores (reduced, stated)
+    python benchmarks/reproduce.py --quick --jobs 2 --threads 1   # ≤ 30 min on 2 CPU cores (reduced, stated)
     python benchmarks/reproduce.py --full              # the paper setting (examples/paper.yaml)
     python benchmarks/reproduce.py --quick --report-only   # re-render docs from existing runs
 """
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import platform
 import shlex
@@ -25,6 +26,7 @@ import shutil
 import statistics
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -338,6 +340,24 @@ def write_report(preset: str, exps: list[Experiment], out: Path, docs: Path, com
     return path
 
 
+def run_all(selected: list[Experiment], raw: dict[str, Any], out: Path, rerun: bool, command: str, jobs: int) -> None:
+    """Run experiments one after another, or ``jobs`` at a time in separate processes.
+
+    Separate processes (spawned, not forked: OpenMP is not fork-safe) because torch's intra-op
+    threads scale poorly on a few cores — two 1-thread runs finish sooner than two 2-thread runs
+    back to back — and passive OpenMP waiting so idle workers do not spin on each other's core.
+    """
+    if jobs <= 1:
+        for e in selected:
+            run_experiment(e, raw, out / e.key, rerun, command)
+        return
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(run_experiment, e, raw, out / e.key, rerun, command) for e in selected]
+        for future in futures:
+            future.result()  # re-raises a failed run's error
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     mode = parser.add_mutually_exclusive_group(required=True)
@@ -346,7 +366,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
     parser.add_argument("--out", type=Path, default=None, help="raw results folder (default runs/reproduce-<preset>)")
     parser.add_argument("--docs", type=Path, default=ROOT / "docs")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2, help="torch threads per run")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="experiments run at once, each in its own process (e.g. --jobs 2 --threads 1 on 2 cores)")
     parser.add_argument("--rounds", type=int, default=None, help="override the preset's rounds")
     parser.add_argument("--eval-every", type=int, default=None)
     parser.add_argument("--only", default=None, help="comma-separated experiment keys to run (default: all)")
@@ -368,8 +390,7 @@ def main(argv: list[str] | None = None) -> None:
     command = "python benchmarks/reproduce.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None
                                                                                        else sys.argv[1:]))
     if not args.report_only:
-        for e in selected:
-            run_experiment(e, raw, out / e.key, args.rerun, command)
+        run_all(selected, raw, out, args.rerun, command, args.jobs)
     args.docs.mkdir(parents=True, exist_ok=True)
     path = write_report(preset, exps, out, args.docs, command, reduction)
     print(f"wrote {path}")

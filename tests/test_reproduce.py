@@ -12,6 +12,7 @@ import pytest
 from edge_mcepl.config import config_from_dict
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))  # spawned --jobs workers import the module by name
 spec = importlib.util.spec_from_file_location("reproduce", ROOT / "benchmarks" / "reproduce.py")
 reproduce = importlib.util.module_from_spec(spec)
 sys.modules["reproduce"] = reproduce  # dataclasses look their module up
@@ -95,3 +96,21 @@ def test_runs_of_different_lengths_are_also_compared_at_the_common_round(tmp_pat
     assert cells[2] == "4" and cells[3].startswith(f"{100 * sum(at4) / 3:.2f} %")
     assert cells[4] == f"{100 * sum(at2) / 3:.2f} %"
     assert next(ln for ln in text.splitlines() if ln.startswith("| Local |")).split("|")[2].strip() == "2"
+
+
+def test_parallel_jobs_give_the_same_runs_as_one_after_another(tmp_path):
+    raw = {"name": "t", "seed": 5, "agents": 3, "rounds": 2, "eval_every": 2, "model": "small-cnn", "threads": 1,
+           "data": {"dataset": "synthetic", "synthetic_train_per_class": 12, "synthetic_test_per_class": 4,
+                    "classes_per_agent": 3},
+           "topology": {"kind": "ring"}, "algorithm": {"batch_size": 8}}
+    exps = [reproduce.Experiment("mcepl-k4", "main-k4", "MCE-PL"),
+            reproduce.Experiment("dsgd-k4", "main-k4", "DSGD", {"algorithm.name": "dsgd"})]
+    reproduce.run_all(exps, raw, tmp_path / "serial", rerun=False, command="c", jobs=1)
+    reproduce.run_all(exps, raw, tmp_path / "parallel", rerun=False, command="c", jobs=2)
+
+    def results(folder):
+        rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+        return [(r["round"], r["agent"], r["loss"], r.get("accuracy"), r["bytes_sent"]) for r in rows]
+
+    for e in exps:
+        assert results(tmp_path / "parallel" / e.key) == results(tmp_path / "serial" / e.key)
