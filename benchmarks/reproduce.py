@@ -2,14 +2,15 @@
 
 Every experiment is an ordinary simulator run of the same harness (same data, partitions,
 topology, evaluation; bytes counted from the real encoded messages), differing only in config
-overrides — mostly ``algorithm.name`` (mcepl | local_only | dsgd | weight_training). Each run
-writes its raw per-(round, agent) JSONL to ``<out>/<preset>/<experiment>/metrics.jsonl`` (plus
-its ``config.yaml``); the report ``docs/reproduce.md`` and its PNG plots are then regenerated from
-those files only, so no number in the report is typed by hand. Finished runs are reused
+overrides — mostly ``algorithm.name`` (mcepl | local_only | dsgd | dispfl | weight_training |
+mask_averaging). Each run writes its raw per-(round, agent) JSONL to
+``<out>/<experiment>/metrics.jsonl`` (plus its ``config.yaml``); the report (``docs/results.md``
+for ``--full``, ``docs/results-quick.md`` for ``--quick``) and its PNG plots are then regenerated
+from those files only, so no number in the report is typed by hand. Finished runs are reused
 (``--rerun`` to redo them), so an interrupted ``--full`` resumes where it stopped.
 
 Usage:
-    python benchmarks/reproduce.py --quick --jobs 2 --threads 1   # ≤ 30 min on 2 CPU cores (reduced, stated)
+    python benchmarks/reproduce.py --quick             # ≤ 30 min on 2 CPU cores (reduced, stated)
     python benchmarks/reproduce.py --full              # the paper setting (examples/paper.yaml)
     python benchmarks/reproduce.py --quick --report-only   # re-render docs from existing runs
 """
@@ -101,6 +102,8 @@ def experiments(preset: str) -> list[Experiment]:
     return out
 
 
+REPORTS = {"full": "results.md", "quick": "results-quick.md"}  # under docs/
+
 GROUP_TITLES = {
     "ablation": ("Ablations", ["mcepl-k4"]),
     "dslth": ("DSLTH: mask-only learning vs weight training on the same init", ["mcepl-k4", "local-only-k4"]),
@@ -168,6 +171,9 @@ def run_experiment(exp: Experiment, raw: dict[str, Any], run_dir: Path, rerun: b
 # ----------------------------------------------------------------------------------------- report
 
 
+LOSS_WINDOW = 20  # rounds over which the reported training loss is averaged (one batch per round is noisy)
+
+
 def summarize(run_dir: Path) -> dict[str, Any]:
     rows = read_metrics(run_dir / "metrics.jsonl")
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
@@ -179,14 +185,17 @@ def summarize(run_dir: Path) -> dict[str, Any]:
         cumulative += sum(r["bytes_sent"] for r in by_round[t])
         accs = [r["accuracy"] for r in by_round[t] if "accuracy" in r]
         if accs:
-            curve.append({"round": t + 1, "acc": statistics.mean(accs), "cum_bytes": cumulative})
+            curve.append({"round": t + 1, "acc": statistics.mean(accs), "min": min(accs), "max": max(accs),
+                          "cum_bytes": cumulative})
     last = max(t for t in by_round if any("accuracy" in r for r in by_round[t]))
     final = by_round[last]
     accs = [r["accuracy"] for r in final]
     per_round = [sum(r["bytes_sent"] for r in by_round[t]) for t in sorted(by_round)]
     live = [sum(r["live_filters"][: r["conv_layers"]]) for r in final]
     wall = run_dir / "wall_seconds.txt"
+    tail = [t for t in sorted(by_round) if t <= last][-LOSS_WINDOW:]
     return {
+        "train_loss": statistics.mean(r["loss"] for t in tail for r in by_round[t]),
         "config": config, "curve": curve, "rounds_run": last + 1, "mean": statistics.mean(accs),
         "std": statistics.pstdev(accs), "min": min(accs), "max": max(accs),
         "bytes_per_round": statistics.mean(per_round), "cum_bytes": sum(per_round),
@@ -213,13 +222,14 @@ def table(exps: list[Experiment], results: dict[str, dict], dsgd_key: str | None
     mixed = any(s["rounds_run"] != common for s in shown)
     at_common = f" acc. @ round {common} |" if mixed else ""
     lines = [f"| method | rounds | mean acc. ± std (over agents) |{at_common} min | max | MB / round (network) | "
-             "cumulative MB | bytes per message | fewer bytes than DSGD | mask density | live conv filters |",
-             "|---|---:|---:|" + ("---:|" if mixed else "") + "---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "cumulative MB | bytes per message | fewer bytes than DSGD | mask density | live conv filters | "
+             f"train loss (last {LOSS_WINDOW} rounds) |",
+             "|---|---:|---:|" + ("---:|" if mixed else "") + "---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     ref = results.get(dsgd_key) if dsgd_key else None
     for e in exps:
         s = results.get(e.key)
         if s is None:
-            lines.append(f"| {e.label} | not run (or unfinished) |" + " |" * (10 + mixed))
+            lines.append(f"| {e.label} | not run (or unfinished) |" + " |" * (11 + mixed))
             continue
         ratio = (f"{ref['bytes_per_round'] / s['bytes_per_round']:.1f}×" if ref and s["bytes_per_round"]
                  else ("— (sends nothing)" if not s["bytes_per_round"] else "—"))
@@ -231,7 +241,15 @@ def table(exps: list[Experiment], results: dict[str, dict], dsgd_key: str | None
             f"| {e.label} | {s['rounds_run']} | {100 * s['mean']:.2f} % ± {100 * s['std']:.2f} |{common_cell} "
             f"{100 * s['min']:.2f} % | {100 * s['max']:.2f} % | {s['bytes_per_round'] / 1e6:.3f} | "
             f"{s['cum_bytes'] / 1e6:.1f} | {s['message_bytes']:,} | {ratio} | {s['density']:.3f} | "
-            f"{s['live_conv_filters']:.1f} / {s['conv_filters']} |")
+            f"{s['live_conv_filters']:.1f} / {s['conv_filters']} | {s['train_loss']:.3f} |")
+    return lines
+
+
+def trajectory(label: str, s: dict[str, Any]) -> list[str]:
+    """Every evaluated round of one run: how accuracy and cumulative bytes grow."""
+    lines = [f"| round | {label}: mean acc. | min | max | cumulative MB |", "|---:|---:|---:|---:|---:|"]
+    lines += [f"| {p['round']} | {100 * p['acc']:.2f} % | {100 * p['min']:.2f} % | {100 * p['max']:.2f} % | "
+              f"{p['cum_bytes'] / 1e6:.1f} |" for p in s["curve"]]
     return lines
 
 
@@ -327,15 +345,18 @@ def write_report(preset: str, exps: list[Experiment], out: Path, docs: Path, com
         dsgd_key = next((e.key for e in exps if e.group == (group if group.startswith("main") else "main-k4")
                          and e.overrides.get("algorithm.name") == "dsgd"), None)
         doc += [f"## {title}", "", *table(shown, results, dsgd_key)]
-        png = docs / f"reproduce-{preset}-{group}.png"
+        png = docs / f"results-{preset}-{group}.png"
         if plot(shown, results, png, title):
             doc += ["", f"![{title}]({png.name})"]
         doc += footer
+        if group.startswith("main") and members[0].key in results:
+            doc += [f"### MCE-PL trajectory, {k} classes per agent", "",
+                    *trajectory(members[0].label, results[members[0].key]), *footer]
     per_run = [f"| {e.key} | {results[e.key]['rounds_run']} | "
                f"{results[e.key]['wall_s'] if results[e.key]['wall_s'] is not None else '—'} |"
                for e in exps if e.key in results]
     doc += ["## Run times", "", "| experiment | rounds | wall seconds |", "|---|---:|---:|", *per_run, *footer]
-    path = docs / "reproduce.md"
+    path = docs / REPORTS[preset]
     path.write_text("\n".join(doc))
     return path
 
@@ -366,9 +387,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
     parser.add_argument("--out", type=Path, default=None, help="raw results folder (default runs/reproduce-<preset>)")
     parser.add_argument("--docs", type=Path, default=ROOT / "docs")
-    parser.add_argument("--threads", type=int, default=2, help="torch threads per run")
-    parser.add_argument("--jobs", type=int, default=1,
-                        help="experiments run at once, each in its own process (e.g. --jobs 2 --threads 1 on 2 cores)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per run (default 1)")
+    parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
+                        help="experiments run at once, each in its own process (default: 2, or 1 on one core)")
     parser.add_argument("--rounds", type=int, default=None, help="override the preset's rounds")
     parser.add_argument("--eval-every", type=int, default=None)
     parser.add_argument("--only", default=None, help="comma-separated experiment keys to run (default: all)")

@@ -73,7 +73,7 @@ def test_report_numbers_come_from_the_metrics(tmp_path):
     mcepl = next(ln for ln in text.splitlines() if ln.startswith("| MCE-PL |"))
     assert "×" in mcepl  # ratio to DSGD
     assert "Command: `python benchmarks/reproduce.py --quick`" in text and "Seed 5" in text
-    assert (docs / "reproduce-quick-main-k4.png").stat().st_size > 1000
+    assert (docs / "results-quick-main-k4.png").stat().st_size > 1000
 
 
 def test_runs_of_different_lengths_are_also_compared_at_the_common_round(tmp_path):
