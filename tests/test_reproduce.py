@@ -23,6 +23,14 @@ class Args:
     data_dir, threads, rounds, eval_every = None, 1, None, None
 
 
+def tiny_raw(agents: int, rounds: int) -> dict:
+    """A seconds-long synthetic lab for report tests."""
+    return {"name": "t", "seed": 5, "agents": agents, "rounds": rounds, "eval_every": 2, "model": "small-cnn",
+            "threads": 1, "topology": {"kind": "ring"}, "algorithm": {"batch_size": 8},
+            "data": {"dataset": "synthetic", "synthetic_train_per_class": 12, "synthetic_test_per_class": 4,
+                     "classes_per_agent": 3}}
+
+
 def test_quick_experiments_are_unique_and_valid():
     exps = reproduce.experiments("quick")
     assert len({e.key for e in exps}) == len(exps)
@@ -49,10 +57,7 @@ def test_full_experiments_follow_the_paper_setting():
 
 
 def test_report_numbers_come_from_the_metrics(tmp_path):
-    raw = {"name": "t", "seed": 5, "agents": 4, "rounds": 4, "eval_every": 2, "model": "small-cnn", "threads": 1,
-           "data": {"dataset": "synthetic", "synthetic_train_per_class": 12, "synthetic_test_per_class": 4,
-                    "classes_per_agent": 3},
-           "topology": {"kind": "ring"}, "algorithm": {"batch_size": 8}}
+    raw = tiny_raw(agents=4, rounds=4)
     exps = [reproduce.Experiment("mcepl-k4", "main-k4", "MCE-PL"),
             reproduce.Experiment("dsgd-k4", "main-k4", "DSGD", {"algorithm.name": "dsgd"}),
             reproduce.Experiment("local-only-k4", "main-k4", "Local", {"algorithm.name": "local_only"})]
@@ -77,10 +82,7 @@ def test_report_numbers_come_from_the_metrics(tmp_path):
 
 
 def test_runs_of_different_lengths_are_also_compared_at_the_common_round(tmp_path):
-    raw = {"name": "t", "seed": 5, "agents": 3, "rounds": 4, "eval_every": 2, "model": "small-cnn", "threads": 1,
-           "data": {"dataset": "synthetic", "synthetic_train_per_class": 12, "synthetic_test_per_class": 4,
-                    "classes_per_agent": 3},
-           "topology": {"kind": "ring"}, "algorithm": {"batch_size": 8}}
+    raw = tiny_raw(agents=3, rounds=4)
     exps = [reproduce.Experiment("mcepl-k4", "main-k4", "MCE-PL"),
             reproduce.Experiment("local-only-k4", "main-k4", "Local", {"algorithm.name": "local_only", "rounds": 2})]
     out = tmp_path / "runs"
@@ -99,10 +101,7 @@ def test_runs_of_different_lengths_are_also_compared_at_the_common_round(tmp_pat
 
 
 def test_parallel_jobs_give_the_same_runs_as_one_after_another(tmp_path):
-    raw = {"name": "t", "seed": 5, "agents": 3, "rounds": 2, "eval_every": 2, "model": "small-cnn", "threads": 1,
-           "data": {"dataset": "synthetic", "synthetic_train_per_class": 12, "synthetic_test_per_class": 4,
-                    "classes_per_agent": 3},
-           "topology": {"kind": "ring"}, "algorithm": {"batch_size": 8}}
+    raw = tiny_raw(agents=3, rounds=2)
     exps = [reproduce.Experiment("mcepl-k4", "main-k4", "MCE-PL"),
             reproduce.Experiment("dsgd-k4", "main-k4", "DSGD", {"algorithm.name": "dsgd"})]
     reproduce.run_all(exps, raw, tmp_path / "serial", rerun=False, command="c", jobs=1)

@@ -6,27 +6,9 @@ it produces, and the decoder is the first thing that touches untrusted input: it
 anything malformed with a one-line :class:`CodecError` and never allocate more than the message
 itself justifies. It imports numpy only, so a torch-free device can decode too. Never pickle.
 
-Layout (little-endian, fixed offsets via :mod:`struct`; the header and tag are the shared
-:mod:`.envelope`):
-
-==========  ====================  ============================================================
-size        field                 meaning
-==========  ====================  ============================================================
-4 B         magic                 ``b"MCPL"``
-u8          version               format version, ``FORMAT_VERSION`` (1)
-u8          codec id              payload codec, ``CODEC_PACKBITS`` (1)
-u16         flags                 bit 0 = tag is keyed; other bits must be zero
-16 B        fingerprint           fingerprint of the shared fixed weights
-u32         sender                agent id
-u32         round                 round number
-u16         n_layers              1 … ``MAX_LAYERS``
-per layer   u8 ndim + ndim × u32  the layer's shape; ndim 1 … ``MAX_NDIM``, every dim ≥ 1
-payload     per layer             ``np.packbits(mask.ravel(), bitorder="little")``, layers
-                                  concatenated; each padded to whole bytes with zero bits
-16 B        tag                   BLAKE2b(digest_size=16) over every byte before it; keyed
-                                  with the lab secret when given (authenticity), else unkeyed
-                                  (integrity only)
-==========  ====================  ============================================================
+Layout: the shared :mod:`.envelope` (header, shape records, BLAKE2b tag) with magic ``b"MCPL"``
+and codec id ``CODEC_PACKBITS`` (1); the payload is, per layer in model order,
+``np.packbits(mask.ravel(), bitorder="little")``, each layer padded to whole bytes with zero bits.
 
 Per-layer padding costs at most 7 bits a layer but lets every layer be unpacked from its own
 byte slice, and checking that the padding is zero keeps the encoding canonical: one mask set has
@@ -45,7 +27,7 @@ from .envelope import (FORMAT_VERSION, MAX_NDIM, TAG_SIZE, CodecError, check_lay
                        header_size, pack_header, read_header, seal, verify)
 
 __all__ = ["CODEC_PACKBITS", "FORMAT_VERSION", "MAGIC", "CodecError", "MaskMessage", "decode_masks",
-           "encode_masks", "header_size", "message_size", "unpack_mask"]
+           "encode_masks", "header_size", "message_size", "unpack_masks"]
 
 MAGIC = b"MCPL"
 CODEC_PACKBITS: int = 1
@@ -118,12 +100,19 @@ def decode_masks(
     check_length(data, header, sum(sizes), _KIND)
     verify(data, header, kind=_KIND, key=key, expected_fingerprint=expected_fingerprint,
            expected_shapes=expected_shapes)
-    masks, offset = [], header.payload_offset
-    for index, (shape, size) in enumerate(zip(header.shapes, sizes)):
-        masks.append(unpack_mask(data, offset, shape, f"mask message layer {index}"))
-        offset += size
+    masks, _ = unpack_masks(data, header.payload_offset, header.shapes, "mask message")
     return MaskMessage(sender=header.sender, round=header.round, fingerprint=header.fingerprint,
                        masks=tuple(masks))
+
+
+def unpack_masks(data: bytes, offset: int, shapes: Sequence[tuple[int, ...]],
+                 kind: str) -> tuple[list[np.ndarray], int]:
+    """Every layer's packed bits from ``offset`` on; returns the masks and the offset after them."""
+    masks = []
+    for index, shape in enumerate(shapes):
+        masks.append(unpack_mask(data, offset, shape, f"{kind} layer {index}"))
+        offset += (math.prod(shape) + 7) // 8
+    return masks, offset
 
 
 def unpack_mask(data: bytes, offset: int, shape: tuple[int, ...], where: str) -> np.ndarray:

@@ -1,26 +1,10 @@
 """Wire format for dense fp32 weights (the DSGD baseline): the shared :mod:`.envelope`, fp32 payload.
 
 DSGD-style baselines exchange real weights, not masks, so their communication is counted from
-this encoder's bytes exactly as MCE-PL's is from :mod:`edge_mcepl.comm.codec`. Header and tag are
-the mask format's (:mod:`.envelope`), so both are equally strict; only the magic, the codec id
-and the payload differ.
+this encoder's bytes exactly as MCE-PL's is from :mod:`edge_mcepl.comm.codec`.
 
-==========  ====================  ============================================================
-size        field                 meaning
-==========  ====================  ============================================================
-4 B         magic                 ``b"MCPW"``
-u8          version               ``FORMAT_VERSION`` (1)
-u8          codec id              ``CODEC_FP32`` (2)
-u16         flags                 bit 0 = tag is keyed; other bits must be zero
-16 B        fingerprint           fingerprint of the shared initial weights
-u32         sender                agent id
-u32         round                 round number
-u16         n_layers              1 … ``MAX_LAYERS``
-per layer   u8 ndim + ndim × u32  the layer's shape; ndim 1 … ``MAX_NDIM``, every dim ≥ 1
-payload     per layer             little-endian float32, C order, layers concatenated
-16 B        tag                   BLAKE2b(digest_size=16) over every byte before it (keyed with
-                                  the lab secret when given)
-==========  ====================  ============================================================
+Layout: the shared :mod:`.envelope` with magic ``b"MCPW"`` and codec id ``CODEC_FP32`` (2); the
+payload is every layer's values as little-endian float32, C order, layers concatenated.
 
 Non-finite values are refused on both sides: a NaN from a diverged neighbour must not poison
 an average. numpy only (no torch), never pickle.

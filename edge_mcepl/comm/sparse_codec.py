@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .codec import unpack_mask
+from .codec import unpack_masks
 from .dense_codec import check_entries, finite_fp32, read_finite_fp32
 from .envelope import TAG_SIZE, CodecError, check_length, pack_header, read_header, seal, verify
 
@@ -66,10 +66,7 @@ def decode_sparse_weights(data: bytes, *, expected_fingerprint: bytes | None = N
         raise CodecError("sparse weight message truncated in its masks")
     verify(data, header, kind=_KIND, key=key, expected_fingerprint=expected_fingerprint,
            expected_shapes=expected_shapes)
-    masks, offset = [], header.payload_offset
-    for index, (shape, size) in enumerate(zip(header.shapes, mask_bytes)):
-        masks.append(unpack_mask(data, offset, shape, f"sparse weight message layer {index}"))
-        offset += size
+    masks, offset = unpack_masks(data, header.payload_offset, header.shapes, "sparse weight message")
     kept = [int(m.sum()) for m in masks]
     check_length(data, header, sum(mask_bytes) + 4 * sum(kept), _KIND)
     tensors = []
