@@ -41,6 +41,7 @@ import yaml  # noqa: E402
 from edge_mcepl.config import config_from_dict, load_config  # noqa: E402
 from edge_mcepl.lab import Simulator  # noqa: E402
 from edge_mcepl.metrics import read_metrics  # noqa: E402
+from edge_mcepl.profiles import load_profile, policy_retention  # noqa: E402
 
 REFERENCE = ROOT.parent / "shared" / "reference" / "mcepl-paper-setting"
 
@@ -59,9 +60,19 @@ def paper_partition(k: int) -> dict[str, Any]:
             "data.test_counts_file": str(REFERENCE / f"test_counts_{k}.txt")}
 
 
+PROFILE_MIX = ("rpi4", "rpi5", "jetson-orin-nano", "laptop", "gpu-workstation")
+
+
+def profile_mix(model: str = "alexnet-cifar") -> list[tuple[str, float]]:
+    """(profile, conv retention) of a lab mixing the bundled device profiles, agents assigned
+    round-robin — each ratio is what ``edge-mcepl join --profile NAME`` would pick (its policy)."""
+    return [(name, policy_retention(load_profile(name), model).retention) for name in PROFILE_MIX]
+
+
 def experiments(preset: str) -> list[Experiment]:
     """The experiment list of a preset. ``quick`` keeps the 4-class setting only."""
     ks = (3, 4, 5) if preset == "full" else (4,)
+    mix = profile_mix()
     out = []
     for k in ks:
         part = paper_partition(k) if preset == "full" else {"data.classes_per_agent": k}
@@ -86,8 +97,9 @@ def experiments(preset: str) -> list[Experiment]:
                    {"algorithm.name": "weight_training"}),
         Experiment("dslth-weights-pruned", "dslth", "Weight training, magnitude-pruned to MCE-PL density",
                    {"algorithm.name": "weight_training", "algorithm.prune": True}),
-        Experiment("hetero-retention", "hetero", "MCE-PL, conv retention 0.2 / 0.35 / 0.5 (Pi / laptop / GPU mix)",
-                   {"retention.conv": [0.2, 0.35, 0.5]}),
+        Experiment("hetero-profiles", "hetero",
+                   "MCE-PL, device-profile mix: conv retention " + " / ".join(f"{n} {r:g}" for n, r in mix),
+                   {"retention.conv": [r for _, r in mix]}),
     ]
     if preset == "full":
         # Why MCE-PL falls short of the paper's headline: one knob at a time, everything else as mcepl-k4.
@@ -107,7 +119,7 @@ REPORTS = {"full": "results.md", "quick": "results-quick.md"}  # under docs/
 GROUP_TITLES = {
     "ablation": ("Ablations", ["mcepl-k4"]),
     "dslth": ("DSLTH: mask-only learning vs weight training on the same init", ["mcepl-k4", "local-only-k4"]),
-    "hetero": ("Node heterogeneity: mixed vs homogeneous retention", ["mcepl-k4"]),
+    "hetero": ("Node heterogeneity: mixed vs homogeneous retention", ["mcepl-k4", "investigate-retention-0.5"]),
     "investigation": ("Investigation: what limits MCE-PL's accuracy", ["mcepl-k4", "local-only-k4"]),
 }
 

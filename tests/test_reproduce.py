@@ -52,6 +52,10 @@ def test_full_experiments_follow_the_paper_setting():
         assert (config.agents, config.rounds, config.topology.kind, config.data.partition) == (20, 400, "file", "paper")
         if e.key == "ablation-filter-drop":
             assert config.algorithm.min_kept_per_filter == 20 and config.algorithm.group_lasso == 0.0
+        if e.key == "hetero-profiles":  # each agent's ratio is its device profile's policy, round-robin
+            mix = reproduce.profile_mix()
+            assert config.retention.conv == [r for _, r in mix] and len({r for _, r in mix}) > 1
+            assert [name for name, _ in mix] == list(reproduce.PROFILE_MIX)
         if e.key.startswith("mcepl-k"):
             assert config.data.classes_file.endswith(f"classes_per_agent_{e.key[-1]}.txt")
 
