@@ -136,7 +136,7 @@ def base_config(preset: str, args: argparse.Namespace) -> tuple[dict[str, Any], 
         return cfg, ("none in the setting — examples/paper.yaml (20 agents, reference graph and partitions); the "
                      "paper runs T = 400 rounds, and a run stopped earlier (CPU budget) says so in its rounds column")
     cfg = {
-        "name": "quick", "seed": 1234, "agents": 6, "rounds": args.rounds or 60, "eval_every": args.eval_every or 30,
+        "name": "quick", "seed": 1234, "agents": 6, "rounds": args.rounds or 50, "eval_every": args.eval_every or 25,
         "model": "alexnet-cifar", "threads": args.threads,
         "data": {"dataset": "cifar10", "data_dir": args.data_dir, "partition": "classes", "classes_per_agent": 4,
                  "data_fraction": 0.2},
@@ -367,7 +367,11 @@ def write_report(preset: str, exps: list[Experiment], out: Path, docs: Path, com
     per_run = [f"| {e.key} | {results[e.key]['rounds_run']} | "
                f"{results[e.key]['wall_s'] if results[e.key]['wall_s'] is not None else '—'} |"
                for e in exps if e.key in results]
-    doc += ["## Run times", "", "| experiment | rounds | wall seconds |", "|---|---:|---:|", *per_run, *footer]
+    walls = [results[e.key]["wall_s"] for e in exps if e.key in results and results[e.key]["wall_s"] is not None]
+    total = (f"Sum of wall times: {sum(walls):.0f} s ({sum(walls) / 60:.1f} min) for {len(walls)} runs; with "
+             f"`--jobs 2` two run at once, so about half that on 2 cores.") if walls else ""
+    doc += ["## Run times", "", "| experiment | rounds | wall seconds |", "|---|---:|---:|", *per_run, "", total,
+            *footer]
     path = docs / REPORTS[preset]
     path.write_text("\n".join(doc))
     return path
