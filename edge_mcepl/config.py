@@ -18,6 +18,7 @@ from typing import Any, Union
 import yaml
 
 from .algorithms.mcepl import MCEPLParams
+from .comm.codec import MASK_CODECS
 from .errors import UserError
 
 ALGORITHMS: tuple[str, ...] = ("mcepl", "local_only", "dsgd", "weight_training", "dispfl", "mask_averaging")
@@ -124,6 +125,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "algorithm.preset": tuple(PRESETS),
     "algorithm.name": ALGORITHMS,
     "algorithm.mixing": ("metropolis", "uniform"),
+    "algorithm.mask_codec": tuple(MASK_CODECS),
 }
 # Path fields in a YAML file are relative to that file, so example configs work from any cwd.
 PATH_FIELDS = ("data.data_dir", "data.classes_file", "data.train_counts_file", "data.test_counts_file", "topology.file")

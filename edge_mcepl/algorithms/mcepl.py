@@ -42,6 +42,7 @@ class MCEPLParams:
     group_lasso: float = 0.0
     min_kept_per_filter: int | None = None
     aggregation_tensor: bool = True
+    mask_codec: str = "packbits"  # or "rice": ≈ H(r) bits per weight instead of 1 (comm/rice.py)
 
 
 @dataclass(frozen=True)
@@ -96,9 +97,10 @@ class MCEPL:
         return self.model.masks()
 
     def encode_message(self, *, fingerprint: bytes, sender: int, round: int, key: bytes | None) -> bytes:
-        """The mask to send, packed 1 bit per weight (wire format v1)."""
+        """The mask to send (wire format v1): 1 bit per weight, or fewer with the Rice codec."""
         masks = [m.numpy().astype(bool) for m in self.mask_to_send()]
-        return encode_masks(masks, fingerprint=fingerprint, sender=sender, round=round, key=key)
+        return encode_masks(masks, fingerprint=fingerprint, sender=sender, round=round, key=key,
+                            codec=self.params.mask_codec)
 
     def decode_message(self, payload: bytes, *, fingerprint: bytes, shapes: Sequence[tuple[int, ...]],
                        key: bytes | None) -> MaskMessage:

@@ -63,6 +63,7 @@ class Header:
     round: int
     shapes: tuple[tuple[int, ...], ...]
     payload_offset: int
+    codec: int
 
 
 def header_size(shapes: Sequence[Sequence[int]]) -> int:
@@ -95,12 +96,14 @@ def seal(body: bytes, key: bytes | None) -> bytes:
     return body + _tag(body, key)
 
 
-def read_header(data: object, *, magic: bytes, codec: int, kind: str, expected_fingerprint: bytes | None,
-                key: bytes | None) -> tuple[bytes, Header]:
+def read_header(data: object, *, magic: bytes, codec: int | tuple[int, ...], kind: str,
+                expected_fingerprint: bytes | None, key: bytes | None) -> tuple[bytes, Header]:
     """Structural checks of the fixed header and the shape records; the tag is *not* checked yet.
 
-    Returns (the message as bytes, its header). Nothing is allocated from declared sizes.
+    ``codec`` is the payload codec id the caller reads (or a tuple of them). Returns (the message
+    as bytes, its header). Nothing is allocated from declared sizes.
     """
+    codecs = codec if isinstance(codec, tuple) else (codec,)
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise CodecError(f"{kind} message must be bytes, got {type(data).__name__}")
     data = bytes(data)
@@ -114,8 +117,9 @@ def read_header(data: object, *, magic: bytes, codec: int, kind: str, expected_f
         raise CodecError(f"not a {kind} message: bad magic {got_magic!r}, expected {magic!r}")
     if version != FORMAT_VERSION:
         raise CodecError(f"unsupported {kind} format version {version}, this decoder reads {FORMAT_VERSION}")
-    if got_codec != codec:
-        raise CodecError(f"unknown {kind} codec id {got_codec}, this decoder knows {codec}")
+    if got_codec not in codecs:
+        raise CodecError(f"unknown {kind} codec id {got_codec}, this decoder knows "
+                         f"{', '.join(map(str, codecs))}")
     if flags & ~FLAG_KEYED:
         raise CodecError(f"unknown {kind} message flag bits 0x{flags & ~FLAG_KEYED:04x}")
     if flags & FLAG_KEYED and key is None:
@@ -139,7 +143,7 @@ def read_header(data: object, *, magic: bytes, codec: int, kind: str, expected_f
         if 0 in shape:
             raise CodecError(f"{kind} message layer {index} has a zero dimension: {shape}")
         shapes.append(shape)
-    return data, Header(fingerprint, sender, round_, tuple(shapes), offset)
+    return data, Header(fingerprint, sender, round_, tuple(shapes), offset, got_codec)
 
 
 def verify(data: bytes, header: Header, *, kind: str, key: bytes | None, expected_fingerprint: bytes | None,
