@@ -56,7 +56,9 @@ def test_full_experiments_follow_the_paper_setting():
             mix = reproduce.profile_mix()
             assert config.retention.conv == [r for _, r in mix] and len({r for _, r in mix}) > 1
             assert [name for name, _ in mix] == list(reproduce.PROFILE_MIX)
-        if e.key.startswith("mcepl-k"):
+        if e.key == "mcepl-k4-rice":
+            assert config.algorithm.mask_codec == "rice" and config.data.classes_file.endswith("_4.txt")
+        if e.key in ("mcepl-k3", "mcepl-k4", "mcepl-k5"):
             assert config.data.classes_file.endswith(f"classes_per_agent_{e.key[-1]}.txt")
 
 
