@@ -109,6 +109,11 @@ def experiments(preset: str) -> list[Experiment]:
                    "MCE-PL, device-profile mix: conv retention " + " / ".join(f"{n} {r:g}" for n, r in mix),
                    {"retention.conv": [r for _, r in mix]}),
     ]
+    if preset == "quick":
+        # The weight-based baselines' step size is not the paper's (it does not give one): bracket the default.
+        out += [Experiment(f"sweep-{name}-lr{lr:g}", "sweep", f"{label}, weight_lr {lr:g}",
+                           {**partition(preset, 4), "algorithm.name": name, "algorithm.weight_lr": lr})
+                for name, label in (("dsgd", "DSGD"), ("dispfl", "Dis-PFL")) for lr in (0.01, 0.2)]
     if preset == "full":
         # Why MCE-PL falls short of the paper's headline: one knob at a time, everything else as mcepl-k4.
         out += [
@@ -128,6 +133,7 @@ GROUP_TITLES = {
     "ablation": ("Ablations", ["mcepl-k4"]),
     "dslth": ("DSLTH: mask-only learning vs weight training on the same init", ["mcepl-k4", "local-only-k4"]),
     "hetero": ("Node heterogeneity: mixed vs homogeneous retention", ["mcepl-k4", "investigate-retention-0.5"]),
+    "sweep": ("Baseline step sizes (weight_lr; default 0.05)", ["dsgd-k4", "dispfl-k4"]),
     "investigation": ("Investigation: what limits MCE-PL's accuracy", ["mcepl-k4", "local-only-k4"]),
 }
 
