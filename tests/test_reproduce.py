@@ -83,7 +83,7 @@ def test_report_numbers_come_from_the_metrics(tmp_path):
     assert f"{cumulative / 1e6:.1f}" in line and f"{100 * sum(final) / len(final):.2f} %" in line
     mcepl = next(ln for ln in text.splitlines() if ln.startswith("| MCE-PL |"))
     assert "×" in mcepl  # ratio to DSGD
-    assert "Command: `python benchmarks/reproduce.py --quick`" in text and "Seed 5" in text
+    assert "Report: `python benchmarks/reproduce.py --quick`" in text and "Seed 5" in text
     local = [json.loads(line) for line in (out / "local-only-k4" / "metrics.jsonl").read_text().splitlines()]
     mcepl = [json.loads(line) for line in (out / "mcepl-k4" / "metrics.jsonl").read_text().splitlines()]
     gap = 100 * (sum(r["accuracy"] for r in local if r["round"] == 3) - sum(r["accuracy"] for r in mcepl
