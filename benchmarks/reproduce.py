@@ -478,11 +478,12 @@ def main(argv: list[str] | None = None) -> None:
     raw, reduction = base_config(preset, args)
     exps = experiments(preset)
     if args.only:
-        wanted = set(args.only.split(","))
-        unknown = wanted - {e.key for e in exps}
+        wanted = list(dict.fromkeys(args.only.split(",")))  # run in the order given
+        by_key = {e.key: e for e in exps}
+        unknown = [k for k in wanted if k not in by_key]
         if unknown:
-            raise SystemExit(f"unknown experiment(s): {', '.join(sorted(unknown))}")
-        selected = [e for e in exps if e.key in wanted]
+            raise SystemExit(f"unknown experiment(s): {', '.join(unknown)}")
+        selected = [by_key[k] for k in wanted]
     else:
         selected = exps
     command = "python benchmarks/reproduce.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None
