@@ -226,9 +226,9 @@ def summarize(run_dir: Path) -> dict[str, Any]:
     per_round = [sum(r["bytes_sent"] for r in by_round[t]) for t in sorted(by_round)]
     live = [sum(r["live_filters"][: r["conv_layers"]]) for r in final]
     wall = run_dir / "wall_seconds.txt"
-    tail = [t for t in sorted(by_round) if t <= last][-LOSS_WINDOW:]
+    mean_loss = {t + 1: statistics.mean(r["loss"] for r in by_round[t]) for t in sorted(by_round) if t <= last}
     return {
-        "train_loss": statistics.mean(r["loss"] for t in tail for r in by_round[t]),
+        "mean_loss": mean_loss, "train_loss": train_loss_at({"mean_loss": mean_loss}, last + 1),
         "config": config, "curve": curve, "rounds_run": last + 1, "mean": statistics.mean(accs),
         "std": statistics.pstdev(accs), "min": min(accs), "max": max(accs),
         "bytes_per_round": statistics.mean(per_round), "cum_bytes": sum(per_round),
@@ -241,6 +241,12 @@ def summarize(run_dir: Path) -> dict[str, Any]:
 
 def len_neighbours(row: dict) -> int:
     return row.get("neighbours_heard", 0)
+
+
+def train_loss_at(summary: dict[str, Any], round: int) -> float:
+    """Mean training loss over the LOSS_WINDOW rounds ending at ``round`` (one batch a round is noisy)."""
+    window = [v for t, v in summary["mean_loss"].items() if round - LOSS_WINDOW < t <= round]
+    return statistics.mean(window)
 
 
 def accuracy_at(summary: dict[str, Any], round: int) -> float | None:
@@ -304,8 +310,8 @@ def findings(exps: list[Experiment], results: dict[str, dict]) -> list[str]:
                   "hetero-profiles"):
         c = compare(results, other, "mcepl-k4")
         if c:
-            lines.append(f"- {labels[other]}: {100 * c[1]:+.2f} points vs MCE-PL at round {c[0]} "
-                         f"(training loss {results[other]['train_loss']:.3f}).")
+            lines.append(f"- {labels[other]}: {100 * c[1]:+.2f} points vs MCE-PL at round {c[0]} (training loss "
+                         f"{train_loss_at(results[other], c[0]):.3f} vs {train_loss_at(results['mcepl-k4'], c[0]):.3f}).")
     for key in ("mcepl-k4", "mcepl-k4-rice"):
         if key in results and "dsgd-k4" in results and results[key]["bytes_per_round"]:
             ratio = results["dsgd-k4"]["bytes_per_round"] / results[key]["bytes_per_round"]
@@ -414,6 +420,12 @@ def write_report(preset: str, exps: list[Experiment], out: Path, docs: Path, com
             title, extra_keys = GROUP_TITLES[group]
             extra = [by_key[k] for k in extra_keys if k in by_key]
         shown = extra + members
+        if not any(e.key in results for e in members):
+            elsewhere = {"full": " The reduced setting's report, [results-quick.md](results-quick.md), has its own runs.",
+                         "quick": ""}[preset]
+            doc += [f"## {title}", "", "Not run yet: no finished run of this section's experiments "
+                    f"({', '.join(e.key for e in members)}).{elsewhere}", ""]
+            continue
         dsgd_key = next((e.key for e in exps if e.group == (group if group.startswith("main") else "main-k4")
                          and e.overrides.get("algorithm.name") == "dsgd"), None)
         doc += [f"## {title}", "", *table(shown, results, dsgd_key)]
