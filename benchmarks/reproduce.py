@@ -13,11 +13,14 @@ Usage:
     python benchmarks/reproduce.py --quick             # ≤ 30 min on 2 CPU cores (reduced, stated)
     python benchmarks/reproduce.py --full              # the paper setting (examples/paper.yaml)
     python benchmarks/reproduce.py --quick --report-only   # re-render docs from existing runs
+    python benchmarks/reproduce.py --full --archive results    # + copy runs (no masks) to results/
+    python benchmarks/reproduce.py --full --report-only --out results/reproduce-full   # from the archive
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import multiprocessing
 import os
@@ -207,8 +210,33 @@ def run_experiment(exp: Experiment, raw: dict[str, Any], run_dir: Path, rerun: b
 LOSS_WINDOW = 20  # rounds over which the reported training loss is averaged (one batch per round is noisy)
 
 
+ARCHIVED_FILES = ("config.yaml", "command.txt", "wall_seconds.txt")  # + metrics.jsonl, gzipped
+
+
+def metrics_path(run_dir: Path) -> Path:
+    """A run's metrics: the live ``metrics.jsonl`` or the archived ``metrics.jsonl.gz``."""
+    live = run_dir / "metrics.jsonl"
+    return live if live.exists() else run_dir / "metrics.jsonl.gz"
+
+
+def archive(exps: list[Experiment], out: Path, dest: Path) -> None:
+    """Copy every finished run's small files (metrics gzipped) to ``dest``: a report source that can
+    be committed, so anyone can regenerate the report without rerunning (masks are left out)."""
+    for e in exps:
+        src = out / e.key
+        if not (src / "wall_seconds.txt").exists():
+            continue
+        target = dest / e.key
+        target.mkdir(parents=True, exist_ok=True)
+        for name in ARCHIVED_FILES:
+            if (src / name).exists():
+                shutil.copyfile(src / name, target / name)
+        # mtime 0: archiving the same run twice gives the same bytes (no spurious diffs in git).
+        (target / "metrics.jsonl.gz").write_bytes(gzip.compress((src / "metrics.jsonl").read_bytes(), mtime=0))
+
+
 def summarize(run_dir: Path) -> dict[str, Any]:
-    rows = read_metrics(run_dir / "metrics.jsonl")
+    rows = read_metrics(metrics_path(run_dir))
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     by_round: dict[int, list[dict]] = {}
     for r in rows:
@@ -394,7 +422,8 @@ def write_report(preset: str, exps: list[Experiment], out: Path, docs: Path, com
         f"Seed {cfg['seed']} (weights, scores, partitions, graph, batches); model {cfg['model']}; "
         f"{cfg['agents']} agents; topology `{cfg['topology']['kind']}`; rounds per run in each table; "
         f"evaluation every {cfg['eval_every']} rounds.  ",
-        f"Raw results: `{out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}/<experiment>/metrics.jsonl`.",
+        f"Raw results: `{out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}/<experiment>/` "
+        "(`metrics.jsonl`, gzipped when archived; `config.yaml`; `command.txt`).",
         "",
     ]
     groups: dict[str, list[Experiment]] = {}
@@ -484,6 +513,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--only", default=None, help="comma-separated experiment keys to run (default: all)")
     parser.add_argument("--rerun", action="store_true", help="redo finished runs instead of reusing them")
     parser.add_argument("--report-only", action="store_true", help="only regenerate the report from existing runs")
+    parser.add_argument("--archive", type=Path, default=None,
+                        help="also copy finished runs (metrics gzipped, no masks) to this folder, e.g. results/")
     args = parser.parse_args(argv)
     preset = "full" if args.full else "quick"
     out = args.out or ROOT / "runs" / f"reproduce-{preset}"
@@ -502,6 +533,9 @@ def main(argv: list[str] | None = None) -> None:
                                                                                        else sys.argv[1:]))
     if not args.report_only:
         run_all(selected, raw, out, args.rerun, command, args.jobs)
+    if args.archive:
+        archive(exps, out, args.archive / f"reproduce-{preset}")
+        out = args.archive / f"reproduce-{preset}"  # the report cites the archived (committable) copy
     args.docs.mkdir(parents=True, exist_ok=True)
     path = write_report(preset, exps, out, args.docs, command, reduction)
     print(f"wrote {path}")

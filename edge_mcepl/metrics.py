@@ -6,6 +6,7 @@ to load with pandas or a few lines of Python for plots.
 
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 from typing import Any, TextIO
@@ -28,7 +29,9 @@ class MetricsLog:
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
-    with path.open(encoding="utf-8") as f:
+    """Rows of a ``metrics.jsonl`` (or an archived ``metrics.jsonl.gz``)."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
 
 

@@ -124,3 +124,18 @@ def test_parallel_jobs_give_the_same_runs_as_one_after_another(tmp_path):
 
     for e in exps:
         assert results(tmp_path / "parallel" / e.key) == results(tmp_path / "serial" / e.key)
+
+
+def test_the_archive_regenerates_the_same_report(tmp_path):
+    raw = tiny_raw(agents=3, rounds=2)
+    exps = [reproduce.Experiment("mcepl-k4", "main-k4", "MCE-PL"),
+            reproduce.Experiment("local-only-k4", "main-k4", "Local", {"algorithm.name": "local_only"})]
+    for e in exps:
+        reproduce.run_experiment(e, raw, tmp_path / "runs" / e.key, rerun=False)
+    reproduce.archive(exps, tmp_path / "runs", tmp_path / "archive")
+    archived = tmp_path / "archive" / "mcepl-k4"
+    assert sorted(p.name for p in archived.iterdir()) == ["command.txt", "config.yaml", "metrics.jsonl.gz",
+                                                          "wall_seconds.txt"]
+    live = reproduce.write_report("quick", exps, tmp_path / "runs", tmp_path / "a", "cmd", "tiny").read_text()
+    kept = reproduce.write_report("quick", exps, tmp_path / "archive", tmp_path / "b", "cmd", "tiny").read_text()
+    assert live.replace(str(tmp_path / "runs"), "X") == kept.replace(str(tmp_path / "archive"), "X")
