@@ -409,6 +409,8 @@ def run_command(run_dir: Path) -> str:
 def write_report(preset: str, exps: list[Experiment], out: Path, docs: Path, command: str,
                  reduction: str) -> Path:
     docs.mkdir(parents=True, exist_ok=True)
+    for stale in docs.glob(f"results-{preset}-*.png"):  # the plots always match the report
+        stale.unlink()
     # Only finished runs (a wall_seconds.txt is written after the last round): never a partial one.
     results = {e.key: summarize(out / e.key) for e in exps if (out / e.key / "wall_seconds.txt").exists()}
     if not results:
