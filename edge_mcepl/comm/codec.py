@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import rice
-from .envelope import (FORMAT_VERSION, MAX_NDIM, TAG_SIZE, CodecError, check_layer_shape, check_length,
+from .envelope import (FORMAT_VERSION, TAG_SIZE, CodecError, check_layer_shape, check_length,
                        header_size, pack_header, read_header, seal, verify)
 
 __all__ = ["CODEC_PACKBITS", "CODEC_RICE", "MASK_CODECS", "FORMAT_VERSION", "MAGIC", "CodecError", "MaskMessage",
@@ -156,8 +156,6 @@ def _as_bool_mask(raw: object, index: int) -> np.ndarray:
     mask = np.asarray(raw)
     if mask.dtype.kind not in "biuf":
         raise CodecError(f"mask layer {index} has dtype {mask.dtype}, expected bool or 0/1")
-    if not 1 <= mask.ndim <= MAX_NDIM:
-        raise CodecError(f"mask layer {index} has ndim {mask.ndim}, allowed 1 to {MAX_NDIM}")
     check_layer_shape(mask.shape, index, _KIND)
     if mask.dtype != np.bool_:
         if not np.all((mask == 0) | (mask == 1)):

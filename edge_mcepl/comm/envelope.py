@@ -87,8 +87,10 @@ def pack_header(magic: bytes, codec: int, shapes: Sequence[tuple[int, ...]], *, 
 
 def check_layer_shape(shape: tuple[int, ...], index: int, kind: str) -> None:
     """Refuse a layer the header cannot describe."""
-    if not 1 <= len(shape) <= MAX_NDIM or 0 in shape or max(shape) > U32_MAX:
-        raise CodecError(f"{kind} layer {index} has shape {shape}: ndim 1..{MAX_NDIM}, dims 1..2^32-1")
+    if not 1 <= len(shape) <= MAX_NDIM:
+        raise CodecError(f"{kind} layer {index} has ndim {len(shape)}, allowed 1 to {MAX_NDIM}")
+    if 0 in shape or max(shape) > U32_MAX:
+        raise CodecError(f"{kind} layer {index} has shape {shape}: every dim must be 1..2^32-1")
 
 
 def seal(body: bytes, key: bytes | None) -> bytes:
