@@ -42,8 +42,10 @@ import torch  # noqa: E402
 import yaml  # noqa: E402
 
 from edge_mcepl.config import config_from_dict, load_config  # noqa: E402
+from edge_mcepl.errors import UserError  # noqa: E402
 from edge_mcepl.lab import Simulator  # noqa: E402
 from edge_mcepl.metrics import read_metrics  # noqa: E402
+from edge_mcepl.nn.device import describe_device, resolve_device  # noqa: E402
 from edge_mcepl.profiles import load_profile, policy_retention  # noqa: E402
 
 REFERENCE = ROOT.parent / "shared" / "reference" / "mcepl-paper-setting"
@@ -133,6 +135,13 @@ def experiments(preset: str) -> list[Experiment]:
                        {"retention.conv": 0.5}),
             Experiment("investigate-local-steps-2", "investigation", "MCE-PL, 2 local steps per round",
                        {"algorithm.local_steps": 2}),
+            Experiment("investigate-local-steps-4", "investigation", "MCE-PL, 4 local steps per round",
+                       {"algorithm.local_steps": 4}),
+            Experiment("investigate-per-agent-scores", "investigation",
+                       "MCE-PL, each agent's scores from its own seed", {"per_agent_scores": True}),
+            # mcepl-k4's exact config again, typically on another machine (--device cuda): how far a
+            # result moves with the hardware's floating-point order — the spread to read the tables with.
+            Experiment("mcepl-k4-again", "rerun", "MCE-PL, mcepl-k4's config run again (hardware: run-times table)"),
         ]
     return out
 
@@ -145,6 +154,7 @@ GROUP_TITLES = {
     "hetero": ("Node heterogeneity: mixed vs homogeneous retention", ["mcepl-k4", "investigate-retention-0.5"]),
     "sweep": ("Baseline step sizes: the main tables' weight_lr vs the config default", ["dsgd-k4", "dispfl-k4"]),
     "investigation": ("Investigation: what limits MCE-PL's accuracy", ["mcepl-k4", "local-only-k4"]),
+    "rerun": ("The same config on other hardware", ["mcepl-k4"]),
 }
 
 
@@ -153,7 +163,7 @@ def base_config(preset: str, args: argparse.Namespace) -> tuple[dict[str, Any], 
     if preset == "full":
         cfg = load_config(ROOT / "examples" / "paper.yaml").to_dict()
         cfg["data"]["data_dir"] = args.data_dir
-        cfg["threads"] = args.threads
+        cfg["threads"], cfg["device"] = args.threads, args.device
         if args.rounds:
             cfg["rounds"] = args.rounds
         cfg["eval_every"] = args.eval_every or 20
@@ -161,7 +171,7 @@ def base_config(preset: str, args: argparse.Namespace) -> tuple[dict[str, Any], 
                      "paper runs T = 400 rounds, and a run stopped earlier (CPU budget) says so in its rounds column")
     cfg = {
         "name": "quick", "seed": 1234, "agents": 6, "rounds": args.rounds or 50, "eval_every": args.eval_every or 25,
-        "model": "alexnet-cifar", "threads": args.threads,
+        "model": "alexnet-cifar", "threads": args.threads, "device": args.device,
         "data": {"dataset": "cifar10", "data_dir": args.data_dir, "partition": "classes", "classes_per_agent": 4,
                  "data_fraction": 0.2},
         "topology": {"kind": "k-regular", "k": 3},
@@ -202,6 +212,7 @@ def run_experiment(exp: Experiment, raw: dict[str, Any], run_dir: Path, rerun: b
     Simulator(config, log=lambda s: print(f"[{exp.key}] {s}", flush=True)).run(run_dir, progress=False)
     (run_dir / "wall_seconds.txt").write_text(f"{time.perf_counter() - start:.1f}\n")
     (run_dir / "command.txt").write_text(command + "\n")
+    (run_dir / "hardware.txt").write_text(hardware(config.threads, config.device) + "\n")
 
 
 # ----------------------------------------------------------------------------------------- report
@@ -210,7 +221,7 @@ def run_experiment(exp: Experiment, raw: dict[str, Any], run_dir: Path, rerun: b
 LOSS_WINDOW = 20  # rounds over which the reported training loss is averaged (one batch per round is noisy)
 
 
-ARCHIVED_FILES = ("config.yaml", "command.txt", "wall_seconds.txt")  # + metrics.jsonl, gzipped
+ARCHIVED_FILES = ("config.yaml", "command.txt", "wall_seconds.txt", "hardware.txt")  # + metrics.jsonl, gzipped
 
 
 def metrics_path(run_dir: Path) -> Path:
@@ -388,7 +399,8 @@ def plot(exps: list[Experiment], results: dict[str, dict], path: Path, title: st
     return True
 
 
-def hardware(threads: int) -> str:
+def hardware(threads: int, device: str = "cpu") -> str:
+    """What a run ran on, recorded beside its metrics (runs of one report may come from several machines)."""
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -397,12 +409,14 @@ def hardware(threads: int) -> str:
                 break
     except OSError:
         pass
-    return (f"{cpu}, {os.cpu_count()} logical CPUs visible, torch.set_num_threads({threads}), "
+    gpu = "" if device == "cpu" else f"GPU {describe_device(resolve_device(device))}, "
+    return (f"{gpu}{cpu}, {os.cpu_count()} logical CPUs visible, torch.set_num_threads({threads}), "
             f"torch {torch.__version__}, Python {platform.python_version()}, {platform.system()}")
 
 
-def run_command(run_dir: Path) -> str:
-    path = run_dir / "command.txt"
+def run_file(run_dir: Path, name: str) -> str:
+    """A run's one-line record (command, hardware), or — when it was not recorded."""
+    path = run_dir / name
     return path.read_text().strip() if path.exists() else "—"
 
 
@@ -417,10 +431,11 @@ def write_report(preset: str, exps: list[Experiment], out: Path, docs: Path, com
         raise SystemExit(f"no finished runs under {out}")
     any_run = next(iter(results.values()))
     cfg = any_run["config"]
+    machines = sorted({run_file(out / key, "hardware.txt") for key in results})
     footer = [
         "",
-        f"Report: `{command}`; each run's own command is in the run-times table at the end.  ",
-        f"Hardware: {hardware(cfg['threads'])}.  ",
+        f"Report: `{command}`; each run's own command and hardware are in the run-times table at the end.  ",
+        f"Hardware: {'; '.join(machines)}.  ",
         f"Seed {cfg['seed']} (weights, scores, partitions, graph, batches); model {cfg['model']}; "
         f"{cfg['agents']} agents; topology `{cfg['topology']['kind']}`; rounds per run in each table; "
         f"evaluation every {cfg['eval_every']} rounds.  ",
@@ -469,11 +484,13 @@ def write_report(preset: str, exps: list[Experiment], out: Path, docs: Path, com
                     *trajectory(members[0].label, results[members[0].key]), *footer]
     per_run = [f"| {e.key} | {results[e.key]['rounds_run']} | "
                f"{results[e.key]['wall_s'] if results[e.key]['wall_s'] is not None else '—'} | "
-               f"`{run_command(out / e.key)}` |" for e in exps if e.key in results]
+               f"`{run_file(out / e.key, 'command.txt')}` | {run_file(out / e.key, 'hardware.txt')} |"
+               for e in exps if e.key in results]
     walls = [results[e.key]["wall_s"] for e in exps if e.key in results and results[e.key]["wall_s"] is not None]
-    total = (f"Sum of wall times: {sum(walls):.0f} s ({sum(walls) / 60:.1f} min) for {len(walls)} runs; with "
-             f"`--jobs 2` two run at once, so about half that on 2 cores.") if walls else ""
-    doc += ["## Run times", "", "| experiment | rounds | wall seconds | command |", "|---|---:|---:|---|", *per_run,
+    total = (f"Sum of wall times: {sum(walls):.0f} s ({sum(walls) / 60:.1f} min) for {len(walls)} runs; runs "
+             f"overlap when `--jobs` > 1 (each run's wall time is its own).") if walls else ""
+    doc += ["## Run times", "", "| experiment | rounds | wall seconds | command | hardware |", "|---|---:|---:|---|---|",
+            *per_run,
             "", total,
             *footer]
     path = docs / REPORTS[preset]
@@ -508,6 +525,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=None, help="raw results folder (default runs/reproduce-<preset>)")
     parser.add_argument("--docs", type=Path, default=ROOT / "docs")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run (default 1)")
+    parser.add_argument("--device", default="cpu", help="where each run computes: cpu (default), cuda or cuda:N")
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
                         help="experiments run at once, each in its own process (default: 2, or 1 on one core)")
     parser.add_argument("--rounds", type=int, default=None, help="override the preset's rounds")
@@ -534,6 +552,10 @@ def main(argv: list[str] | None = None) -> None:
     command = "python benchmarks/reproduce.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None
                                                                                        else sys.argv[1:]))
     if not args.report_only:
+        try:  # fail fast, before any run starts: a bad or absent device is a user mistake
+            resolve_device(config_from_dict(raw, "reproduce.py").device)
+        except UserError as exc:
+            raise SystemExit(f"reproduce.py: {exc}") from None
         run_all(selected, raw, out, args.rerun, command, args.jobs)
     if args.archive:
         archive(exps, out, args.archive / f"reproduce-{preset}")

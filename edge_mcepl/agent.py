@@ -53,7 +53,7 @@ class Agent:
     ) -> None:
         self.agent_id, self.rule, self.neighbours = agent_id, rule, neighbours
         self.train_data, self.test_data = train, test
-        self.test_indices = torch.as_tensor(np.array(test_indices, dtype=np.int64))
+        self.test_indices = torch.as_tensor(np.array(test_indices, dtype=np.int64), device=test.images.device)
         self.fingerprint, self.key, self.eval_batch_size = fingerprint, key, eval_batch_size
         self.sampler = EpochSampler(len(train), rule.params.batch_size, seed, agent_id)
         self.layer_shapes = rule.model.layer_shapes()
@@ -67,7 +67,7 @@ class Agent:
         """Spec §6 steps 1–3: local step(s), mask to send, publish."""
         loss = 0.0
         for _ in range(self.rule.params.local_steps):
-            idx = self.sampler.next_batch()
+            idx = self.sampler.next_batch().to(self.train_data.images.device)
             loss = self.rule.local_step(self.train_data.images[idx], self.train_data.labels[idx])
         message = self.encode_message(round)
         transport.publish(self.agent_id, round, message)

@@ -55,8 +55,8 @@ def save_checkpoint(path: str | Path, agent: Agent, next_round: int, **meta: Any
             "sampler_n": int(sampler.n), "batch_size": int(sampler.batch_size), **meta}
     arrays: dict[str, np.ndarray] = {"meta": np.frombuffer(json.dumps(info).encode(), dtype=np.uint8)}
     for i, layer in enumerate(layers):
-        arrays[f"scores_{i}"] = layer.scores.detach().numpy().copy()
-        arrays[f"neighbour_mean_{i}"] = layer.neighbour_mean.numpy().copy()
+        arrays[f"scores_{i}"] = layer.scores.detach().cpu().numpy().copy()
+        arrays[f"neighbour_mean_{i}"] = layer.neighbour_mean.cpu().numpy().copy()
     arrays["generator_state"] = sampler._gen.get_state().numpy().copy()
     arrays["order"] = sampler._order.numpy().copy()
     tmp = path.with_name(path.name + ".tmp")
@@ -121,7 +121,7 @@ def restore_agent(agent: Agent, ckpt: Checkpoint, source: str = "checkpoint", **
         for layer, scores, mean in zip(layers, ckpt.scores, ckpt.neighbour_mean):
             layer.scores.copy_(torch.from_numpy(scores))
             layer.scores.grad = None
-            layer.neighbour_mean = torch.from_numpy(mean.copy())
+            layer.neighbour_mean = torch.from_numpy(mean.copy()).to(layer.scores.device)
     sampler = agent.sampler
     sampler._gen.set_state(torch.from_numpy(ckpt.generator_state.copy()))
     sampler._order = torch.from_numpy(ckpt.order.copy())

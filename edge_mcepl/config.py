@@ -20,6 +20,7 @@ import yaml
 from .algorithms.mcepl import MCEPLParams
 from .comm.codec import MASK_CODECS
 from .errors import UserError
+from .nn.device import DEVICE_PATTERN
 
 ALGORITHMS: tuple[str, ...] = ("mcepl", "local_only", "dsgd", "weight_training", "dispfl", "mask_averaging")
 
@@ -90,6 +91,7 @@ class LabConfig:
     eval_every: int = 10
     model: str = "small-cnn"
     threads: int = 2
+    device: str = "cpu"  # or "cuda" / "cuda:N": where the simulator computes (nn/device.py)
     per_agent_scores: bool = False
     data: DataConfig = field(default_factory=DataConfig)
     topology: TopologyConfig = field(default_factory=TopologyConfig)
@@ -258,6 +260,8 @@ def _check_range(value: Any, dotted: str, source: str) -> None:
 
 def _check_cross_fields(config: LabConfig, source: str) -> None:
     d, t = config.data, config.topology
+    if not DEVICE_PATTERN.fullmatch(config.device):
+        raise UserError(f"{source}: device: {config.device!r} is not 'cpu', 'cuda' or 'cuda:N'")
     if d.partition == "paper" and not (d.classes_file and d.train_counts_file):
         raise UserError(f"{source}: data.partition 'paper' needs data.classes_file and data.train_counts_file")
     if d.partition == "paper" and d.dataset != "cifar10":

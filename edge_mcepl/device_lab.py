@@ -385,7 +385,7 @@ def _join(opts: JoinOptions, stop: StopFlag) -> int:
                             f"this device computed {list(topology.neighbours(me))}")
         agent: Agent = build_agent(config, data, topology, fixed, me)
         # Keep only this agent's test images (same images, same order: identical evaluation).
-        indices = agent.test_indices.numpy()
+        indices = agent.test_indices.cpu().numpy()
         agent.test_data = data.test.subset(indices)
         agent.test_indices = torch.arange(len(indices))
         classes = list(data.partitions[me].classes)

@@ -6,6 +6,7 @@ simulated run and a device lab with the same seed and config produce the same ma
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -29,6 +30,7 @@ from .comm.transport import InMemoryTransport, Transport
 from .config import LabConfig
 from .data.resolve import LabData, load_lab_data
 from .metrics import MetricsLog, read_metrics, summary_table
+from .nn.device import describe_device, resolve_device
 from .nn.layers import MaskedConv2d
 from .nn.weights import FixedWeights, generate_fixed_weights, load_fixed_weights, seeded_scores
 from .nn.zoo import build_model
@@ -44,8 +46,14 @@ def build_topology_for(config: LabConfig) -> Topology:
 
 
 def build_agent(config: LabConfig, data: LabData, topology: Topology, fixed: FixedWeights, agent_id: int) -> Agent:
-    """Agent ``agent_id`` of a lab, exactly as every process building it from the same config gets it."""
-    model = build_model(config.model, data.train.num_classes)
+    """Agent ``agent_id`` of a lab, exactly as every process building it from the same config gets it.
+
+    On a GPU (``config.device``) the model, the agent's data and the rule's tensors live there;
+    ``fixed`` and ``data.test`` are moved once by the caller so that agents share them.
+    """
+    device = resolve_device(config.device)
+    fixed = fixed.to(device)
+    model = build_model(config.model, data.train.num_classes).to(device)
     load_fixed_weights(model, fixed)
     seeded_scores(model, config.seed, agent_id=agent_id if config.per_agent_scores else None)
     conv, linear = config.retention.for_agent(agent_id)
@@ -68,7 +76,7 @@ def build_agent(config: LabConfig, data: LabData, topology: Topology, fixed: Fix
     else:  # config validation keeps this unreachable
         raise ValueError(f"unknown algorithm {algo.name!r}")
     part = data.partitions[agent_id]
-    return Agent(agent_id, rule, neighbours, data.train.subset(part.train_indices), data.test,
+    return Agent(agent_id, rule, neighbours, data.train.subset(part.train_indices).to(device), data.test.to(device),
                  part.test_indices, fixed.fingerprint, config.seed)
 
 
@@ -88,11 +96,13 @@ class Simulator:
     def __post_init__(self) -> None:
         keep_freed_memory()
         torch.set_num_threads(self.config.threads)
-        self.data = load_lab_data(self.config, build_model(self.config.model).input_shape, self.log)
-        self.log(f"data: {self.data.description}")
+        device = resolve_device(self.config.device)
+        data = load_lab_data(self.config, build_model(self.config.model).input_shape, self.log)
+        self.data = dataclasses.replace(data, test=data.test.to(device))  # one copy for every agent
+        self.log(f"data: {self.data.description}; computing on {describe_device(device)}")
         template = build_model(self.config.model, self.data.train.num_classes)
         self.topology = build_topology_for(self.config)
-        self.fixed = generate_fixed_weights(template, self.config.model, self.config.seed)
+        self.fixed = generate_fixed_weights(template, self.config.model, self.config.seed).to(device)
         self.agents = build_agents(self.config, self.data, self.topology, self.fixed)
         self.conv_layers = sum(isinstance(m, MaskedConv2d) for _, m in template.masked_layers())
 

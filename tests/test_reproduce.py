@@ -20,7 +20,7 @@ spec.loader.exec_module(reproduce)
 
 
 class Args:
-    data_dir, threads, rounds, eval_every = None, 1, None, None
+    data_dir, threads, device, rounds, eval_every = None, 1, "cpu", None, None
 
 
 def tiny_raw(agents: int, rounds: int) -> dict:
@@ -134,8 +134,8 @@ def test_the_archive_regenerates_the_same_report(tmp_path):
         reproduce.run_experiment(e, raw, tmp_path / "runs" / e.key, rerun=False)
     reproduce.archive(exps, tmp_path / "runs", tmp_path / "archive")
     archived = tmp_path / "archive" / "mcepl-k4"
-    assert sorted(p.name for p in archived.iterdir()) == ["command.txt", "config.yaml", "metrics.jsonl.gz",
-                                                          "wall_seconds.txt"]
+    assert sorted(p.name for p in archived.iterdir()) == ["command.txt", "config.yaml", "hardware.txt",
+                                                          "metrics.jsonl.gz", "wall_seconds.txt"]
     live = reproduce.write_report("quick", exps, tmp_path / "runs", tmp_path / "a", "cmd", "tiny").read_text()
     kept = reproduce.write_report("quick", exps, tmp_path / "archive", tmp_path / "b", "cmd", "tiny").read_text()
     assert live.replace(str(tmp_path / "runs"), "X") == kept.replace(str(tmp_path / "archive"), "X")

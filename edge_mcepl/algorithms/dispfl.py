@@ -53,8 +53,8 @@ class DisPFL(WeightRule):
         self.update_every = update_every
         for i, (name, layer) in enumerate(model.masked_layers()):
             gen = torch.Generator().manual_seed(derive_seed(seed, f"dispfl-mask:{agent_id}:{name}"))
-            m = topk_mask(torch.rand(tuple(layer.weight.shape), generator=gen), retention.for_layer(layer))
             w = self.weights[i]
+            m = topk_mask(torch.rand(tuple(layer.weight.shape), generator=gen), retention.for_layer(layer)).to(w.device)
             with torch.no_grad():
                 w.mul_(m)
             self.keep[i] = m
@@ -63,15 +63,16 @@ class DisPFL(WeightRule):
             layer.masked_weight = lambda w=w: w
 
     def encode_message(self, *, fingerprint: bytes, sender: int, round: int, key: bytes | None) -> bytes:
-        return encode_sparse_weights([m.bool().numpy() for m in self.keep], self.current_weights(),
+        return encode_sparse_weights([m.bool().cpu().numpy() for m in self.keep], self.current_weights(),
                                      fingerprint=fingerprint, sender=sender, round=round, key=key)
 
     def decode_message(self, payload: bytes, *, fingerprint: bytes, shapes, key: bytes | None) -> SparseWeightMessage:
         return decode_sparse_weights(payload, expected_fingerprint=fingerprint, expected_shapes=shapes, key=key)
 
     def received_content(self, msg: SparseWeightMessage) -> tuple[list[Tensor], list[Tensor]]:
-        return ([torch.from_numpy(m.astype("float32")) for m in msg.masks],
-                [torch.from_numpy(t) for t in msg.tensors])
+        device = self.model.device
+        return ([torch.from_numpy(m.astype("float32")).to(device) for m in msg.masks],
+                [torch.from_numpy(t).to(device) for t in msg.tensors])
 
     @torch.no_grad()
     def aggregate(self, received: Sequence) -> None:

@@ -67,7 +67,8 @@ class MCEPL:
             layer.use_aggregation_tensor = params.aggregation_tensor
             layer.min_kept_per_filter = params.min_kept_per_filter
             if params.round0_prior == "bernoulli":
-                layer.neighbour_mean = seeded_bernoulli_prior(tuple(layer.weight.shape), layer.retention_ratio, prior_seed, name)
+                prior = seeded_bernoulli_prior(tuple(layer.weight.shape), layer.retention_ratio, prior_seed, name)
+                layer.neighbour_mean = prior.to(layer.weight.device)
             else:
                 layer.neighbour_mean = torch.zeros_like(layer.weight)
 
@@ -98,7 +99,7 @@ class MCEPL:
 
     def encode_message(self, *, fingerprint: bytes, sender: int, round: int, key: bytes | None) -> bytes:
         """The mask to send (wire format v1): 1 bit per weight, or fewer with the Rice codec."""
-        masks = [m.numpy().astype(bool) for m in self.mask_to_send()]
+        masks = [m.cpu().numpy().astype(bool) for m in self.mask_to_send()]
         return encode_masks(masks, fingerprint=fingerprint, sender=sender, round=round, key=key,
                             codec=self.params.mask_codec)
 
@@ -108,7 +109,7 @@ class MCEPL:
 
     def received_content(self, msg: MaskMessage) -> list[Tensor]:
         """A neighbour's binary masks, one float tensor per layer (what :meth:`aggregate` averages)."""
-        return [torch.from_numpy(m) for m in msg.masks]
+        return [torch.from_numpy(m).to(self.model.device) for m in msg.masks]
 
     def aggregate(self, neighbour_masks: Sequence[Sequence[Tensor]]) -> None:
         """m̄ ← mean of the masks received (uniform 1/|heard from|); zeros when nobody was heard."""

@@ -60,7 +60,7 @@ class WeightRule:
         return loss.item()
 
     def current_weights(self) -> list[np.ndarray]:
-        return [w.detach().numpy().copy() for w in self.weights]
+        return [w.detach().cpu().numpy().copy() for w in self.weights]
 
     def encode_message(self, *, fingerprint: bytes, sender: int, round: int, key: bytes | None) -> bytes:
         return encode_weights(self.current_weights(), fingerprint=fingerprint, sender=sender, round=round, key=key)
@@ -70,7 +70,7 @@ class WeightRule:
 
     def received_content(self, msg: WeightMessage) -> tuple[int, list[Tensor]]:
         """What :meth:`aggregate` gets per neighbour: (sender, tensors) — mixing weights need the sender."""
-        return msg.sender, [torch.from_numpy(t) for t in msg.tensors]
+        return msg.sender, [torch.from_numpy(t).to(self.model.device) for t in msg.tensors]
 
     def aggregate(self, received: Sequence) -> None:
         """No neighbours: nothing to mix."""

@@ -17,6 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     sim.add_argument("--seed", type=int)
     sim.add_argument("--eval-every", type=int)
     sim.add_argument("--threads", type=int)
+    sim.add_argument("--device", help="cpu (default), cuda or cuda:N — where the whole lab computes")
     sim.add_argument("--preset", help="algorithm preset: reference or structured")
     sim.add_argument("--data-dir", help="folder holding cifar-10-batches-py/ or the MNIST idx files")
     sim.add_argument("--out", help="run directory (default runs/NAME-TIMESTAMP)")
@@ -30,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
 
     overrides = {"rounds": args.rounds, "agents": args.agents, "seed": args.seed, "eval_every": args.eval_every,
                  "threads": args.threads, "data.data_dir": args.data_dir and str(Path(args.data_dir).resolve()),
-                 "algorithm.preset": args.preset}
+                 "algorithm.preset": args.preset, "device": args.device}
     config = load_config(args.config, overrides)
     run_dir = Path(args.out) if args.out else Path("runs") / f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     if run_dir.exists() and any(run_dir.iterdir()):

@@ -59,3 +59,9 @@ class ArrayDataset:
             num_classes=self.num_classes,
             name=self.name,
         )
+
+    def to(self, device: torch.device) -> ArrayDataset:
+        """The same dataset on ``device`` (itself when already there: a shared test set is moved once)."""
+        if self.images.device == device:
+            return self
+        return ArrayDataset(self.images.to(device), self.labels.to(device), self.num_classes, self.name)

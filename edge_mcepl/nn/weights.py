@@ -9,6 +9,7 @@ exchanging masks that would be meaningless otherwise.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass
 
@@ -45,6 +46,12 @@ class FixedWeights:
     @property
     def fingerprint_hex(self) -> str:
         return self.fingerprint.hex()
+
+    def to(self, device: torch.device) -> FixedWeights:
+        """The same weights on ``device`` (itself when already there); the fingerprint is of the CPU bytes."""
+        if all(t.device == device for t in self.tensors.values()):
+            return self
+        return dataclasses.replace(self, tensors={name: t.to(device) for name, t in self.tensors.items()})
 
 
 def generate_fixed_weights(model: MaskedNetwork, model_name: str, weights_seed: int) -> FixedWeights:

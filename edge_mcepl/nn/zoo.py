@@ -28,6 +28,11 @@ class MaskedNetwork(nn.Module):
     def masked_layers(self) -> list[tuple[str, MaskedLayer]]:
         return [(name, m) for name, m in self.named_modules() if isinstance(m, MaskedLayer)]
 
+    @property
+    def device(self) -> torch.device:
+        """Where this agent's model lives (received messages are moved here)."""
+        return next(self.parameters()).device
+
     def layer_shapes(self) -> list[tuple[int, ...]]:
         return [tuple(layer.weight.shape) for _, layer in self.masked_layers()]
 
