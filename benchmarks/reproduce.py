@@ -139,10 +139,12 @@ def experiments(preset: str) -> list[Experiment]:
                        {"algorithm.local_steps": 4}),
             Experiment("investigate-per-agent-scores", "investigation",
                        "MCE-PL, each agent's scores from its own seed", {"per_agent_scores": True}),
-            # mcepl-k4's exact config again, typically on another machine (--device cuda): how far a
-            # result moves with the hardware's floating-point order — the spread to read the tables with.
-            Experiment("mcepl-k4-again", "rerun", "MCE-PL, mcepl-k4's config run again (hardware: run-times table)"),
         ]
+        # The same configs again on other hardware (CPU vs GPU, see the run-times table): how far a
+        # result moves with the kernels' floating-point order — the spread to read the tables with.
+        out += [Experiment(f"{e.key}-rerun", "rerun", f"{e.label} — same config, other hardware", e.overrides)
+                for e in out if e.key in RERUN]
+        out.append(Experiment("mcepl-k4-again", "rerun", "MCE-PL, mcepl-k4's config run again (hardware: run-times table)"))
     return out
 
 
@@ -154,8 +156,10 @@ GROUP_TITLES = {
     "hetero": ("Node heterogeneity: mixed vs homogeneous retention", ["mcepl-k4", "investigate-retention-0.5"]),
     "sweep": ("Baseline step sizes: the main tables' weight_lr vs the config default", ["dsgd-k4", "dispfl-k4"]),
     "investigation": ("Investigation: what limits MCE-PL's accuracy", ["mcepl-k4", "local-only-k4"]),
-    "rerun": ("The same config on other hardware", ["mcepl-k4"]),
+    "rerun": ("The same config on other hardware (CPU vs GPU)", ["mcepl-k3", "mcepl-k5", "local-only-k4",
+                                                                 "hetero-profiles", "mcepl-k4"]),
 }
+RERUN = ("mcepl-k3", "mcepl-k5", "local-only-k4", "hetero-profiles")  # full preset: also run on a second machine
 
 
 def base_config(preset: str, args: argparse.Namespace) -> tuple[dict[str, Any], str]:
@@ -168,7 +172,8 @@ def base_config(preset: str, args: argparse.Namespace) -> tuple[dict[str, Any], 
             cfg["rounds"] = args.rounds
         cfg["eval_every"] = args.eval_every or 20
         return cfg, ("none in the setting — examples/paper.yaml (20 agents, reference graph and partitions); the "
-                     "paper runs T = 400 rounds, and a run stopped earlier (CPU budget) says so in its rounds column")
+                     "paper runs T = 400 rounds; a run given fewer (CPU budget) shows it in its rounds column, and one cut "
+                     "short (a GPU lease ending) is marked 'stopped' there")
     cfg = {
         "name": "quick", "seed": 1234, "agents": 6, "rounds": args.rounds or 50, "eval_every": args.eval_every or 25,
         "model": "alexnet-cifar", "threads": args.threads, "device": args.device,
@@ -208,20 +213,33 @@ def run_experiment(exp: Experiment, raw: dict[str, Any], run_dir: Path, rerun: b
             print(f"[{exp.key}] reusing finished run {run_dir}")
             return
     shutil.rmtree(run_dir, ignore_errors=True)
+    run_dir.mkdir(parents=True)
+    # Written first, so a run cut short (a GPU lease ending) still says how it was started and where.
+    (run_dir / "command.txt").write_text(command + "\n")
+    (run_dir / "hardware.txt").write_text(hardware(config.threads, config.device) + "\n")
     start = time.perf_counter()
     Simulator(config, log=lambda s: print(f"[{exp.key}] {s}", flush=True)).run(run_dir, progress=False)
     (run_dir / "wall_seconds.txt").write_text(f"{time.perf_counter() - start:.1f}\n")
-    (run_dir / "command.txt").write_text(command + "\n")
-    (run_dir / "hardware.txt").write_text(hardware(config.threads, config.device) + "\n")
 
 
 # ----------------------------------------------------------------------------------------- report
 
 
+# A run that was cut short is reported only when someone states why, in this file (one line):
+# it is then shown up to its last evaluated round, marked as stopped. Any other unfinished run
+# (one still going, say) is left out.
+INTERRUPTED = "interrupted.txt"
+
+
+def reportable(run_dir: Path) -> bool:
+    """Finished (``wall_seconds.txt`` is written after the last round) or explicitly marked as stopped."""
+    return (run_dir / "wall_seconds.txt").exists() or (run_dir / INTERRUPTED).exists()
+
+
 LOSS_WINDOW = 20  # rounds over which the reported training loss is averaged (one batch per round is noisy)
 
 
-ARCHIVED_FILES = ("config.yaml", "command.txt", "wall_seconds.txt", "hardware.txt")  # + metrics.jsonl, gzipped
+ARCHIVED_FILES = ("config.yaml", "command.txt", "wall_seconds.txt", "hardware.txt", INTERRUPTED)  # + metrics, gzipped
 
 
 def metrics_path(run_dir: Path) -> Path:
@@ -235,7 +253,7 @@ def archive(exps: list[Experiment], out: Path, dest: Path) -> None:
     be committed, so anyone can regenerate the report without rerunning (masks are left out)."""
     for e in exps:
         src = out / e.key
-        if not (src / "wall_seconds.txt").exists():
+        if not reportable(src):
             continue
         target = dest / e.key
         target.mkdir(parents=True, exist_ok=True)
@@ -252,6 +270,9 @@ def summarize(run_dir: Path) -> dict[str, Any]:
     by_round: dict[int, list[dict]] = {}
     for r in rows:
         by_round.setdefault(r["round"], []).append(r)
+    # Up to the last evaluated round: a stopped run's later rounds (maybe half-written) are not counted.
+    last = max(t for t in by_round if any("accuracy" in r for r in by_round[t]))
+    by_round = {t: by_round[t] for t in by_round if t <= last}
     curve, cumulative = [], 0
     for t in sorted(by_round):
         cumulative += sum(r["bytes_sent"] for r in by_round[t])
@@ -259,13 +280,13 @@ def summarize(run_dir: Path) -> dict[str, Any]:
         if accs:
             curve.append({"round": t + 1, "acc": statistics.mean(accs), "min": min(accs), "max": max(accs),
                           "cum_bytes": cumulative})
-    last = max(t for t in by_round if any("accuracy" in r for r in by_round[t]))
     final = by_round[last]
     accs = [r["accuracy"] for r in final]
     per_round = [sum(r["bytes_sent"] for r in by_round[t]) for t in sorted(by_round)]
     live = [sum(r["live_filters"][: r["conv_layers"]]) for r in final]
     wall = run_dir / "wall_seconds.txt"
-    mean_loss = {t + 1: statistics.mean(r["loss"] for r in by_round[t]) for t in sorted(by_round) if t <= last}
+    mean_loss = {t + 1: statistics.mean(r["loss"] for r in by_round[t]) for t in sorted(by_round)}
+    stopped = run_dir / INTERRUPTED
     return {
         "mean_loss": mean_loss, "train_loss": train_loss_at({"mean_loss": mean_loss}, last + 1),
         "config": config, "curve": curve, "rounds_run": last + 1, "mean": statistics.mean(accs),
@@ -275,6 +296,7 @@ def summarize(run_dir: Path) -> dict[str, Any]:
         "conv_filters": sum(final[0]["filters"][: final[0]["conv_layers"]]),
         "message_bytes": max((r["bytes_sent"] // max(1, len_neighbours(r)) for r in final), default=0),
         "wall_s": float(wall.read_text()) if wall.exists() else None,
+        "stopped": None if wall.exists() else stopped.read_text().strip(),
     }
 
 
@@ -288,16 +310,28 @@ def train_loss_at(summary: dict[str, Any], round: int) -> float:
     return statistics.mean(window)
 
 
+def rounds_cell(summary: dict[str, Any]) -> str:
+    """Rounds run, and for a stopped run how many were planned (its reason is in the run-times table)."""
+    if summary["stopped"] is None:
+        return str(summary["rounds_run"])
+    return f"{summary['rounds_run']} (stopped; {summary['config']['rounds']} planned)"
+
+
+def wall_cell(summary: dict[str, Any]) -> str:
+    return f"{summary['wall_s']}" if summary["stopped"] is None else f"— (stopped: {summary['stopped']})"
+
+
 def accuracy_at(summary: dict[str, Any], round: int) -> float | None:
     """Mean accuracy at an evaluated round (None if that round was not evaluated)."""
     return next((p["acc"] for p in summary["curve"] if p["round"] == round), None)
 
 
-def table(exps: list[Experiment], results: dict[str, dict], dsgd_key: str | None) -> list[str]:
-    """One row per method. Runs of different lengths are also compared at the longest common round."""
+def table(exps: list[Experiment], results: dict[str, dict], dsgd_key: str | None, keyed: bool = False) -> list[str]:
+    """One row per method (named by experiment key too when ``keyed``). Runs of different lengths are
+    also compared at the last round all of them evaluated."""
     shown = [results[e.key] for e in exps if e.key in results]
-    common = min((s["rounds_run"] for s in shown), default=0)
-    mixed = any(s["rounds_run"] != common for s in shown)
+    common = common_round(shown) if shown else None
+    mixed = common is not None and any(s["rounds_run"] != common for s in shown)
     at_common = f" acc. @ round {common} |" if mixed else ""
     lines = [f"| method | rounds | mean acc. ± std (over agents) |{at_common} min | max | MB / round (network) | "
              "cumulative MB | bytes per message | fewer bytes than DSGD | mask density | live conv filters | "
@@ -307,7 +341,7 @@ def table(exps: list[Experiment], results: dict[str, dict], dsgd_key: str | None
     for e in exps:
         s = results.get(e.key)
         if s is None:
-            lines.append(f"| {e.label} | not run (or unfinished) |" + " |" * (11 + mixed))
+            lines.append(f"| {f'{e.key}: ' if keyed else ''}{e.label} | not run (or unfinished) |" + " |" * (11 + mixed))
             continue
         ratio = (f"{ref['bytes_per_round'] / s['bytes_per_round']:.2f}×" if ref and s["bytes_per_round"]
                  else ("— (sends nothing)" if not s["bytes_per_round"] else "—"))
@@ -316,7 +350,7 @@ def table(exps: list[Experiment], results: dict[str, dict], dsgd_key: str | None
             acc = accuracy_at(s, common)
             common_cell = f" {100 * acc:.2f} % |" if acc is not None else " — |"
         lines.append(
-            f"| {e.label} | {s['rounds_run']} | {100 * s['mean']:.2f} % ± {100 * s['std']:.2f} |{common_cell} "
+            f"| {f'{e.key}: ' if keyed else ''}{e.label} | {rounds_cell(s)} | {100 * s['mean']:.2f} % ± {100 * s['std']:.2f} |{common_cell} "
             f"{100 * s['min']:.2f} % | {100 * s['max']:.2f} % | {s['bytes_per_round'] / 1e6:.3f} | "
             f"{s['cum_bytes'] / 1e6:.1f} | {s['message_bytes']:,} | {ratio} | {s['density']:.3f} | "
             f"{s['live_conv_filters']:.1f} / {s['conv_filters']} | {s['train_loss']:.3f} |")
@@ -330,9 +364,14 @@ def compare(results: dict[str, dict], a: str, b: str) -> tuple[int, float] | Non
     """(common round, accuracy of a − accuracy of b there), or None when either run is missing."""
     if a not in results or b not in results:
         return None
-    common = min(results[a]["rounds_run"], results[b]["rounds_run"])
-    acc_a, acc_b = accuracy_at(results[a], common), accuracy_at(results[b], common)
-    return None if acc_a is None or acc_b is None else (common, acc_a - acc_b)
+    common = common_round([results[a], results[b]])
+    return None if common is None else (common, accuracy_at(results[a], common) - accuracy_at(results[b], common))
+
+
+def common_round(summaries: list[dict[str, Any]]) -> int | None:
+    """The last round every run evaluated (runs differ in length and in evaluation interval)."""
+    rounds = set.intersection(*({p["round"] for p in s["curve"]} for s in summaries))
+    return max(rounds, default=None)
 
 
 def findings(exps: list[Experiment], results: dict[str, dict]) -> list[str]:
@@ -345,12 +384,22 @@ def findings(exps: list[Experiment], results: dict[str, dict]) -> list[str]:
                      f"(the paper's headline: up to {100 * PAPER_HEADLINE:.2f} %; "
                      f"{'met' if s['mean'] >= PAPER_HEADLINE else 'not met'}), training loss "
                      f"{s['train_loss']:.3f} over its last {LOSS_WINDOW} rounds.")
-    for other in ("local-only-k4", "dsgd-k4", "dispfl-k4", *[e.key for e in exps if e.group == "investigation"],
-                  "hetero-profiles"):
-        c = compare(results, other, "mcepl-k4")
+    for e in exps:
+        # Each main table against its own MCE-PL run, every other section against the 4-class one.
+        ref = f"mcepl-k{e.group[-1]}" if e.group.startswith("main") else "mcepl-k4"
+        if e.key == ref or e.group == "rerun" or e.key == "mcepl-k4-rice":
+            continue
+        c = compare(results, e.key, ref)
         if c:
-            lines.append(f"- {labels[other]}: {100 * c[1]:+.2f} points vs MCE-PL at round {c[0]} (training loss "
-                         f"{train_loss_at(results[other], c[0]):.3f} vs {train_loss_at(results['mcepl-k4'], c[0]):.3f}).")
+            k = f"{ref[-1]} classes, " if e.group.startswith("main") else ""
+            lines.append(f"- {k}{e.label}: {100 * c[1]:+.2f} points vs MCE-PL at round {c[0]} (training loss "
+                         f"{train_loss_at(results[e.key], c[0]):.3f} vs {train_loss_at(results[ref], c[0]):.3f}).")
+    for key in (*RERUN, "mcepl-k4"):
+        again = f"{key}-rerun" if key in RERUN else "mcepl-k4-again"
+        c = compare(results, again, key)
+        if c:
+            lines.append(f"- Same config, other hardware ({key}): {100 * c[1]:+.2f} points at round {c[0]} — "
+                         "same seed, only the kernels' floating-point order differs.")
     for key in ("mcepl-k4", "mcepl-k4-rice"):
         if key in results and "dsgd-k4" in results and results[key]["bytes_per_round"]:
             ratio = results["dsgd-k4"]["bytes_per_round"] / results[key]["bytes_per_round"]
@@ -425,24 +474,29 @@ def write_report(preset: str, exps: list[Experiment], out: Path, docs: Path, com
     docs.mkdir(parents=True, exist_ok=True)
     for stale in docs.glob(f"results-{preset}-*.png"):  # the plots always match the report
         stale.unlink()
-    # Only finished runs (a wall_seconds.txt is written after the last round): never a partial one.
-    results = {e.key: summarize(out / e.key) for e in exps if (out / e.key / "wall_seconds.txt").exists()}
+    results = {e.key: summarize(out / e.key) for e in exps if reportable(out / e.key)}
     if not results:
         raise SystemExit(f"no finished runs under {out}")
     any_run = next(iter(results.values()))
     cfg = any_run["config"]
-    machines = sorted({run_file(out / key, "hardware.txt") for key in results})
-    footer = [
-        "",
-        f"Report: `{command}`; each run's own command and hardware are in the run-times table at the end.  ",
-        f"Hardware: {'; '.join(machines)}.  ",
-        f"Seed {cfg['seed']} (weights, scores, partitions, graph, batches); model {cfg['model']}; "
-        f"{cfg['agents']} agents; topology `{cfg['topology']['kind']}`; rounds per run in each table; "
-        f"evaluation every {cfg['eval_every']} rounds.  ",
-        f"Raw results: `{out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}/<experiment>/` "
-        "(`metrics.jsonl`, gzipped when archived; `config.yaml`; `command.txt`).",
-        "",
-    ]
+
+    def footer(keys: list[str]) -> list[str]:
+        """What every table is read with: its runs' hardware and evaluation interval, seeds, sources."""
+        keys = [k for k in keys if k in results]
+        machines = sorted({run_file(out / k, "hardware.txt") for k in keys})
+        every = sorted({results[k]["config"]["eval_every"] for k in keys})
+        return [
+            "",
+            f"Report: `{command}`; each run's own command and hardware are in the run-times table at the end.  ",
+            f"Hardware: {'; '.join(machines)}.  ",
+            f"Seed {cfg['seed']} (weights, scores, partitions, graph, batches); model {cfg['model']}; "
+            f"{cfg['agents']} agents; topology `{cfg['topology']['kind']}`; rounds per run in each table; "
+            f"evaluation every {' or '.join(map(str, every))} rounds.  ",
+            f"Raw results: `{out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}/<experiment>/` "
+            "(`metrics.jsonl`, gzipped when archived; `config.yaml`; `command.txt`; `hardware.txt`).",
+            "",
+        ]
+
     groups: dict[str, list[Experiment]] = {}
     for e in exps:
         groups.setdefault(e.group, []).append(e)
@@ -474,16 +528,16 @@ def write_report(preset: str, exps: list[Experiment], out: Path, docs: Path, com
             continue
         dsgd_key = next((e.key for e in exps if e.group == (group if group.startswith("main") else "main-k4")
                          and e.overrides.get("algorithm.name") == "dsgd"), None)
-        doc += [f"## {title}", "", *table(shown, results, dsgd_key)]
+        doc += [f"## {title}", "", *table(shown, results, dsgd_key, keyed=group == "rerun")]
         png = docs / f"results-{preset}-{group}.png"
         if plot(shown, results, png, title):
             doc += ["", f"![{title}]({png.name})"]
-        doc += footer
+        doc += footer([e.key for e in shown])
         if group.startswith("main") and members[0].key in results:
             doc += [f"### MCE-PL trajectory, {k} classes per agent", "",
-                    *trajectory(members[0].label, results[members[0].key]), *footer]
-    per_run = [f"| {e.key} | {results[e.key]['rounds_run']} | "
-               f"{results[e.key]['wall_s'] if results[e.key]['wall_s'] is not None else '—'} | "
+                    *trajectory(members[0].label, results[members[0].key]), *footer([members[0].key])]
+    per_run = [f"| {e.key} | {rounds_cell(results[e.key])} | "
+               f"{wall_cell(results[e.key])} | "
                f"`{run_file(out / e.key, 'command.txt')}` | {run_file(out / e.key, 'hardware.txt')} |"
                for e in exps if e.key in results]
     walls = [results[e.key]["wall_s"] for e in exps if e.key in results and results[e.key]["wall_s"] is not None]
@@ -492,7 +546,7 @@ def write_report(preset: str, exps: list[Experiment], out: Path, docs: Path, com
     doc += ["## Run times", "", "| experiment | rounds | wall seconds | command | hardware |", "|---|---:|---:|---|---|",
             *per_run,
             "", total,
-            *footer]
+            *footer(list(results))]
     path = docs / REPORTS[preset]
     path.write_text("\n".join(doc))
     return path

@@ -88,7 +88,7 @@ def test_report_numbers_come_from_the_metrics(tmp_path):
     mcepl = [json.loads(line) for line in (out / "mcepl-k4" / "metrics.jsonl").read_text().splitlines()]
     gap = 100 * (sum(r["accuracy"] for r in local if r["round"] == 3) - sum(r["accuracy"] for r in mcepl
                                                                              if r["round"] == 3)) / 4
-    assert f"- Local: {gap:+.2f} points vs MCE-PL at round 4" in text
+    assert f"- 4 classes, Local: {gap:+.2f} points vs MCE-PL at round 4" in text
     assert (docs / "results-quick-main-k4.png").stat().st_size > 1000
 
 
