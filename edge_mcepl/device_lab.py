@@ -234,6 +234,11 @@ def plan_agent(env: LabEnvelope, agent_id: int, profile=None, threads: int | Non
         notes.append(f"batch size {profile.batch_size}: from profile {profile.name}")
     chosen = threads or (profile.training_threads if profile is not None else config.threads)
     notes.append(f"threads {chosen}: " + ("--threads" if threads else f"profile {profile.name}" if profile else "lab config"))
+    if config.device != "cpu":
+        # A lab config is shared by every device (a Pi has no CUDA): `device` is the simulator's knob.
+        config = dataclasses.replace(config, device="cpu")
+        notes.append(f"device cpu: a device lab trains on each device's CPU (the lab's device {env.config.device!r} "
+                     "applies to the simulator)")
     return AgentPlan(config, chosen, tuple(notes))
 
 

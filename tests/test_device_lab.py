@@ -149,3 +149,15 @@ def test_retention_precedence_lab_explicit_then_profile_then_default(tmp_path):
         assert plan.threads == (profile.training_threads if profile else config.threads)
     assert explicit_keys(write_yaml(tmp_path / "a.yaml", {"retention": {"conv": 0.3}, "rounds": 3}),
                          {"seed": 3, "agents": None}) == ["retention.conv", "rounds", "seed"]
+
+
+def test_a_device_lab_trains_on_the_cpu_whatever_the_lab_configs_device(tmp_path):
+    """The lab config is shared by every device (a Pi has no CUDA): join keeps to the CPU and says so."""
+    config = tiny_lab_config(device="cuda")
+    env = parse_envelope(json.dumps(make_envelope(config, ["device"], LabSettings())).encode(), "test", tmp_path / "f")
+    assert env.config.device == "cuda"
+    plan = plan_agent(env, 0)
+    assert plan.config.device == "cpu"
+    assert any(note.startswith("device cpu:") and "'cuda'" in note for note in plan.notes)
+    assert plan_agent(parse_envelope(json.dumps(make_envelope(tiny_lab_config(), [], LabSettings())).encode(),
+                                     "test", tmp_path / "g"), 0).config.device == "cpu"
