@@ -3,7 +3,7 @@
 Everything seeded — fixed weights, scores, priors, Dis-PFL's initial masks, partitions, batch
 order — is still drawn on the CPU and only then moved, so a GPU run starts from exactly the state
 a CPU run starts from. Only the kernels' floating-point order differs: a CUDA run is not bit-identical
-to a CPU run (nor, with cuDNN's non-deterministic backward kernels, to another CUDA run).
+to a CPU run, and may differ from another CUDA run (some cuDNN backward kernels are non-deterministic).
 """
 
 from __future__ import annotations
