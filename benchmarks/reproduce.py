@@ -144,7 +144,7 @@ def experiments(preset: str) -> list[Experiment]:
         # result moves with the kernels' floating-point order — the spread to read the tables with.
         out += [Experiment(f"{e.key}-rerun", "rerun", f"{e.label} — same config, other hardware", e.overrides)
                 for e in out if e.key in RERUN]
-        out.append(Experiment("mcepl-k4-again", "rerun", "MCE-PL, mcepl-k4's config run again (hardware: run-times table)"))
+        out.append(Experiment("mcepl-k4-again", "rerun", "MCE-PL, mcepl-k4's config again (hardware: see run times)"))
     return out
 
 
@@ -172,8 +172,8 @@ def base_config(preset: str, args: argparse.Namespace) -> tuple[dict[str, Any], 
             cfg["rounds"] = args.rounds
         cfg["eval_every"] = args.eval_every or 20
         return cfg, ("none in the setting — examples/paper.yaml (20 agents, reference graph and partitions); the "
-                     "paper runs T = 400 rounds; a run given fewer (CPU budget) shows it in its rounds column, and one cut "
-                     "short (a GPU lease ending) is marked 'stopped' there")
+                     "paper runs T = 400 rounds; a run given fewer (CPU budget) shows it in its rounds column, and "
+                     "one cut short (a GPU lease ending) is marked 'stopped' there")
     cfg = {
         "name": "quick", "seed": 1234, "agents": 6, "rounds": args.rounds or 50, "eval_every": args.eval_every or 25,
         "model": "alexnet-cifar", "threads": args.threads, "device": args.device,
@@ -340,8 +340,9 @@ def table(exps: list[Experiment], results: dict[str, dict], dsgd_key: str | None
     ref = results.get(dsgd_key) if dsgd_key else None
     for e in exps:
         s = results.get(e.key)
+        name = f"{e.key}: {e.label}" if keyed else e.label
         if s is None:
-            lines.append(f"| {f'{e.key}: ' if keyed else ''}{e.label} | not run (or unfinished) |" + " |" * (11 + mixed))
+            lines.append(f"| {name} | not run (or unfinished) |" + " |" * (11 + mixed))
             continue
         ratio = (f"{ref['bytes_per_round'] / s['bytes_per_round']:.2f}×" if ref and s["bytes_per_round"]
                  else ("— (sends nothing)" if not s["bytes_per_round"] else "—"))
@@ -350,7 +351,7 @@ def table(exps: list[Experiment], results: dict[str, dict], dsgd_key: str | None
             acc = accuracy_at(s, common)
             common_cell = f" {100 * acc:.2f} % |" if acc is not None else " — |"
         lines.append(
-            f"| {f'{e.key}: ' if keyed else ''}{e.label} | {rounds_cell(s)} | {100 * s['mean']:.2f} % ± {100 * s['std']:.2f} |{common_cell} "
+            f"| {name} | {rounds_cell(s)} | {100 * s['mean']:.2f} % ± {100 * s['std']:.2f} |{common_cell} "
             f"{100 * s['min']:.2f} % | {100 * s['max']:.2f} % | {s['bytes_per_round'] / 1e6:.3f} | "
             f"{s['cum_bytes'] / 1e6:.1f} | {s['message_bytes']:,} | {ratio} | {s['density']:.3f} | "
             f"{s['live_conv_filters']:.1f} / {s['conv_filters']} | {s['train_loss']:.3f} |")
