@@ -608,7 +608,7 @@ def main(argv: list[str] | None = None) -> None:
                                                                                        else sys.argv[1:]))
     if not args.report_only:
         try:  # fail fast, before any run starts: a bad or absent device is a user mistake
-            resolve_device(config_from_dict(raw, "reproduce.py").device)
+            resolve_device(config_from_dict(raw, "base config").device)
         except UserError as exc:
             raise SystemExit(f"reproduce.py: {exc}") from None
         run_all(selected, raw, out, args.rerun, command, args.jobs)
