@@ -60,3 +60,13 @@ def test_a_gpu_run_matches_the_cpu_run(algorithm):
     assert [r["density"] for r in gpu] == pytest.approx([r["density"] for r in cpu], abs=1e-3)
     assert [r["loss"] for r in gpu] == pytest.approx([r["loss"] for r in cpu], rel=1e-3, abs=1e-4)
     assert [r["test_loss"] for r in gpu[-4:]] == pytest.approx([r["test_loss"] for r in cpu[-4:]], rel=1e-3, abs=1e-4)
+
+
+def test_reproduce_refuses_an_absent_gpu_before_any_run(monkeypatch, tmp_path):
+    from test_reproduce import reproduce
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit, match="^reproduce.py: device: 'cuda' asked for, but .* sees no CUDA GPU"):
+        reproduce.main(["--quick", "--device", "cuda", "--only", "mcepl-k4", "--out", str(tmp_path / "runs"),
+                        "--docs", str(tmp_path / "docs")])
+    assert not (tmp_path / "runs").exists()
