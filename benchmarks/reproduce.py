@@ -375,6 +375,9 @@ def common_round(summaries: list[dict[str, Any]]) -> int | None:
     return max(rounds, default=None)
 
 
+COLLAPSE = 0.05  # a run that ends this far below its best evaluated accuracy is called out (unstable)
+
+
 def findings(exps: list[Experiment], results: dict[str, dict]) -> list[str]:
     """The report's headline comparisons, computed from the runs (never typed)."""
     labels = {e.key: e.label for e in exps}
@@ -406,6 +409,14 @@ def findings(exps: list[Experiment], results: dict[str, dict]) -> list[str]:
             ratio = results["dsgd-k4"]["bytes_per_round"] / results[key]["bytes_per_round"]
             lines.append(f"- {labels[key]} sends {ratio:.2f}× fewer bytes per round than DSGD "
                          f"({'≥' if ratio >= 32 else '<'} 32×).")
+    for e in exps:
+        s = results.get(e.key)
+        best = max(s["curve"], key=lambda p: p["acc"]) if s else None
+        if best and best["acc"] - s["mean"] > COLLAPSE:
+            lines.append(f"- {e.key} ends {100 * (best['acc'] - s['mean']):.2f} points below its best: "
+                         f"{100 * best['acc']:.2f} % at round {best['round']}, "
+                         f"{100 * s['mean']:.2f} % at round {s['rounds_run']} (training loss "
+                         f"{train_loss_at(s, best['round']):.3g} → {s['train_loss']:.3g}).")
     return ["## Findings (computed from the runs below)", "", *lines, ""] if lines else []
 
 
