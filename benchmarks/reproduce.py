@@ -84,6 +84,11 @@ def profile_mix(model: str = "alexnet-cifar") -> list[tuple[str, float]]:
     return [(name, policy_retention(load_profile(name), model).retention) for name in PROFILE_MIX]
 
 
+# Full preset: experiment → its rerun on a second machine (mcepl-k4's name predates the "-rerun" keys).
+RERUNS = {"mcepl-k3": "mcepl-k3-rerun", "mcepl-k5": "mcepl-k5-rerun", "local-only-k4": "local-only-k4-rerun",
+          "hetero-profiles": "hetero-profiles-rerun", "mcepl-k4": "mcepl-k4-again"}
+
+
 def experiments(preset: str) -> list[Experiment]:
     """The experiment list of a preset. ``quick`` keeps the 4-class setting only."""
     ks = (3, 4, 5) if preset == "full" else (4,)
@@ -142,9 +147,8 @@ def experiments(preset: str) -> list[Experiment]:
         ]
         # The same configs again on other hardware (CPU vs GPU, see the run-times table): how far a
         # result moves with the kernels' floating-point order — the spread to read the tables with.
-        out += [Experiment(f"{e.key}-rerun", "rerun", f"{e.label} — same config, other hardware", e.overrides)
-                for e in out if e.key in RERUN]
-        out.append(Experiment("mcepl-k4-again", "rerun", "MCE-PL, mcepl-k4's config again (hardware: see run times)"))
+        out += [Experiment(RERUNS[e.key], "rerun", f"{e.label} — same config, other hardware", e.overrides)
+                for e in out if e.key in RERUNS]
     return out
 
 
@@ -156,10 +160,8 @@ GROUP_TITLES = {
     "hetero": ("Node heterogeneity: mixed vs homogeneous retention", ["mcepl-k4", "investigate-retention-0.5"]),
     "sweep": ("Baseline step sizes: the main tables' weight_lr vs the config default", ["dsgd-k4", "dispfl-k4"]),
     "investigation": ("Investigation: what limits MCE-PL's accuracy", ["mcepl-k4", "local-only-k4"]),
-    "rerun": ("The same config on other hardware (CPU vs GPU)", ["mcepl-k3", "mcepl-k5", "local-only-k4",
-                                                                 "hetero-profiles", "mcepl-k4"]),
+    "rerun": ("The same config on other hardware (CPU vs GPU)", list(RERUNS)),
 }
-RERUN = ("mcepl-k3", "mcepl-k5", "local-only-k4", "hetero-profiles")  # full preset: also run on a second machine
 
 
 def base_config(preset: str, args: argparse.Namespace) -> tuple[dict[str, Any], str]:
@@ -398,8 +400,7 @@ def findings(exps: list[Experiment], results: dict[str, dict]) -> list[str]:
             k = f"{ref[-1]} classes, " if e.group.startswith("main") else ""
             lines.append(f"- {k}{e.label}: {100 * c[1]:+.2f} points vs MCE-PL at round {c[0]} (training loss "
                          f"{train_loss_at(results[e.key], c[0]):.3f} vs {train_loss_at(results[ref], c[0]):.3f}).")
-    for key in (*RERUN, "mcepl-k4"):
-        again = f"{key}-rerun" if key in RERUN else "mcepl-k4-again"
+    for key, again in RERUNS.items():
         c = compare(results, again, key)
         if c:
             lines.append(f"- Same config, other hardware ({key}): {100 * c[1]:+.2f} points at round {c[0]} — "

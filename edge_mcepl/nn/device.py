@@ -26,6 +26,8 @@ def resolve_device(name: str) -> torch.device:
                             "use device: cpu")
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise UserError(f"device: {name!r} asked for, but only {torch.cuda.device_count()} CUDA GPU(s) are visible")
+        # With its index, so `tensor.device == device` holds for tensors already there ("cuda" ≠ "cuda:0").
+        device = torch.device("cuda", device.index if device.index is not None else torch.cuda.current_device())
     return device
 
 
