@@ -1,7 +1,8 @@
 """An agent's resumable state after a completed round: one atomic ``.npz`` file, arrays only.
 
 What a resumed agent needs to continue exactly where it stopped (same masks as if it had never
-stopped, given the same neighbour masks): every masked layer's ``scores`` and ``neighbour_mean``,
+stopped, given the same neighbour masks): its learning rule's :meth:`state_dict` (MCE-PL: every
+masked layer's ``scores_i`` and ``neighbour_mean_i``; a weight rule: ``weights_i`` and ``keep_i``),
 its batch sampler (the torch generator state, the current epoch's order and position) and the
 number of rounds completed. Plus, to refuse a checkpoint from another lab or run: lab, run id,
 agent id, weights fingerprint, retention ratios and layer shapes.
@@ -30,11 +31,13 @@ from .errors import UserError
 FORMAT = "edge-mcepl-checkpoint/1"
 
 
+_SAMPLER = ("generator_state", "order")
+
+
 @dataclass(frozen=True)
 class Checkpoint:
     meta: dict[str, Any]
-    scores: list[np.ndarray]
-    neighbour_mean: list[np.ndarray]
+    rule_state: dict[str, np.ndarray]  # the rule's state_dict()
     generator_state: np.ndarray
     order: np.ndarray
 
@@ -46,17 +49,17 @@ class Checkpoint:
 def save_checkpoint(path: str | Path, agent: Agent, next_round: int, **meta: Any) -> None:
     """Atomically write ``agent``'s state after ``next_round`` completed rounds."""
     path = Path(path)
-    layers = [layer for _, layer in agent.rule.model.masked_layers()]
     sampler = agent.sampler
+    rule_state = agent.rule.state_dict()
+    clash = set(rule_state) & ({"meta"} | set(_SAMPLER))
+    assert not clash, f"rule state names {clash} collide with the checkpoint's own arrays"
     info = {"format": FORMAT, "next_round": int(next_round), "agent_id": agent.agent_id,
             "fingerprint": agent.fingerprint.hex(), "retention_conv": agent.rule.retention.conv,
             "retention_linear": agent.rule.retention.linear,
             "layer_shapes": [list(s) for s in agent.layer_shapes], "sampler_pos": int(sampler._pos),
-            "sampler_n": int(sampler.n), "batch_size": int(sampler.batch_size), **meta}
-    arrays: dict[str, np.ndarray] = {"meta": np.frombuffer(json.dumps(info).encode(), dtype=np.uint8)}
-    for i, layer in enumerate(layers):
-        arrays[f"scores_{i}"] = layer.scores.detach().cpu().numpy().copy()
-        arrays[f"neighbour_mean_{i}"] = layer.neighbour_mean.cpu().numpy().copy()
+            "sampler_n": int(sampler.n), "batch_size": int(sampler.batch_size),
+            "rule_arrays": {name: [a.dtype.str, list(a.shape)] for name, a in rule_state.items()}, **meta}
+    arrays: dict[str, np.ndarray] = {"meta": np.frombuffer(json.dumps(info).encode(), dtype=np.uint8), **rule_state}
     arrays["generator_state"] = sampler._gen.get_state().numpy().copy()
     arrays["order"] = sampler._order.numpy().copy()
     tmp = path.with_name(path.name + ".tmp")
@@ -85,24 +88,22 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
             meta = json.loads(bytes(data["meta"]).decode())
             if not isinstance(meta, dict) or meta.get("format") != FORMAT:
                 raise ValueError(f"format {meta.get('format') if isinstance(meta, dict) else meta!r}, expected {FORMAT}")
-            n = len(meta["layer_shapes"])
-            needed = {"generator_state", "order"} | {f"scores_{i}" for i in range(n)} | {
-                f"neighbour_mean_{i}" for i in range(n)}
-            if needed - files:
-                raise ValueError(f"missing arrays {sorted(needed - files)[:3]}")
-            scores = [data[f"scores_{i}"] for i in range(n)]
-            means = [data[f"neighbour_mean_{i}"] for i in range(n)]
+            declared: dict[str, list] = meta["rule_arrays"]
+            missing = sorted((set(_SAMPLER) | set(declared)) - files)
+            if missing:
+                raise ValueError(f"missing arrays {missing[:3]}")
+            rule_state = {name: data[name] for name in declared}
             state, order = data["generator_state"], data["order"]
     except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile, json.JSONDecodeError, EOFError) as exc:
         raise UserError(f"{path}: unreadable checkpoint ({type(exc).__name__}: {exc}); {hint}") from None
-    for i, shape in enumerate(meta["layer_shapes"]):
-        for name, arr in (("scores", scores[i]), ("neighbour_mean", means[i])):
-            if tuple(arr.shape) != tuple(shape) or arr.dtype != np.float32:
-                raise UserError(f"{path}: {name} of layer {i} is {arr.dtype} {arr.shape}, expected float32 "
-                                f"{tuple(shape)}; {hint}")
+    for name, (dtype, shape) in declared.items():
+        array = rule_state[name]
+        if array.dtype.str != dtype or list(array.shape) != list(shape):
+            raise UserError(f"{path}: {name} is {array.dtype} {array.shape}, the checkpoint declares {dtype} "
+                            f"{tuple(shape)}; {hint}")
     if state.dtype != np.uint8 or order.dtype != np.int64:
         raise UserError(f"{path}: sampler state has the wrong dtype; {hint}")
-    return Checkpoint(meta, scores, means, state, order)
+    return Checkpoint(meta, rule_state, state, order)
 
 
 def restore_agent(agent: Agent, ckpt: Checkpoint, source: str = "checkpoint", **expect: Any) -> None:
@@ -116,12 +117,10 @@ def restore_agent(agent: Agent, ckpt: Checkpoint, source: str = "checkpoint", **
         if meta.get(key) != want:
             raise UserError(f"{source}: written for {key} {meta.get(key)!r}, but this agent has {want!r}; "
                             "delete it (or pass --fresh) to start this agent over")
-    layers = [layer for _, layer in agent.rule.model.masked_layers()]
-    with torch.no_grad():
-        for layer, scores, mean in zip(layers, ckpt.scores, ckpt.neighbour_mean):
-            layer.scores.copy_(torch.from_numpy(scores))
-            layer.scores.grad = None
-            layer.neighbour_mean = torch.from_numpy(mean.copy()).to(layer.scores.device)
+    try:
+        agent.rule.load_state_dict(ckpt.rule_state)
+    except ValueError as exc:
+        raise UserError(f"{source}: {exc}; delete it (or pass --fresh) to start this agent over") from None
     sampler = agent.sampler
     sampler._gen.set_state(torch.from_numpy(ckpt.generator_state.copy()))
     sampler._order = torch.from_numpy(ckpt.order.copy())

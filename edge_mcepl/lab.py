@@ -20,19 +20,16 @@ from tqdm import tqdm
 
 from .agent import Agent
 from .allocator import keep_freed_memory
-from .algorithms.dispfl import DisPFL
-from .algorithms.dsgd import DSGD
-from .algorithms.local_only import local_only_params
-from .algorithms.mask_averaging import MaskAveraging
-from .algorithms.mcepl import MCEPL, Retention
-from .algorithms.weight_training import WeightTraining
+from .algorithms.base import RuleContext
+from .algorithms.params import Retention
+from .algorithms.registry import rule_class
 from .comm.transport import InMemoryTransport, Transport
 from .config import LabConfig
 from .data.resolve import LabData, load_lab_data
 from .metrics import MetricsLog, read_metrics, summary_table
 from .nn.device import describe_device, resolve_device
 from .nn.layers import MaskedConv2d
-from .nn.weights import FixedWeights, generate_fixed_weights, load_fixed_weights, seeded_scores
+from .nn.weights import FixedWeights, generate_fixed_weights, load_fixed_weights
 from .nn.zoo import build_model
 from .topology import Topology, build_topology
 
@@ -55,26 +52,13 @@ def build_agent(config: LabConfig, data: LabData, topology: Topology, fixed: Fix
     fixed = fixed.to(device)
     model = build_model(config.model, data.train.num_classes).to(device)
     load_fixed_weights(model, fixed)
-    seeded_scores(model, config.seed, agent_id=agent_id if config.per_agent_scores else None)
-    conv, linear = config.retention.for_agent(agent_id)
-    algo, neighbours = config.algorithm, topology.neighbours(agent_id)
-    if algo.name == "mcepl":
-        rule = MCEPL(model, config.params, Retention(conv, linear), prior_seed=config.seed)
-    elif algo.name == "local_only":
-        rule, neighbours = MCEPL(model, local_only_params(config.params), Retention(conv, linear), config.seed), ()
-    elif algo.name == "weight_training":
-        rule = WeightTraining(model, config.params, Retention(conv, linear), algo.weight_lr, prune=algo.prune)
-        neighbours = ()
-    elif algo.name == "dsgd":
-        degrees = {j: topology.degree(j) for j in (agent_id, *neighbours)}
-        rule = DSGD(model, config.params, agent_id, degrees, algo.weight_lr, algo.mixing)
-    elif algo.name == "mask_averaging":
-        rule = MaskAveraging(model, config.params, Retention(conv, linear), prior_seed=config.seed)
-    elif algo.name == "dispfl":
-        rule = DisPFL(model, config.params, Retention(conv, linear), agent_id, config.seed, algo.weight_lr,
-                      config.rounds)
-    else:  # config validation keeps this unreachable
-        raise ValueError(f"unknown algorithm {algo.name!r}")
+    rule_cls = rule_class(config.algorithm.name)
+    graph_neighbours = topology.neighbours(agent_id)
+    rule = rule_cls.build(RuleContext(
+        model=model, algorithm=config.algorithm, retention=Retention(*config.retention.for_agent(agent_id)),
+        agent_id=agent_id, seed=config.seed, per_agent_scores=config.per_agent_scores,
+        degrees={j: topology.degree(j) for j in (agent_id, *graph_neighbours)}, total_rounds=config.rounds))
+    neighbours = graph_neighbours if rule_cls.exchanges_messages else ()
     part = data.partitions[agent_id]
     return Agent(agent_id, rule, neighbours, data.train.subset(part.train_indices).to(device), data.test.to(device),
                  part.test_indices, fixed.fingerprint, config.seed)
@@ -105,6 +89,11 @@ class Simulator:
         self.fixed = generate_fixed_weights(template, self.config.model, self.config.seed).to(device)
         self.agents = build_agents(self.config, self.data, self.topology, self.fixed)
         self.conv_layers = sum(isinstance(m, MaskedConv2d) for _, m in template.masked_layers())
+
+    @property
+    def learns_masks(self) -> bool:
+        """Whether the agents' rule ends with masks export can read (written to ``final/``)."""
+        return rule_class(self.config.algorithm.name).learns_masks
 
     def run_round(self, t: int) -> list[dict]:
         """One synchronous round; returns a metrics row per agent (without accuracy)."""
@@ -150,7 +139,7 @@ class Simulator:
         finally:
             metrics.close()
             bar.close()
-        if self.config.algorithm.name == "mcepl":  # export reads MCE-PL masks; baselines have none
+        if self.learns_masks:  # export reads masks; weight-based baselines have none
             self.save_final_state(run_dir / "final")
         summary = summary_table(read_metrics(run_dir / "metrics.jsonl"))
         (run_dir / "summary.txt").write_text(summary + "\n")

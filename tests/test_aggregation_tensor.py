@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from edge_mcepl.nn.layers import MaskedLinear
+from edge_mcepl.algorithms.score_mask import ScoreMask
 from edge_mcepl.nn.masking import aggregation_magnitude, aggregation_tensor
 
 
@@ -43,24 +43,15 @@ def test_result_carries_no_gradient():
 def test_no_aggregation_ablation_gives_scores():
     z, m_bar = random_case(7)
     assert torch.equal(aggregation_tensor(z, None), z)
-    layer = MaskedLinear(5, 6)
-    layer.weight = torch.ones(6, 5)
-    with torch.no_grad():
-        layer.scores.copy_(z.float())
-    layer.neighbour_mean = m_bar.float()
+    layer = ScoreMask(z.float(), m_bar.float(), 1.0)
     assert not torch.equal(layer.aggregation_tensor(), layer.scores.detach())
     layer.use_aggregation_tensor = False
     assert torch.equal(layer.aggregation_tensor(), layer.scores.detach())
 
 
 def make_layer(z, m_bar, r):
-    layer = MaskedLinear(z.numel(), 1)
-    layer.weight = torch.ones(1, z.numel())
-    with torch.no_grad():
-        layer.scores.copy_(z.reshape(1, -1))
-    layer.neighbour_mean = m_bar.reshape(1, -1).clone()
-    layer.retention_ratio = r
-    return layer
+    """One 1×n linear layer's MCE-PL mask state."""
+    return ScoreMask(z.reshape(1, -1), m_bar.reshape(1, -1).clone(), r)
 
 
 def test_neighbour_votes_flip_which_entries_are_kept():

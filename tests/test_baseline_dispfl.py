@@ -61,8 +61,8 @@ def test_masks_change_only_on_update_rounds():
     sim = Simulator(tiny_lab_config(**{"algorithm.name": "dispfl", "rounds": 40}), log=lambda s: None)
     rule = sim.agents[0].rule
     start = [m.clone() for m in rule.keep]
-    for t in range(rule.update_every - 1):
+    for t in range(rule.params.update_every - 1):
         sim.run_round(t)
     assert all(torch.equal(a, b) for a, b in zip(start, rule.keep))
-    sim.run_round(rule.update_every - 1)
+    sim.run_round(rule.params.update_every - 1)
     assert any(not torch.equal(a, b) for a, b in zip(start, rule.keep))

@@ -20,7 +20,7 @@ def test_local_only_receives_nothing_keeps_zero_mean_and_learns():
         rows = sim.run_round(t)
         assert all(r["bytes_sent"] == 0 and r["bytes_received"] == 0 and r["neighbours_heard"] == 0 for r in rows)
     for agent in sim.agents:
-        for _, layer in agent.rule.model.masked_layers():
+        for layer in agent.rule.layers:
             assert not layer.neighbour_mean.any()
     assert np.mean([a for a, _ in sim.evaluate()]) > 0.6  # chance is 1/3
 
@@ -31,8 +31,8 @@ def test_local_only_masks_keep_mcepl_density_but_differ_from_mcepl():
     for t in range(3):
         rl, rm = local.run_round(t), mcepl.run_round(t)
     assert [r["density"] for r in rl] == [r["density"] for r in rm]
-    assert any(not torch.equal(a, b) for a, b in zip(local.agents[0].rule.model.masks(),
-                                                        mcepl.agents[0].rule.model.masks()))
+    assert any(not torch.equal(a, b) for a, b in zip(local.agents[0].rule.masks(),
+                                                        mcepl.agents[0].rule.masks()))
 
 
 def test_algorithm_name_is_validated_and_defaults_to_mcepl():

@@ -40,5 +40,5 @@ def test_lab_runs_sends_masks_and_keeps_density():
     assert [r["density"] for r in rows] == [r["density"] for r in ref]
     assert [r["bytes_sent"] for r in rows] == [r["bytes_sent"] for r in ref]
     agent = sim.agents[0]
-    for (_, layer), m in zip(agent.rule.model.masked_layers(), agent.rule.model.masks()):
+    for layer, m in zip(agent.rule.layers, agent.rule.masks()):
         assert torch.equal(m, voted_mask(layer.scores, layer.neighbour_mean, layer.retention_ratio))

@@ -13,7 +13,7 @@ from edge_mcepl.export.graph import trace_ops
 from edge_mcepl.export.onnx_export import to_onnx
 from edge_mcepl.export.prune import PLRN, lrn_window_matrix, prune_network
 from edge_mcepl.export.torch_model import PrunedTorchNetwork
-from edge_mcepl.nn.layers import MaskedConv2d, MaskedLinear
+from edge_mcepl.nn.layers import FixedMask, MaskedConv2d, MaskedLinear
 from edge_mcepl.nn.lrn import LocalResponseNorm
 from edge_mcepl.nn.weights import generate_fixed_weights, load_fixed_weights
 from edge_mcepl.nn.zoo import MaskedNetwork
@@ -51,8 +51,7 @@ def test_pruned_lrn_equals_masked_network_and_renumbered_windows_do_not():
     masks = {"conv": np.ones((8, 2, 3, 3), np.float32), "fc": np.ones((3, 72), np.float32)}
     masks["conv"][[2, 5]] = 0  # interior gaps: neighbours on both sides survive
     for name, layer in model.masked_layers():
-        layer.weight = layer.weight * torch.from_numpy(masks[name])
-        layer.retention_ratio = 1.0
+        layer.use(FixedMask(torch.from_numpy(masks[name])))
     x = torch.randn(32, 2, 6, 6, generator=torch.Generator().manual_seed(0)) * 2
     with torch.no_grad():
         want = model.logits(x)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from edge_mcepl.algorithms.mcepl import MCEPL, MCEPLParams, Retention
-from edge_mcepl.nn.layers import MaskedConv2d
+from edge_mcepl.algorithms.mcepl import MCEPL, MCEPLParams
+from edge_mcepl.algorithms.params import Retention
+from edge_mcepl.algorithms.score_mask import ScoreMask
 from edge_mcepl.nn.masking import drop_sparse_filters, kept_count, topk_mask
 
 
@@ -43,12 +44,9 @@ def test_threshold_zero_drops_only_empty_filters():
 
 def test_masked_conv_with_min_kept_produces_dropped_filters():
     gen = torch.Generator().manual_seed(0)
-    layer = MaskedConv2d(2, 8, 3)  # 18 weights per filter
-    layer.weight = torch.ones(8, 2, 3, 3)
     scale = torch.tensor([1.0, 1.0, 0.3, 0.3, 0.2, 1.0, 0.1, 0.6]).reshape(8, 1, 1, 1)
-    with torch.no_grad():
-        layer.scores.copy_((torch.rand(8, 2, 3, 3, generator=gen) + 0.01) * scale)
-    layer.retention_ratio = 0.4
+    scores = (torch.rand(8, 2, 3, 3, generator=gen) + 0.01) * scale  # a conv layer of 8 filters × 18 weights
+    layer = ScoreMask(scores, torch.zeros(8, 2, 3, 3), 0.4)
     plain = topk_mask(layer.aggregation_tensor().abs(), 0.4)
     assert int(plain.sum()) == kept_count(144, 0.4)
 
@@ -67,11 +65,11 @@ def test_masked_conv_with_min_kept_produces_dropped_filters():
 
 
 def test_rule_parameter_reaches_every_layer(tiny_net):
-    MCEPL(tiny_net, MCEPLParams(min_kept_per_filter=7), Retention(0.2, 0.2), prior_seed=1)
+    rule = MCEPL(tiny_net, MCEPLParams(min_kept_per_filter=7), Retention(0.2, 0.2), seed=1)
     alive = dead = 0
-    for _, layer in tiny_net.masked_layers():
+    for layer in rule.layers:
         assert layer.min_kept_per_filter == 7
-        rows = layer.mask().reshape(layer.weight.shape[0], -1).sum(dim=1)
+        rows = layer.mask().reshape(layer.scores.shape[0], -1).sum(dim=1)
         assert bool(((rows == 0) | (rows > 7)).all())
         alive, dead = alive + int((rows > 0).sum()), dead + int((rows == 0).sum())
     assert alive > 0 and dead > 0

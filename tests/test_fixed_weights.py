@@ -79,25 +79,22 @@ def test_load_shares_storage_between_models():
         assert torch.equal(a.weight, weights.tensors[f"{name}.weight"])
         if isinstance(a, MaskedLinear):
             assert a.bias.data_ptr() == b.bias.data_ptr() == weights.tensors[f"{name}.bias"].data_ptr()
-    # The weights are buffers: nothing but scores is trainable.
-    assert {n.rsplit(".", 1)[1] for n, _ in first.named_parameters()} == {"scores"}
+    # The weights are buffers: nothing in the network is trainable (scores belong to the rule).
+    assert not list(first.named_parameters())
 
 
 def test_seeded_scores_shared_or_per_agent():
     models = [build_model("small-cnn") for _ in range(4)]
-    seeded_scores(models[0], 5)
-    seeded_scores(models[1], 5)
-    seeded_scores(models[2], 5, agent_id=0)
-    seeded_scores(models[3], 5, agent_id=1)
+    scores = [seeded_scores(models[0], 5), seeded_scores(models[1], 5), seeded_scores(models[2], 5, agent_id=0),
+              seeded_scores(models[3], 5, agent_id=1)]
     weights = fixed(seed=5)
-    for name, layer in models[0].masked_layers():
-        z = {i: dict(m.masked_layers())[name].scores.detach() for i, m in enumerate(models)}
+    for index, (name, layer) in enumerate(models[0].masked_layers()):
+        z = {i: s[index] for i, s in enumerate(scores)}
         assert torch.equal(z[0], z[1]), "shared scores are identical across agents"
         assert not torch.equal(z[2], z[3]), "per-agent scores differ"
         assert not torch.equal(z[0], z[2])
         assert not torch.equal(z[0], weights.tensors[f"{name}.weight"]), "scores are not the weights"
         bound = layer.init_bound
         assert float(z[0].abs().max()) <= bound and float(z[0].abs().max()) > 0.9 * bound
-    again = build_model("small-cnn")
-    seeded_scores(again, 5, agent_id=1)
-    assert all(torch.equal(a.scores, b.scores) for (_, a), (_, b) in zip(again.masked_layers(), models[3].masked_layers()))
+    again = seeded_scores(build_model("small-cnn"), 5, agent_id=1)
+    assert all(torch.equal(a, b) for a, b in zip(again, scores[3]))

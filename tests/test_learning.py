@@ -39,10 +39,10 @@ def test_heterogeneous_retention_gives_each_agent_its_own_density():
         i = agent.agent_id
         conv, linear = ratios["conv"][i % 3], ratios["linear"][i % 2]
         kept = total = 0
-        for name, layer in agent.rule.model.masked_layers():
+        for (name, layer), mask in zip(agent.rule.model.masked_layers(), agent.rule.masks()):
             r = conv if isinstance(layer, MaskedConv2d) else linear
             n = layer.weight.numel()
-            assert int(layer.mask().sum()) == kept_count(n, r), f"agent {i} layer {name}"
+            assert int(mask.sum()) == kept_count(n, r), f"agent {i} layer {name}"
             kept, total = kept + kept_count(n, r), total + n
         last = [row for row in rows if row["agent"] == i][-1]
         assert last["density"] == pytest.approx(kept / total)

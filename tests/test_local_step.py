@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from conftest import dense_tiny_forward
-from edge_mcepl.algorithms.mcepl import MCEPL, MCEPLParams, Retention
+from edge_mcepl.algorithms.mcepl import MCEPL, MCEPLParams
+from edge_mcepl.algorithms.params import Retention
 from edge_mcepl.nn.masking import kept_count
 
 
@@ -28,11 +29,12 @@ def reference_mask(z: torch.Tensor, m_bar: torch.Tensor, r: float) -> torch.Tens
     return torch.from_numpy(mask).reshape(z.shape)
 
 
-def expected_update(model, images, labels, params: MCEPLParams):
+def expected_update(model, rule, images, labels, params: MCEPLParams):
     """(new scores, task gradient, loss) computed by hand from a dense reconstruction v = w ⊙ m."""
     fc = model.fc
-    z = {name: layer.scores.detach().clone() for name, layer in model.masked_layers()}
-    m_bar = {name: layer.neighbour_mean.clone() for name, layer in model.masked_layers()}
+    names = [name for name, _ in model.masked_layers()]
+    z = {name: state.scores.detach().clone() for name, state in zip(names, rule.layers)}
+    m_bar = {name: state.neighbour_mean.clone() for name, state in zip(names, rule.layers)}
     w = {name: layer.weight.clone() for name, layer in model.masked_layers()}
     ratio = {"conv": 0.5, "fc": 0.8}
     v = {name: (w[name] * reference_mask(z[name], m_bar[name], ratio[name])).requires_grad_(True) for name in z}
@@ -63,15 +65,15 @@ CASES = [
 
 @pytest.mark.parametrize("params", CASES, ids=["reference", "no-wd", "group-lasso", "group-lasso-no-wd"])
 def test_local_step_matches_hand_computed_update(tiny_net, params):
-    rule = MCEPL(tiny_net, params, Retention(conv=0.5, linear=0.8), prior_seed=4)
-    assert any(bool(layer.neighbour_mean.any()) for _, layer in tiny_net.masked_layers()), "y ≠ z in this test"
+    rule = MCEPL(tiny_net, params, Retention(conv=0.5, linear=0.8), seed=4)
+    assert any(bool(state.neighbour_mean.any()) for state in rule.layers), "y ≠ z in this test"
     images, labels = batch()
-    new, grads, loss = expected_update(tiny_net, images, labels, params)
+    new, grads, loss = expected_update(tiny_net, rule, images, labels, params)
 
     returned = rule.local_step(images, labels)
 
     assert returned == pytest.approx(loss, rel=1e-5)
-    for name, layer in tiny_net.masked_layers():
+    for (name, _), layer in zip(tiny_net.masked_layers(), rule.layers):
         torch.testing.assert_close(layer.scores.grad, grads[name], rtol=1e-5, atol=1e-7,
                                    msg=f"{name}: scores.grad must be the task-loss gradient only")
         torch.testing.assert_close(layer.scores.detach(), new[name], rtol=1e-5, atol=1e-6,
@@ -81,10 +83,12 @@ def test_local_step_matches_hand_computed_update(tiny_net, params):
 def test_group_lasso_changes_the_update_by_exactly_its_gradient(tiny_net):
     plain, lasso = tiny_net, copy.deepcopy(tiny_net)
     base = MCEPLParams(lr=1.0, weight_decay=5e-4, elu_logits=False)
-    MCEPL(plain, base, Retention(0.5, 0.8), prior_seed=4).local_step(*batch(1))
-    MCEPL(lasso, MCEPLParams(lr=1.0, weight_decay=5e-4, elu_logits=False, group_lasso=0.1),
-          Retention(0.5, 0.8), prior_seed=4).local_step(*batch(1))
-    for (name, a), (_, b) in zip(plain.masked_layers(), lasso.masked_layers()):
+    plain_rule = MCEPL(plain, base, Retention(0.5, 0.8), seed=4)
+    lasso_rule = MCEPL(lasso, MCEPLParams(lr=1.0, weight_decay=5e-4, elu_logits=False, group_lasso=0.1),
+                       Retention(0.5, 0.8), seed=4)
+    plain_rule.local_step(*batch(1))
+    lasso_rule.local_step(*batch(1))
+    for a, b in zip(plain_rule.layers, lasso_rule.layers):
         assert torch.equal(a.scores.grad, b.scores.grad)
         diff = (a.scores - b.scores).detach().reshape(a.scores.shape[0], -1)
         # each output filter / row moved by λ·(unit vector): its extra displacement has norm λ

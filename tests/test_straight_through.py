@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from edge_mcepl.algorithms.score_mask import ScoreMask
 from edge_mcepl.nn.layers import MaskedConv2d, MaskedLinear
 
 
@@ -22,11 +23,10 @@ def test_linear_gradient_is_sign_times_weight_times_dense_gradient():
     z = torch.tensor([[0.9, -0.1, 0.5], [-0.7, 0.2, -0.3]])
     layer.weight = w
     layer.bias = torch.tensor([0.1, -0.2])
-    with torch.no_grad():
-        layer.scores.copy_(z)
-    layer.retention_ratio = 0.5  # keep 3 of 6: |z| = 0.9, 0.7, 0.5
+    state = ScoreMask(z, torch.zeros_like(z), 0.5)  # keep 3 of 6: |z| = 0.9, 0.7, 0.5
+    layer.use(state)
     expected_mask = torch.tensor([[1.0, 0.0, 1.0], [1.0, 0.0, 0.0]])
-    assert torch.equal(layer.mask().float(), expected_mask)
+    assert torch.equal(state.mask().float(), expected_mask)
 
     x = torch.tensor([[1.0, 2.0, -1.0], [0.5, -0.5, 3.0]])
     target = torch.tensor([[0.3, -0.4], [1.0, 2.0]])
@@ -36,12 +36,12 @@ def test_linear_gradient_is_sign_times_weight_times_dense_gradient():
 
     grad_v = dense_grad_v(lambda x, v: F.linear(x, v, layer.bias), w * expected_mask, x, target)
     expected = torch.sign(z) * w * grad_v
-    torch.testing.assert_close(layer.scores.grad, expected, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(state.scores.grad, expected, rtol=1e-6, atol=1e-7)
     # Dense: every pruned entry gets a gradient too (here all of them are non-zero).
     pruned = expected_mask == 0
-    assert bool((layer.scores.grad[pruned] != 0).all())
+    assert bool((state.scores.grad[pruned] != 0).all())
     # The sign of z, not of y or of w alone, decides the direction.
-    assert bool((torch.sign(layer.scores.grad) == torch.sign(z * w * grad_v)).all())
+    assert bool((torch.sign(state.scores.grad) == torch.sign(z * w * grad_v)).all())
 
 
 def test_conv_gradient_is_sign_times_weight_times_dense_gradient():
@@ -50,12 +50,10 @@ def test_conv_gradient_is_sign_times_weight_times_dense_gradient():
     w = torch.rand(3, 2, 3, 3, generator=gen) * 2 - 1
     z = torch.rand(3, 2, 3, 3, generator=gen) * 2 - 1
     layer.weight = w
-    with torch.no_grad():
-        layer.scores.copy_(z)
     # Hand-set neighbour votes: they change which entries are kept, but not the gradient formula.
-    layer.neighbour_mean = (torch.rand(3, 2, 3, 3, generator=gen) < 0.5).float()
-    layer.retention_ratio = 0.3
-    m = layer.mask().float()
+    state = ScoreMask(z, (torch.rand(3, 2, 3, 3, generator=gen) < 0.5).float(), 0.3)
+    layer.use(state)
+    m = state.mask().float()
     assert 0 < int(m.sum()) < m.numel()
 
     x = torch.rand(2, 2, 5, 5, generator=gen)
@@ -65,8 +63,8 @@ def test_conv_gradient_is_sign_times_weight_times_dense_gradient():
     ((out - target) ** 2).sum().backward()
 
     grad_v = dense_grad_v(lambda x, v: F.conv2d(x, v, None, 1, 1), w * m, x, target)
-    torch.testing.assert_close(layer.scores.grad, torch.sign(z) * w * grad_v, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(state.scores.grad, torch.sign(z) * w * grad_v, rtol=1e-5, atol=1e-6)
     pruned = m == 0
-    assert int((layer.scores.grad[pruned] != 0).sum()) == int(pruned.sum())
+    assert int((state.scores.grad[pruned] != 0).sum()) == int(pruned.sum())
     # Fixed weights are never trained: no gradient flows to them.
     assert not layer.weight.requires_grad

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -11,10 +12,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from edge_mcepl.algorithms.mcepl import MCEPL, MCEPLParams, Retention
+from edge_mcepl.algorithms.mcepl import MCEPL, MCEPLParams
+from edge_mcepl.algorithms.params import Retention
 from edge_mcepl.nn.layers import MaskedConv2d
 from edge_mcepl.nn.masking import kept_count, topk_mask
-from edge_mcepl.nn.weights import generate_fixed_weights, load_fixed_weights, seeded_scores
+from edge_mcepl.nn.weights import generate_fixed_weights, load_fixed_weights
 from edge_mcepl.nn.zoo import AlexNetCifar
 
 shapes = hnp.array_shapes(min_dims=1, max_dims=4, min_side=1, max_side=7)
@@ -40,9 +42,18 @@ def test_kept_count_is_n_minus_floor_of_dropped():
     for n in (1, 2, 3, 10, 4800, 1920, 196608):
         for r in (0.01, 0.1, 0.3, 0.5, 0.9, 1.0):
             keep = kept_count(n, r)
-            assert keep == n - math.floor((1.0 - r) * n)
+            assert keep == n - math.floor((1 - Fraction(str(r))) * n)  # exact, on the decimal written
             assert 1 <= keep <= n
             assert abs(keep - r * n) <= 1
+
+
+def test_kept_count_is_exact_where_floating_point_is_not():
+    # (1 − 0.9)·1280 is 127.99… in float64: the float formula would keep 1,153 of 1,280.
+    assert math.floor((1.0 - 0.9) * 1280) == 127
+    assert kept_count(1280, 0.9) == 1152
+    assert kept_count(10, 0.9) == 9 and kept_count(10, 0.7) == 7 and kept_count(4800, 0.3) == 1440
+    mask = topk_mask(torch.rand(1280, generator=torch.Generator().manual_seed(0)), 0.9)
+    assert int(mask.sum()) == 1152
 
 
 @settings(max_examples=150, deadline=None)
@@ -136,17 +147,17 @@ def test_ratio_one_keeps_everything(dtype):
     assert bool((mask == 1).all())
 
 
-def test_alexnet_reference_ratios_keep_487317_weights():
+def test_alexnet_reference_ratios_keep_487316_weights():
+    # The float formula kept 487,317 (fc2: 1,729 of 1,920 at r = 0.9); the exact count is 1,728.
     model = AlexNetCifar()
     shapes = {name: layer.weight.numel() for name, layer in model.masked_layers()}
     ratio = {name: 0.3 if isinstance(layer, MaskedConv2d) else 0.9 for name, layer in model.masked_layers()}
     assert sum(shapes.values()) == 1_227_328
-    assert sum(kept_count(n, ratio[name]) for name, n in shapes.items()) == 487_317
+    assert sum(kept_count(n, ratio[name]) for name, n in shapes.items()) == 487_316
 
     # And the real per-layer masks of an initialised agent keep exactly that many, layer by layer.
     load_fixed_weights(model, generate_fixed_weights(model, "alexnet-cifar", 1234))
-    seeded_scores(model, 1234)
-    MCEPL(model, MCEPLParams(), Retention(conv=0.3, linear=0.9), prior_seed=1234)
-    counts = {name: int(layer.mask().sum()) for name, layer in model.masked_layers()}
+    rule = MCEPL(model, MCEPLParams(), Retention(conv=0.3, linear=0.9), seed=1234)
+    counts = {name: int(state.mask().sum()) for (name, _), state in zip(model.masked_layers(), rule.layers)}
     assert counts == {name: kept_count(n, ratio[name]) for name, n in shapes.items()}
-    assert sum(counts.values()) == 487_317
+    assert sum(counts.values()) == 487_316

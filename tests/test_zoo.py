@@ -5,9 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from edge_mcepl.algorithms.mcepl import MCEPL, MCEPLParams
+from edge_mcepl.algorithms.params import Retention
 from edge_mcepl.errors import UserError
 from edge_mcepl.nn.layers import MaskedConv2d, MaskedLinear
-from edge_mcepl.nn.weights import generate_fixed_weights, load_fixed_weights, seeded_scores
+from edge_mcepl.nn.weights import generate_fixed_weights, load_fixed_weights
 from edge_mcepl.nn.zoo import AlexNetCifar, SmallCNN, build_model
 
 
@@ -22,14 +24,15 @@ def test_alexnet_shapes_and_counts():
     biases = sum(l.bias.numel() for _, l in layers if isinstance(l, MaskedLinear))
     assert biases == 202
     assert not any(hasattr(l, "bias") for _, l in layers if isinstance(l, MaskedConv2d))
-    assert sum(p.numel() for p in model.parameters()) == 1_227_328  # only the scores are parameters
+    # The network holds no learning state: weights are fixed buffers, scores belong to the rule.
+    assert sum(p.numel() for p in model.parameters()) == 0
+    rule = MCEPL(model, MCEPLParams(), Retention(), seed=1)
+    assert sum(state.scores.numel() for state in rule.layers) == 1_227_328
 
 
 def load(model, name):
     load_fixed_weights(model, generate_fixed_weights(model, name, 1))
-    seeded_scores(model, 1)
-    for _, layer in model.masked_layers():
-        layer.retention_ratio = 0.5
+    MCEPL(model, MCEPLParams(), Retention(0.5, 0.5), seed=1)  # binds each layer's scored mask
     return model
 
 

@@ -27,8 +27,10 @@ same fixed biases as every other method here, no ERK layer-wise density (the MCE
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -36,8 +38,15 @@ from ..comm.sparse_codec import SparseWeightMessage, decode_sparse_weights, enco
 from ..nn.masking import topk_mask
 from ..nn.weights import derive_seed
 from ..nn.zoo import MaskedNetwork
-from .mcepl import MCEPLParams, Retention
-from .weight_training import WeightRule
+from .base import RuleContext
+from .params import Retention, params_from
+from .weight_rule import WeightParams, WeightRule
+
+
+@dataclass(frozen=True)
+class DisPFLParams(WeightParams):
+    anneal: float = 0.3  # α₀ of the cosine-annealed prune/regrow rate
+    update_every: int = 20  # rounds between mask updates
 
 
 def anneal_rate(round: int, total_rounds: int, initial: float = 0.5) -> float:
@@ -45,28 +54,38 @@ def anneal_rate(round: int, total_rounds: int, initial: float = 0.5) -> float:
     return initial / 2 * (1 + math.cos(math.pi * min(round, total_rounds) / max(total_rounds, 1)))
 
 
-class DisPFL(WeightRule):
-    def __init__(self, model: MaskedNetwork, params: MCEPLParams, retention: Retention, agent_id: int, seed: int,
-                 weight_lr: float, total_rounds: int, anneal: float = 0.3, update_every: int = 20) -> None:
-        super().__init__(model, params, retention, weight_lr, prune=False)
-        self.retention, self.total_rounds, self.anneal, self.round = retention, total_rounds, anneal, 0
-        self.update_every = update_every
-        for i, (name, layer) in enumerate(model.masked_layers()):
-            gen = torch.Generator().manual_seed(derive_seed(seed, f"dispfl-mask:{agent_id}:{name}"))
-            w = self.weights[i]
-            m = topk_mask(torch.rand(tuple(layer.weight.shape), generator=gen), retention.for_layer(layer)).to(w.device)
-            with torch.no_grad():
-                w.mul_(m)
-            self.keep[i] = m
-            # w is kept exactly zero off-mask, so the forward can use it directly and w.grad is the
-            # dense gradient the regrowth step needs.
-            layer.masked_weight = lambda w=w: w
+def random_masks(model: MaskedNetwork, retention: Retention, agent_id: int, seed: int) -> list[Tensor]:
+    """Each layer's initial mask: random at the agent's density, seeded per agent and layer."""
+    masks = []
+    for name, layer in model.masked_layers():
+        gen = torch.Generator().manual_seed(derive_seed(seed, f"dispfl-mask:{agent_id}:{name}"))
+        scores = torch.rand(tuple(layer.weight.shape), generator=gen)
+        masks.append(topk_mask(scores, retention.for_layer(layer)).to(layer.weight.device))
+    return masks
+
+
+class DisPFL(WeightRule[SparseWeightMessage, tuple[list[Tensor], list[Tensor]]]):
+    params: DisPFLParams
+
+    def __init__(self, model: MaskedNetwork, params: DisPFLParams, retention: Retention, agent_id: int, seed: int,
+                 total_rounds: int) -> None:
+        # w is kept exactly zero off-mask, so the forward uses it directly and w.grad is the dense
+        # gradient the regrowth step needs.
+        super().__init__(model, params, retention, random_masks(model, retention, agent_id, seed),
+                         mask_in_forward=False)
+        self.total_rounds, self.round = total_rounds, 0
+
+    @classmethod
+    def build(cls, ctx: RuleContext) -> DisPFL:
+        return cls(ctx.model, params_from(DisPFLParams, ctx.algorithm), ctx.retention, ctx.agent_id, ctx.seed,
+                   ctx.total_rounds)
 
     def encode_message(self, *, fingerprint: bytes, sender: int, round: int, key: bytes | None) -> bytes:
         return encode_sparse_weights([m.bool().cpu().numpy() for m in self.keep], self.current_weights(),
                                      fingerprint=fingerprint, sender=sender, round=round, key=key)
 
-    def decode_message(self, payload: bytes, *, fingerprint: bytes, shapes, key: bytes | None) -> SparseWeightMessage:
+    def decode_message(self, payload: bytes, *, fingerprint: bytes, shapes: Sequence[tuple[int, ...]],
+                       key: bytes | None) -> SparseWeightMessage:
         return decode_sparse_weights(payload, expected_fingerprint=fingerprint, expected_shapes=shapes, key=key)
 
     def received_content(self, msg: SparseWeightMessage) -> tuple[list[Tensor], list[Tensor]]:
@@ -75,7 +94,7 @@ class DisPFL(WeightRule):
                 [torch.from_numpy(t).to(device) for t in msg.tensors])
 
     @torch.no_grad()
-    def aggregate(self, received: Sequence) -> None:
+    def aggregate(self, received: Sequence[tuple[list[Tensor], list[Tensor]]]) -> None:
         """Holder-wise mean over self + neighbours heard, re-masked with the own mask."""
         for layer, (w, m) in enumerate(zip(self.weights, self.keep)):
             total, count = w * m, m.clone()
@@ -87,9 +106,9 @@ class DisPFL(WeightRule):
     @torch.no_grad()
     def consensus_step(self) -> None:
         """The mask update (prune by magnitude, regrow by gradient), then the round counter."""
-        alpha = anneal_rate(self.round, self.total_rounds, self.anneal)
+        alpha = anneal_rate(self.round, self.total_rounds, self.params.anneal)
         self.round += 1
-        if self.round % self.update_every:
+        if self.round % self.params.update_every:
             return
         for w, m in zip(self.weights, self.keep):
             if w.grad is None:
@@ -104,3 +123,10 @@ class DisPFL(WeightRule):
             grow = free[torch.topk(grad[free], k).indices]
             flat_m[prune], flat_w[prune] = 0.0, 0.0
             flat_m[grow], flat_w[grow] = 1.0, 0.0
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        return {**super().state_dict(), "round": np.array([self.round], dtype=np.int64)}
+
+    def _load_state(self, state: Mapping[str, np.ndarray]) -> None:
+        super()._load_state(state)
+        self.round = int(state["round"][0])

@@ -14,14 +14,24 @@ stays a convex combination.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal, get_args
 
 import torch
+from torch import Tensor
 
 from ..nn.zoo import MaskedNetwork
-from .mcepl import MCEPLParams, Retention
-from .weight_training import WeightRule
+from .base import RuleContext
+from .params import Retention, params_from
+from .weight_rule import DenseWeightRule, WeightParams
 
-MIXINGS = ("metropolis", "uniform")
+Mixing = Literal["metropolis", "uniform"]
+MIXINGS: tuple[str, ...] = get_args(Mixing)
+
+
+@dataclass(frozen=True)
+class DSGDParams(WeightParams):
+    mixing: Mixing = "metropolis"
 
 
 def mixing_weights(own: int, heard: Sequence[int], degrees: Mapping[int, int], mixing: str) -> tuple[float, dict[int, float]]:
@@ -35,20 +45,25 @@ def mixing_weights(own: int, heard: Sequence[int], degrees: Mapping[int, int], m
     raise ValueError(f"unknown mixing {mixing!r}, expected one of {MIXINGS}")
 
 
-class DSGD(WeightRule):
+class DSGD(DenseWeightRule):
     """Dense decentralized SGD on the weights (no masks)."""
 
-    def __init__(self, model: MaskedNetwork, params: MCEPLParams, agent_id: int, degrees: Mapping[int, int],
-                 weight_lr: float, mixing: str = "metropolis") -> None:
-        super().__init__(model, params, Retention(1.0, 1.0), weight_lr, prune=False)
-        if mixing not in MIXINGS:
-            raise ValueError(f"unknown mixing {mixing!r}, expected one of {MIXINGS}")
-        self.agent_id, self.degrees, self.mixing = agent_id, dict(degrees), mixing
+    params: DSGDParams
+
+    def __init__(self, model: MaskedNetwork, params: DSGDParams, agent_id: int, degrees: Mapping[int, int]) -> None:
+        if params.mixing not in MIXINGS:
+            raise ValueError(f"unknown mixing {params.mixing!r}, expected one of {MIXINGS}")
+        super().__init__(model, params, Retention(1.0, 1.0))
+        self.agent_id, self.degrees = agent_id, dict(degrees)
+
+    @classmethod
+    def build(cls, ctx: RuleContext) -> DSGD:
+        return cls(ctx.model, params_from(DSGDParams, ctx.algorithm), ctx.agent_id, ctx.degrees or {})
 
     @torch.no_grad()
-    def aggregate(self, received: Sequence) -> None:
+    def aggregate(self, received: Sequence[tuple[int, list[Tensor]]]) -> None:
         """``received``: (sender, [tensor per layer]) of every neighbour heard this round."""
-        own, weights = mixing_weights(self.agent_id, [s for s, _ in received], self.degrees, self.mixing)
+        own, weights = mixing_weights(self.agent_id, [s for s, _ in received], self.degrees, self.params.mixing)
         for layer, w in enumerate(self.weights):
             mixed = w * own
             for sender, tensors in received:

@@ -19,23 +19,31 @@ import torch
 from torch import Tensor
 
 from ..nn.masking import topk_mask
-from ..nn.zoo import MaskedNetwork
-from .mcepl import MCEPL, MCEPLParams, Retention
+from .base import RuleContext
+from .mcepl import MCEPL, MCEPLParams
+from .score_mask import ScoreMask
 
 TIE_BREAK = 1e-6
 
 
 @torch.no_grad()
 def voted_mask(scores: Tensor, neighbour_mean: Tensor, retention_ratio: float) -> Tensor:
-    magnitude = scores.abs()
+    magnitude = scores.detach().abs()
     own = topk_mask(magnitude, retention_ratio)
     vote = (own + neighbour_mean) / 2 + TIE_BREAK * magnitude / magnitude.max().clamp(min=1e-30)
     return topk_mask(vote, retention_ratio)
 
 
+class VotedMask(ScoreMask):
+    """A layer's mask chosen by the vote above instead of the aggregation tensor."""
+
+    def select(self) -> Tensor:
+        return voted_mask(self.scores, self.neighbour_mean, self.retention_ratio)
+
+
 class MaskAveraging(MCEPL):
-    def __init__(self, model: MaskedNetwork, params: MCEPLParams, retention: Retention, prior_seed: int) -> None:
-        super().__init__(model, dataclasses.replace(params, aggregation_tensor=False), retention, prior_seed)
-        for _, layer in model.masked_layers():
-            # The layer's forward and model.masks() ask layer.mask(); answer with the vote.
-            layer.mask = lambda layer=layer: voted_mask(layer.scores, layer.neighbour_mean, layer.retention_ratio)
+    layer_mask = VotedMask
+
+    @classmethod
+    def params_for(cls, ctx: RuleContext) -> MCEPLParams:
+        return dataclasses.replace(super().params_for(ctx), aggregation_tensor=False)

@@ -43,5 +43,7 @@ def run(args: argparse.Namespace) -> int:
           f"({sim.topology.num_edges} edges); run directory {run_dir}")
     summary = sim.run(run_dir, progress=not args.no_progress)
     print(summary)
-    print(f"wrote {run_dir}/metrics.jsonl, {run_dir}/final/ (masks for export), {run_dir}/summary.txt")
+    final = (f"{run_dir}/final/ (masks for export)" if sim.learns_masks
+             else f"no final/ ({config.algorithm.name} learns weights, not masks: nothing to export)")
+    print(f"wrote {run_dir}/metrics.jsonl, {final}, {run_dir}/summary.txt")
     return 0

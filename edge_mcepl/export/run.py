@@ -13,12 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 import yaml
 
 from ..comm.codec import CodecError, decode_masks
 from ..config import LabConfig, config_from_dict
 from ..errors import UserError
 from ..lab import RUN_FORMAT
+from ..nn.layers import FixedMask
 from ..nn.weights import FixedWeights, generate_fixed_weights, load_fixed_weights
 from ..nn.zoo import MaskedNetwork, build_model
 
@@ -118,16 +120,13 @@ def masked_model(model_name: str, num_classes: int, fixed: FixedWeights, masks: 
                  elu_logits: bool) -> MaskedNetwork:
     """The effective model ``v = w ⊙ m`` as the zoo network itself (its own forward pass).
 
-    The masked weights replace ``w`` and every layer keeps all entries (retention 1), so the zoo
+    Each layer computes with its fixed mask (:class:`~edge_mcepl.nn.layers.FixedMask`), so the zoo
     forward computes exactly with ``v``: the reference every export is verified against.
     """
-    import torch
-
     model = build_model(model_name, num_classes)
     load_fixed_weights(model, fixed)
     for (_, layer), mask in zip(model.masked_layers(), masks):
-        layer.weight = layer.weight * torch.as_tensor(np.asarray(mask, dtype=np.float32))
-        layer.retention_ratio, layer.min_kept_per_filter = 1.0, None
+        layer.use(FixedMask(torch.as_tensor(np.asarray(mask, dtype=np.float32))))
     model.elu_logits = elu_logits
     return model.eval()
 

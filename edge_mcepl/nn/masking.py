@@ -13,14 +13,20 @@ entry, kept or pruned, gets a gradient and can come back.
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 
 import torch
 from torch import Tensor
 
 
 def kept_count(numel: int, retention_ratio: float) -> int:
-    """Entries TopK keeps: n − ⌊(1 − r)·n⌋ (the reference's rounding, so r = 0.3 keeps 30 % rounded up)."""
-    return numel - math.floor((1.0 - retention_ratio) * numel)
+    """Entries TopK keeps: n − ⌊(1 − r)·n⌋ (the reference's rounding: r = 0.3 keeps 30 % rounded up).
+
+    Computed exactly, on the decimal the user wrote (``Fraction(str(r))``): in floating point
+    (1 − 0.9)·1280 is 127.99…, so a layer of 1,280 weights at r = 0.9 would keep 1,153, not 1,152.
+    """
+    r = Fraction(str(retention_ratio))
+    return numel - math.floor((1 - r) * numel)
 
 
 def aggregation_tensor(scores: Tensor, neighbour_mean: Tensor | None) -> Tensor:

@@ -80,12 +80,14 @@ def load_fixed_weights(model: MaskedNetwork, fixed: FixedWeights) -> None:
             layer.bias = fixed.tensors[f"{name}.bias"]
 
 
-def seeded_scores(model: MaskedNetwork, seed: int, agent_id: int | None = None) -> None:
-    """Initialise scores from the weights' distribution (spec §2): shared, or per agent when given."""
+def seeded_scores(model: MaskedNetwork, seed: int, agent_id: int | None = None) -> list[Tensor]:
+    """Initial scores from the weights' distribution (spec §2), one per masked layer in wire order.
+
+    Shared by every agent (``agent_id`` None) or drawn per agent; the rule that learns scores owns them.
+    """
     who = "all" if agent_id is None else f"agent{agent_id}"
-    with torch.no_grad():
-        for name, layer in model.masked_layers():
-            layer.scores.copy_(seeded_uniform(tuple(layer.scores.shape), layer.init_bound, seed, f"z:{who}:{name}"))
+    return [seeded_uniform(tuple(layer.weight.shape), layer.init_bound, seed, f"z:{who}:{name}")
+            for name, layer in model.masked_layers()]
 
 
 def seeded_bernoulli_prior(shape: tuple[int, ...], retention_ratio: float, seed: int, tag: str) -> Tensor:

@@ -30,15 +30,11 @@ class MaskedNetwork(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        """Where this agent's model lives (received messages are moved here)."""
-        return next(self.parameters()).device
+        """Where this agent's model lives (received messages are moved here): its fixed weights' device."""
+        return next(self.buffers()).device
 
     def layer_shapes(self) -> list[tuple[int, ...]]:
         return [tuple(layer.weight.shape) for _, layer in self.masked_layers()]
-
-    def masks(self) -> list[Tensor]:
-        """Current binary mask of every masked layer, in wire order."""
-        return [layer.mask() for _, layer in self.masked_layers()]
 
     def logits(self, x: Tensor) -> Tensor:
         """Forward pass, with the reference's ELU on the logits when ``elu_logits`` is set."""

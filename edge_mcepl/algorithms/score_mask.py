@@ -1,0 +1,63 @@
+"""One masked layer's MCE-PL state — scores z, neighbour mean m̄, retention r — and the mask it selects.
+
+The MCE-PL rule keeps one :class:`ScoreMask` per masked layer and binds it to the layer as the
+layer's :class:`~edge_mcepl.nn.layers.WeightSource`: the forward pass then computes with
+``v = w ⊙ m`` and the backward pass reaches the scores through the straight-through estimator
+(spec §3, spec §4). Everything that decides the mask lives here, next to the state it reads.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ..nn.masking import StraightThroughMask, aggregation_magnitude, aggregation_tensor, drop_sparse_filters, topk_mask
+
+
+class ScoreMask:
+    """``m = TopK_r(|z| + mean|z|·m̄)``, with the filter-drop rule when ``min_kept_per_filter`` is set."""
+
+    def __init__(self, scores: Tensor, neighbour_mean: Tensor, retention_ratio: float, *,
+                 use_aggregation_tensor: bool = True, min_kept_per_filter: int | None = None) -> None:
+        self.scores = scores.detach().clone().requires_grad_(True)  # a leaf the straight-through gradient reaches
+        self.neighbour_mean = neighbour_mean
+        self.retention_ratio = retention_ratio
+        self.use_aggregation_tensor = use_aggregation_tensor  # False: the "m̄ ≡ 0 in y" ablation
+        self.min_kept_per_filter = min_kept_per_filter  # None: the filter-drop rule is off
+        self._cache: tuple[tuple, Tensor] | None = None
+
+    def _effective_neighbour_mean(self) -> Tensor | None:
+        return self.neighbour_mean if self.use_aggregation_tensor else None
+
+    def aggregation_tensor(self) -> Tensor:
+        """y = z + mean|z|·sign(z)⊙m̄ (spec §4), or z alone in the no-aggregation ablation."""
+        return aggregation_tensor(self.scores, self._effective_neighbour_mean())
+
+    def select(self) -> Tensor:
+        """The top-k selection before the filter-drop rule (a subclass may vote differently)."""
+        return topk_mask(aggregation_magnitude(self.scores, self._effective_neighbour_mean()), self.retention_ratio)
+
+    def _state(self) -> tuple:
+        # In-place updates of z / m̄ bump a tensor's version counter, so this key changes exactly
+        # when the mask can: evaluation batches and the next round's forward pass reuse the mask
+        # instead of re-running the selection over every weight. Tensors are held (and compared by
+        # identity), not their ids, which a freed tensor's successor could reuse.
+        return (self.scores, self.scores._version, self.neighbour_mean, self.neighbour_mean._version,
+                self.retention_ratio, self.use_aggregation_tensor, self.min_kept_per_filter)
+
+    @torch.no_grad()
+    def mask(self) -> Tensor:
+        """The layer's current binary mask (float 0/1, the scores' shape)."""
+        state = self._state()
+        if self._cache is not None and all(a is b or (not isinstance(a, Tensor) and a == b)
+                                           for a, b in zip(self._cache[0], state)):
+            return self._cache[1]
+        m = self.select()
+        if self.min_kept_per_filter is not None:
+            m = drop_sparse_filters(m, self.min_kept_per_filter)
+        self._cache = (state, m)
+        return m
+
+    def effective_weight(self, fixed: Tensor) -> Tensor:
+        """v = w ⊙ m with the straight-through gradient to the scores."""
+        return StraightThroughMask.apply(self.scores, fixed, self.mask())
