@@ -9,6 +9,7 @@ agent publish before any agent gathers.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,6 +34,7 @@ class RoundReport:
     neighbours_heard: int = 0
     rejected: int = 0
     stale: int = 0  # masks from an earlier round (a device lab's bounded staleness; 0 in the simulator)
+    train_seconds: float = 0.0  # this agent's local step(s) and encoding, not the whole lab's round
 
 
 class Agent:
@@ -65,14 +67,16 @@ class Agent:
 
     def begin_round(self, round: int, transport: Transport) -> None:
         """Spec §6 steps 1–3: local step(s), mask to send, publish."""
+        began = time.perf_counter()
         loss = 0.0
         for _ in range(self.rule.params.local_steps):
             idx = self.sampler.next_batch().to(self.train_data.images.device)
             loss = self.rule.local_step(self.train_data.images[idx], self.train_data.labels[idx])
         message = self.encode_message(round)
+        trained = time.perf_counter() - began
         transport.publish(self.agent_id, round, message)
         # One copy of the message goes to each neighbour (spec §9).
-        self._report = RoundReport(loss=loss, bytes_sent=len(message) * len(self.neighbours))
+        self._report = RoundReport(loss=loss, bytes_sent=len(message) * len(self.neighbours), train_seconds=trained)
 
     def finish_round(self, round: int, transport: Transport, timeout: float | None = None,
                      max_staleness: int = 0) -> RoundReport:

@@ -14,7 +14,7 @@ from edge_mcepl.lab import Simulator
 from edge_mcepl.metrics import read_metrics
 from edge_mcepl.nn.zoo import build_model
 
-TIMING_FIELDS = {"train_seconds"}
+TIMING_FIELDS = {"train_seconds", "round_seconds"}
 # Path graph 0 – 1 – 2 – 3: degrees 1, 2, 2, 1.
 PATH_GRAPH = "0 1 0 0\n1 0 1 0\n0 1 0 1\n0 0 1 0\n"
 
