@@ -64,7 +64,7 @@ def save_checkpoint(path: str | Path, agent: Agent, next_round: int, **meta: Any
     arrays["order"] = sampler._order.numpy().copy()
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
-        np.savez(f, **arrays)
+        np.savez(f, **arrays)  # type: ignore[arg-type]  # numpy's stub fears a key named allow_pickle
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
@@ -87,7 +87,8 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
             files = set(data.files)
             meta = json.loads(bytes(data["meta"]).decode())
             if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-                raise ValueError(f"format {meta.get('format') if isinstance(meta, dict) else meta!r}, expected {FORMAT}")
+                got = meta.get("format") if isinstance(meta, dict) else meta
+                raise ValueError(f"format {got!r}, expected {FORMAT}")
             declared: dict[str, list] = meta["rule_arrays"]
             missing = sorted((set(_SAMPLER) | set(declared)) - files)
             if missing:

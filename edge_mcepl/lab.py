@@ -13,16 +13,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 import yaml
 from tqdm import tqdm
 
 from .agent import Agent
-from .allocator import keep_freed_memory
 from .algorithms.base import RuleContext
 from .algorithms.params import Retention
 from .algorithms.registry import rule_class
+from .allocator import keep_freed_memory
 from .comm.transport import InMemoryTransport, Transport
 from .config import LabConfig
 from .data.resolve import LabData, load_lab_data
@@ -38,7 +39,8 @@ RUN_FORMAT = "edge-mcepl-run/1"
 
 def build_topology_for(config: LabConfig) -> Topology:
     t = config.topology
-    params = {"erdos-renyi": {"p": t.p}, "k-regular": {"k": t.k}, "file": {"path": t.file}}.get(t.kind, {})
+    by_kind: dict[str, dict[str, Any]] = {"erdos-renyi": {"p": t.p}, "k-regular": {"k": t.k}, "file": {"path": t.file}}
+    params = by_kind.get(t.kind, {})
     return build_topology(t.kind, config.agents, config.seed, **params)
 
 

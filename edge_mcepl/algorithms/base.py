@@ -25,7 +25,7 @@ from torch import Tensor
 
 from ..nn.masking import live_filters
 from ..nn.zoo import MaskedNetwork
-from .params import RuleParams, Retention
+from .params import Retention, RuleParams
 
 if TYPE_CHECKING:
     from typing_extensions import Self

@@ -34,7 +34,8 @@ class DSGDParams(WeightParams):
     mixing: Mixing = "metropolis"
 
 
-def mixing_weights(own: int, heard: Sequence[int], degrees: Mapping[int, int], mixing: str) -> tuple[float, dict[int, float]]:
+def mixing_weights(own: int, heard: Sequence[int], degrees: Mapping[int, int],
+                   mixing: str) -> tuple[float, dict[int, float]]:
     """(self weight, {neighbour: weight}) for the neighbours actually heard from."""
     if mixing == "uniform":
         share = 1.0 / (1 + len(heard))

@@ -29,7 +29,7 @@ from ..nn.group_lasso import group_lasso_gradient
 from ..nn.weights import seeded_bernoulli_prior, seeded_scores
 from ..nn.zoo import MaskedNetwork
 from .base import LearningRule, RuleContext, arrays
-from .params import RuleParams, Retention, params_from
+from .params import Retention, RuleParams, params_from
 from .score_mask import ScoreMask
 
 

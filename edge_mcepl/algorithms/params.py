@@ -26,7 +26,8 @@ class RuleParams:
 
 
 class _HasKind(Protocol):
-    kind: LayerKind
+    @property
+    def kind(self) -> LayerKind: ...
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from ..comm.dense_codec import WeightMessage, decode_weights, encode_weights
 from ..nn.masking import topk_mask
 from ..nn.zoo import MaskedNetwork
 from .base import C, LearningRule, M, arrays
-from .params import RuleParams, Retention
+from .params import Retention, RuleParams
 
 
 @dataclass(frozen=True)

@@ -68,7 +68,8 @@ class MaskedConv2d(MaskedLayer):
 
     kind: ClassVar[LayerKind] = "conv"
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, padding: int = 0) -> None:
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
+                 padding: int = 0) -> None:
         super().__init__((out_channels, in_channels, kernel_size, kernel_size), in_channels * kernel_size**2)
         self.stride, self.padding = stride, padding
 

@@ -58,9 +58,10 @@ def generate_fixed_weights(model: MaskedNetwork, model_name: str, weights_seed: 
     """Generate every masked layer's ``w`` (and linear bias) for ``model``'s architecture."""
     tensors: dict[str, Tensor] = {}
     for name, layer in model.masked_layers():
-        tensors[f"{name}.weight"] = seeded_uniform(tuple(layer.weight.shape), layer.init_bound, weights_seed, f"w:{name}")
+        bound = layer.init_bound
+        tensors[f"{name}.weight"] = seeded_uniform(tuple(layer.weight.shape), bound, weights_seed, f"w:{name}")
         if isinstance(layer, MaskedLinear):
-            tensors[f"{name}.bias"] = seeded_uniform(tuple(layer.bias.shape), layer.init_bound, weights_seed, f"b:{name}")
+            tensors[f"{name}.bias"] = seeded_uniform(tuple(layer.bias.shape), bound, weights_seed, f"b:{name}")
     return FixedWeights(model_name, weights_seed, tensors, _fingerprint(model_name, model.num_classes, tensors))
 
 
