@@ -50,6 +50,7 @@ from .errors import UserError
 
 M = TypeVar("M", bound=BaseModel)
 _S = TypeVar("_S", bound="StrictModel")
+_UNKNOWN_KEY_ERRORS = {"extra_forbidden", "invalid_key"}  # invalid_key: not a string
 _RANGE_ERRORS = {"greater_than", "greater_than_equal", "less_than", "less_than_equal"}
 _MAX_SHOWN = 60  # characters of a value's repr in a message: a long list must not flood the line
 
@@ -99,7 +100,7 @@ def user_error(exc: ValidationError, model: type[BaseModel], source: str) -> Use
     error = _first_error(exc.errors(), model)
     spot = _locate(model, error["loc"])
     kind, value = error["type"], error["input"]
-    if kind == "extra_forbidden":
+    if kind in _UNKNOWN_KEY_ERRORS:
         known = ", ".join(sorted(spot.parent.model_fields))
         return UserError(f"{source}: unknown key '{spot.dotted}' (known: {known})")
     if kind == "missing":
@@ -134,7 +135,7 @@ class _Spot:
 
 def _first_error(errors: list[ErrorDetails], model: type[BaseModel]) -> ErrorDetails:
     """An unknown key first; else the first error, or, for a union field, its most telling member error."""
-    unknown = [e for e in errors if e["type"] == "extra_forbidden"]
+    unknown = [e for e in errors if e["type"] in _UNKNOWN_KEY_ERRORS]
     if unknown:
         return unknown[0]
     spot = _locate(model, errors[0]["loc"])
@@ -158,10 +159,10 @@ def _locate(model: type[BaseModel], loc: tuple) -> _Spot:
     dotted, field, field_loc, annotation, parent = "", "", (), model, model
     for i, part in enumerate(loc):
         base = _base(annotation)
-        if isinstance(part, str) and _is_model(base):
-            parent, dotted = base, f"{dotted}.{part}" if dotted else part
+        if _is_model(base):  # a field, or an unknown key (YAML also has non-string ones: ``1: x``)
+            parent, dotted = base, f"{dotted}.{part}" if dotted else str(part)
             field, field_loc = dotted, loc[: i + 1]
-            info = base.model_fields.get(part)
+            info = base.model_fields.get(str(part))
             annotation = _annotated(info) if info is not None else Any
         elif isinstance(part, int) and typing.get_origin(base) in (list, tuple):
             dotted, annotation = f"{dotted}[{part}]", typing.get_args(base)[0]
@@ -181,7 +182,7 @@ def _annotated(info: FieldInfo) -> Any:
 
 
 def _member_for_tag(union: Any, tag: str) -> Any:
-    """The union member pydantic's location tag names: ``float``/``constrained-float``, ``list[...]``, ``literal[...]``."""
+    """The union member a pydantic location tag names (``constrained-float``, ``list[...]``, ``literal[...]``)."""
     wanted = tag.removeprefix("constrained-").split("[", 1)[0].lower()
     for member in typing.get_args(union):
         if _kind(_strip(member)) == wanted:

@@ -125,7 +125,8 @@ def test_retention_lists_are_round_robin(tmp_path):
 
 
 def test_int_float_and_bool_fields_are_strict(tmp_path):
-    for text in ("agents: 2.5\n", "agents: four\n", "agents: true\n", "per_agent_scores: 1\n", "algorithm:\n  lr: '2'\n"):
+    refused = ("agents: 2.5\n", "agents: four\n", "agents: true\n", "per_agent_scores: 1\n", "algorithm:\n  lr: '2'\n")
+    for text in refused:
         with pytest.raises(UserError):
             load_config(write(tmp_path, text))
     config = load_config(write(tmp_path, "algorithm:\n  weight_decay: 0\n  lr: 3\n"))
@@ -174,7 +175,8 @@ def test_data_fraction_is_refused_outside_the_paper_partition(tmp_path):
     assert "data.data_fraction: 0.5 applies to partition 'paper' only" in str(err.value)
     assert "\n" not in str(err.value)
     # its default, as every saved config.yaml holds it, is fine with any partition
-    assert load_config(write(tmp_path, "data:\n  partition: dirichlet\n  data_fraction: 0.2\n")).data.partition == "dirichlet"
+    config = load_config(write(tmp_path, "data:\n  partition: dirichlet\n  data_fraction: 0.2\n"))
+    assert config.data.partition == "dirichlet"
 
 
 def test_paper_partition_is_accepted_for_any_dataset(tmp_path):

@@ -69,6 +69,7 @@ def test_document_level_errors():
     assert message({"section": {}}) == "missing key 'name'"
     assert message({"nmae": "n"}).startswith("unknown key 'nmae' (known: flag, name, section)")  # before 'missing'
     assert message(["a", "list"]) == "must be a mapping, got ['a', 'list']"
+    assert message({"name": "n", 1: 2}).startswith("unknown key '1' (known: ")  # YAML keys need not be strings
     assert message({"name": "n", "section": 3}) == "section: expected a mapping, got 3"
     assert message({"name": "n", "flag": 1}) == "flag: expected true or false, got 1"
     assert message({"name": "n", "flag": True, "section": {"mode": "slow"}}) == "flag needs section.mode 'fast'"
