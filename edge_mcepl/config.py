@@ -43,14 +43,14 @@ PATH_FIELDS = ("data.data_dir", "data.classes_file", "data.train_counts_file", "
 DEVICE_PATTERN = r"cpu|cuda(:\d+)?"  # where the simulator computes; edge_mcepl/nn/device.py resolves it
 
 Ratio = Annotated[float, Field(gt=0, le=1)]
-Retention = Ratio | Annotated[list[Ratio], Field(min_length=1)]
+Ratios = Ratio | Annotated[list[Ratio], Field(min_length=1)]  # one for all agents, or round-robin
 
 
 class DataConfig(StrictModel):
     dataset: Literal["cifar10", "mnist", "synthetic"] = "synthetic"
     data_dir: str | None = None  # None: $EDGE_MCEPL_DATA, ./data, ../shared/data are searched
-    # True: without the real dataset, run on synthetic data (data/resolve.py says so in a NOTE, keeps
-    # the partition, and the run's saved config records dataset: synthetic).
+    # True: without the real dataset, run on synthetic data (data/resolve.py says so in a NOTE and keeps
+    # the partition; a simulator run's saved config records dataset: synthetic).
     fallback_to_synthetic: bool = False
     partition: Literal["paper", "classes", "dirichlet"] = "classes"
     classes_per_agent: int = Field(4, ge=1, le=1000)
@@ -95,8 +95,8 @@ class TopologyConfig(StrictModel):
 class RetentionConfig(StrictModel):
     """Fraction of weights kept. A list is assigned round-robin: agent i gets ``list[i % len]``."""
 
-    conv: Retention = 0.3
-    linear: Retention = 0.9
+    conv: Ratios = 0.3
+    linear: Ratios = 0.9
 
     def for_agent(self, agent_id: int) -> tuple[float, float]:
         pick = lambda v: v[agent_id % len(v)] if isinstance(v, list) else v  # noqa: E731

@@ -7,8 +7,8 @@ error naming where it looked.
 The fallback (``data.fallback_to_synthetic``) replaces the images, never the partition: a
 ``paper`` partition stays the paper partition on synthetic data, which then must hold its counts
 (``data.synthetic_train_per_class`` images per class; a one-line error says when it does not),
-and :attr:`LabData.config` records ``dataset: synthetic`` so the run's saved config says what was
-used. The paper partition works on any dataset whose class counts fit its files.
+and :attr:`LabData.config` records ``dataset: synthetic``, which the simulator saves as the run's
+config: it says what was used. The paper partition works on any dataset whose class counts fit its files.
 """
 
 from __future__ import annotations
