@@ -39,7 +39,7 @@ import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal, TypeVar, Union
+from typing import Annotated, Any, Literal, TypeGuard, TypeVar, Union
 
 import annotated_types
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -156,7 +156,8 @@ def _is_type_error(error: ErrorDetails) -> bool:
 
 def _locate(model: type[BaseModel], loc: tuple) -> _Spot:
     """Follow an error location through model fields, list items, optional values and union members."""
-    dotted, field, field_loc, annotation, parent = "", "", (), model, model
+    dotted, field, field_loc, parent = "", "", (), model
+    annotation: Any = model
     for i, part in enumerate(loc):
         base = _base(annotation)
         if _is_model(base):  # a field, or an unknown key (YAML also has non-string ones: ``1: x``)
@@ -224,7 +225,7 @@ def _is_union(base: Any) -> bool:
     return typing.get_origin(base) in (Union, types.UnionType)
 
 
-def _is_model(base: Any) -> bool:
+def _is_model(base: Any) -> TypeGuard[type[BaseModel]]:
     return isinstance(base, type) and issubclass(base, BaseModel)
 
 

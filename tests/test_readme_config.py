@@ -25,7 +25,7 @@ def _flat(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def test_readme_lab_config_block_shows_every_default():
     section = README.read_text().split("### Lab config (YAML)", 1)[1]
-    block = re.search(r"```yaml\n(.*?)```", section, re.S)
+    block = re.search(r"```yaml\n(.*?)```", section, re.DOTALL)
     assert block, "no yaml block under 'Lab config (YAML)'"
     shown, defaults = _flat(yaml.safe_load(block.group(1))), _flat(LabConfig().to_dict())
     assert sorted(set(defaults) - set(shown)) == [], "keys missing from the README block"
