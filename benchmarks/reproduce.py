@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import json
 import multiprocessing
 import os
 import platform
@@ -47,6 +46,7 @@ from edge_mcepl.lab import Simulator  # noqa: E402
 from edge_mcepl.metrics import read_metrics  # noqa: E402
 from edge_mcepl.nn.device import describe_device, resolve_device  # noqa: E402
 from edge_mcepl.profiles import load_profile, policy_retention  # noqa: E402
+from edge_mcepl.validation import set_dotted  # noqa: E402
 
 REFERENCE = ROOT.parent / "shared" / "reference" / "mcepl-paper-setting"
 
@@ -192,17 +192,14 @@ def base_config(preset: str, args: argparse.Namespace) -> tuple[dict[str, Any], 
 
 
 def with_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    raw = json.loads(json.dumps(raw))
+    """``raw`` with an experiment's dotted-key ``overrides`` set (a copy: the base mapping is shared by experiments)."""
     # Preset values must win over the base's explicit algorithm fields only when asked for: the base
     # mapping of --full is a fully expanded config, so drop its preset-controlled keys when switching.
     if "algorithm.preset" in overrides:
-        raw["algorithm"] = {k: v for k, v in raw["algorithm"].items() if k not in ("group_lasso", "min_kept_per_filter")}
+        kept = {k: v for k, v in raw["algorithm"].items() if k not in ("group_lasso", "min_kept_per_filter")}
+        raw = {**raw, "algorithm": kept}
     for dotted, value in overrides.items():
-        node = raw
-        *parents, leaf = dotted.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
+        raw = set_dotted(raw, dotted, value)
     return raw
 
 

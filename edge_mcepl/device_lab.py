@@ -225,18 +225,18 @@ def plan_agent(env: LabEnvelope, agent_id: int, profile=None, threads: int | Non
     elif profile is not None:
         decision = policy_retention(profile, config.model, linear)
         conv = decision.retention
-        config = dataclasses.replace(config, retention=RetentionConfig(conv=conv, linear=config.retention.linear))
+        config = config.replace(retention=RetentionConfig(conv=conv, linear=config.retention.linear))
         notes.append(f"retention {conv:g} (conv) / {linear:g} (linear): {decision.detail}")
     else:
         notes.append(f"retention {conv:g} (conv) / {linear:g} (linear): lab default (no profile)")
     if profile is not None and profile.batch_size and "algorithm.batch_size" not in env.explicit:
-        config = dataclasses.replace(config, algorithm=dataclasses.replace(config.algorithm, batch_size=profile.batch_size))
+        config = config.replace(algorithm=config.algorithm.replace(batch_size=profile.batch_size))
         notes.append(f"batch size {profile.batch_size}: from profile {profile.name}")
     chosen = threads or (profile.training_threads if profile is not None else config.threads)
     notes.append(f"threads {chosen}: " + ("--threads" if threads else f"profile {profile.name}" if profile else "lab config"))
     if config.device != "cpu":
         # A lab config is shared by every device (a Pi has no CUDA): `device` is the simulator's knob.
-        config = dataclasses.replace(config, device="cpu")
+        config = config.replace(device="cpu")
         notes.append(f"device cpu: a device lab trains on each device's CPU (the lab's device {env.config.device!r} "
                      "applies to the simulator)")
     return AgentPlan(config, chosen, tuple(notes))

@@ -85,6 +85,7 @@ class Simulator:
         device = resolve_device(self.config.device)
         data = load_lab_data(self.config, build_model(self.config.model).input_shape, self.log)
         self.data = dataclasses.replace(data, test=data.test.to(device))  # one copy for every agent
+        self.config = self.config.replace(data=data.config)  # what was used (a fallback says synthetic)
         self.log(f"data: {self.data.description}; computing on {describe_device(device)}")
         template = build_model(self.config.model, self.data.train.num_classes)
         self.topology = build_topology_for(self.config)

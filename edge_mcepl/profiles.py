@@ -19,7 +19,8 @@ package as ``edge_mcepl/device_profiles/``)::
     retention_ratio: auto           # "auto" (the policy below) or a float 0.01–1.0: fraction of
                                     # conv weights KEPT
 
-Validation is strict, like the lab config's: an unknown key, a wrong type (an int field does not
+Validation is strict, like the lab config's (:class:`ProfileFile`, through
+:mod:`edge_mcepl.validation`): an unknown key, a missing one, a wrong type (an int field does not
 take 4.0 or true) or an out-of-range value is a one-line :class:`UserError` naming the file and the
 dotted field.
 
@@ -54,32 +55,18 @@ import time
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import yaml
+from pydantic import Field, field_validator
 
 from .errors import UserError
+from .validation import StrictModel, validate
 
 BUNDLED_DIR = Path(__file__).resolve().parent / "device_profiles"
 EFFICIENCY = 0.3
 R_MIN, R_MAX, R_STEP = 0.05, 0.5, 0.05
-NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
-
-# (dotted key, type, low, high, required). type: "int", "float", "str", "name", "ratio_or_auto".
-_SCHEMA: dict[str, tuple[str, float | None, float | None, bool]] = {
-    "name": ("name", None, None, True),
-    "description": ("str", None, None, False),
-    "hardware.cores": ("int", 1, 1024, True),
-    "hardware.memory_mb": ("int", 16, 16_777_216, True),
-    "hardware.gflops": ("float", 0.01, 1e6, True),
-    "hardware.uplink_mbps": ("float", 0.01, 1e6, True),
-    "budget.inference_latency_ms": ("float", 0.01, 1e6, True),
-    "budget.model_memory_mb": ("float", 0.1, 1e6, True),
-    "training.threads": ("int?", 1, 1024, False),
-    "training.batch_size": ("int?", 1, 1_000_000, False),
-    "retention_ratio": ("ratio_or_auto", 0.01, 1.0, True),
-}
-_SECTIONS = {"hardware", "budget", "training"}
+NAME_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
 
 
 @dataclass(frozen=True)
@@ -118,6 +105,41 @@ class DeviceProfile:
 # Loading and validation
 
 
+class _Hardware(StrictModel):
+    cores: int = Field(ge=1, le=1024)
+    memory_mb: int = Field(ge=16, le=16_777_216)
+    gflops: float = Field(ge=0.01, le=1e6)
+    uplink_mbps: float = Field(ge=0.01, le=1e6)
+
+
+class _Budget(StrictModel):
+    inference_latency_ms: float = Field(ge=0.01, le=1e6)
+    model_memory_mb: float = Field(ge=0.1, le=1e6)
+
+
+class _Training(StrictModel):
+    threads: Annotated[int, Field(ge=1, le=1024)] | None = None
+    batch_size: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
+
+
+class ProfileFile(StrictModel):
+    """The YAML shape of a profile (the schema in the module docstring); :class:`DeviceProfile` is its flat form."""
+
+    name: str = Field(pattern=NAME_PATTERN, description="a name of 1–64 letters, digits, '_', '.' or '-'")
+    description: str = ""
+    hardware: _Hardware
+    budget: _Budget
+    training: _Training = Field(default_factory=_Training)
+    retention_ratio: Literal["auto"] | Annotated[float, Field(ge=0.01, le=1.0)]
+
+    @field_validator("training", mode="before")
+    @classmethod
+    def _empty_training(cls, training: Any) -> Any:
+        """``training:`` with nothing under it (null) is the same as leaving the optional section out."""
+        return {} if training is None else training
+
+
+
 def bundled_profiles() -> list[str]:
     """Names of the profiles shipped with the package (``rpi4``, ``laptop``, …)."""
     return sorted(p.stem for p in BUNDLED_DIR.glob("*.yaml"))
@@ -152,80 +174,13 @@ def load_profile(spec: str | os.PathLike) -> DeviceProfile:
 
 def profile_from_dict(raw: Any, source: str = "profile") -> DeviceProfile:
     """Validate a plain mapping into a :class:`DeviceProfile`; one-line errors name source and field."""
-    if not isinstance(raw, dict):
-        raise UserError(f"{source}: a device profile must be a mapping of keys to values")
-    flat: dict[str, Any] = {}
-    top_known = {k.split(".")[0] for k in _SCHEMA}
-    for key, value in raw.items():
-        if key not in top_known:
-            raise UserError(f"{source}: unknown key '{key}' (known: {', '.join(sorted(top_known))})")
-        if key in _SECTIONS:
-            if value is None and key == "training":
-                continue
-            if not isinstance(value, dict):
-                raise UserError(f"{source}: {key}: expected a mapping, got {_show(value)}")
-            known = sorted(k.split(".", 1)[1] for k in _SCHEMA if k.startswith(key + "."))
-            for sub, subvalue in value.items():
-                if sub not in known:
-                    raise UserError(f"{source}: unknown key '{key}.{sub}' (known: {', '.join(known)})")
-                flat[f"{key}.{sub}"] = subvalue
-        else:
-            flat[key] = value
-    values: dict[str, Any] = {}
-    for dotted, (kind, lo, hi, required) in _SCHEMA.items():
-        if dotted not in flat:
-            if required:
-                raise UserError(f"{source}: missing key '{dotted}'")
-            continue
-        values[dotted] = _check(flat[dotted], kind, lo, hi, dotted, source)
+    shape = validate(ProfileFile, raw, source)
+    hw, budget, training = shape.hardware, shape.budget, shape.training
     return DeviceProfile(
-        name=values["name"], description=values.get("description") or "",
-        cores=values["hardware.cores"], memory_mb=values["hardware.memory_mb"], gflops=values["hardware.gflops"],
-        uplink_mbps=values["hardware.uplink_mbps"], inference_latency_ms=values["budget.inference_latency_ms"],
-        model_memory_mb=values["budget.model_memory_mb"], threads=values.get("training.threads"),
-        batch_size=values.get("training.batch_size"), retention_ratio=values["retention_ratio"], source=source)
-
-
-def _check(value: Any, kind: str, lo: float | None, hi: float | None, dotted: str, source: str) -> Any:
-    def bad(expected: str) -> UserError:
-        return UserError(f"{source}: {dotted}: expected {expected}, got {_show(value)}")
-
-    is_int = isinstance(value, int) and not isinstance(value, bool)
-    is_num = is_int or isinstance(value, float)
-    if kind == "name":
-        if not isinstance(value, str) or not NAME_RE.match(value):
-            raise bad("a name of 1–64 letters, digits, '_', '.' or '-'")
-        return value
-    if kind == "str":
-        if not isinstance(value, str):
-            raise bad("a string")
-        return value
-    if kind == "ratio_or_auto":
-        if value == "auto":
-            return "auto"
-        if not is_num:
-            raise bad("'auto' or a number")
-        value = float(value)
-    elif kind == "int?":
-        if value is None:
-            return None
-        if not is_int:
-            raise bad("an int or null")
-    elif kind == "int":
-        if not is_int:
-            raise bad("an int")
-    elif kind == "float":
-        if not is_num:
-            raise bad("a number")
-        value = float(value)
-    if not math.isfinite(value) or not lo <= value <= hi:
-        raise UserError(f"{source}: {dotted}: {value} is outside [{lo:g}, {hi:g}]")
-    return value
-
-
-def _show(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
+        name=shape.name, description=shape.description, cores=hw.cores, memory_mb=hw.memory_mb, gflops=hw.gflops,
+        uplink_mbps=hw.uplink_mbps, inference_latency_ms=budget.inference_latency_ms,
+        model_memory_mb=budget.model_memory_mb, threads=training.threads, batch_size=training.batch_size,
+        retention_ratio=shape.retention_ratio, source=source)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from edge_mcepl.config import config_from_dict
 from edge_mcepl.nn.layers import MaskedConv2d, MaskedLinear
 from edge_mcepl.nn.weights import generate_fixed_weights, load_fixed_weights
 from edge_mcepl.nn.zoo import MaskedNetwork
+from edge_mcepl.validation import set_dotted
 
 
 class TinyNet(MaskedNetwork):
@@ -49,11 +50,7 @@ def tiny_lab_config(**overrides):
         "algorithm": {"batch_size": 8},
     }
     for key, value in overrides.items():
-        node = raw
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
+        raw = set_dotted(raw, key, value)
     return config_from_dict(raw)
 
 

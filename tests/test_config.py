@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
-from edge_mcepl.config import load_config
+from edge_mcepl.config import config_from_dict, load_config
 from edge_mcepl.errors import UserError
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def write(tmp_path: Path, text: str, name="lab.yaml") -> Path:
@@ -116,3 +122,67 @@ def test_retention_lists_are_round_robin(tmp_path):
         (0.2, 0.8), (0.35, 0.8), (0.5, 0.8), (0.2, 0.8), (0.35, 0.8), (0.5, 0.8), (0.2, 0.8)]
     config = load_config(write(tmp_path, "retention:\n  conv: 0.4\n  linear: [1, 0.6]\n", "b.yaml"))
     assert [config.retention.for_agent(i) for i in range(3)] == [(0.4, 1.0), (0.4, 0.6), (0.4, 1.0)]
+
+
+def test_int_float_and_bool_fields_are_strict(tmp_path):
+    refused = ("agents: 2.5\n", "agents: four\n", "agents: true\n", "per_agent_scores: 1\n", "algorithm:\n  lr: '2'\n")
+    for text in refused:
+        with pytest.raises(UserError):
+            load_config(write(tmp_path, text))
+    config = load_config(write(tmp_path, "algorithm:\n  weight_decay: 0\n  lr: 3\n"))
+    assert isinstance(config.algorithm.weight_decay, float) and isinstance(config.algorithm.lr, float)
+
+
+def test_bounds_and_unknown_keys_are_worded_from_the_fields(tmp_path):
+    path = write(tmp_path, "topology:\n  p: 1.5\n")
+    with pytest.raises(UserError, match=r"topology\.p: 1\.5 is outside \[0, 1\]$"):
+        load_config(path)
+    with pytest.raises(UserError, match=r"unknown key 'algorithm\.learning_rate' \(known: aggregation_tensor, "):
+        load_config(write(tmp_path, "algorithm:\n  learning_rate: 2.0\n"))
+
+
+def test_configs_are_frozen_and_replace_revalidates():
+    config = config_from_dict({})
+    with pytest.raises(ValidationError):
+        config.agents = 3
+    smaller = config.replace(algorithm=config.algorithm.replace(batch_size=16))
+    assert (smaller.algorithm.batch_size, config.algorithm.batch_size) == (16, 128)
+    with pytest.raises(ValidationError):
+        config.replace(agents=0)
+
+
+def test_to_dict_round_trips():
+    config = config_from_dict({"agents": 3, "retention": {"conv": [0.2, 0.5]}, "algorithm": {"preset": "structured"}})
+    assert config_from_dict(config.to_dict()) == config
+
+
+def test_params_are_the_rule_knobs_of_the_algorithm_section():
+    config = config_from_dict({"algorithm": {"lr": 2, "mask_codec": "rice", "weight_lr": 0.2}})
+    assert (config.params.lr, config.params.mask_codec) == (2.0, "rice")
+    assert not hasattr(config.params, "weight_lr")
+
+
+def test_importing_the_config_does_not_import_torch():
+    code = "import sys, edge_mcepl.config; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert out.stdout.strip() == "False"
+
+
+def test_data_fraction_is_refused_outside_the_paper_partition(tmp_path):
+    with pytest.raises(UserError) as err:
+        load_config(write(tmp_path, "data:\n  partition: classes\n  data_fraction: 0.5\n"))
+    assert "data.data_fraction: 0.5 applies to partition 'paper' only" in str(err.value)
+    assert "\n" not in str(err.value)
+    # its default, as every saved config.yaml holds it, is fine with any partition
+    config = load_config(write(tmp_path, "data:\n  partition: dirichlet\n  data_fraction: 0.2\n"))
+    assert config.data.partition == "dirichlet"
+
+
+def test_paper_partition_is_accepted_for_any_dataset(tmp_path):
+    files = "  classes_file: c.txt\n  train_counts_file: t.txt\n"
+    for dataset in ("cifar10", "mnist", "synthetic"):
+        config = load_config(write(tmp_path, f"data:\n  dataset: {dataset}\n  partition: paper\n{files}"))
+        assert (config.data.dataset, config.data.partition) == (dataset, "paper")
+    with pytest.raises(UserError, match="partition 'paper' needs classes_file and train_counts_file"):
+        load_config(write(tmp_path, "data:\n  dataset: mnist\n  partition: paper\n"))

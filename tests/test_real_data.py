@@ -9,9 +9,12 @@ import numpy as np
 import pytest
 import torch
 
+from edge_mcepl.config import config_from_dict
 from edge_mcepl.data.cifar10 import load_cifar10
 from edge_mcepl.data.mnist import load_mnist
 from edge_mcepl.data.partitions import check_disjoint, paper_partition
+from edge_mcepl.data.resolve import load_lab_data
+from edge_mcepl.errors import UserError
 from edge_mcepl.topology import from_adjacency_file
 
 pytestmark = pytest.mark.integration
@@ -77,3 +80,22 @@ def test_reference_adjacency() -> None:
     degrees = [graph.degree(i) for i in range(20)]
     assert graph.num_edges == 104 and (min(degrees), max(degrees)) == (2, 14)
     assert graph.neighbours(10) == (12, 14)
+
+
+def test_paper_partition_on_mnist_where_the_reference_counts_fit() -> None:
+    setting, _ = _require(SETTING), _require(DATA / "mnist")
+    raw = {"agents": 20, "data": {"dataset": "mnist", "data_dir": str(DATA), "partition": "paper",
+                                  "classes_file": str(setting / "classes_per_agent_4.txt"),
+                                  "train_counts_file": str(setting / "train_counts_4.txt")}}
+    lab = load_lab_data(config_from_dict(raw), (1, 28, 28), log=lambda _: None)
+    counts = np.loadtxt(setting / "train_counts_4.txt", dtype=np.int64)
+    labels = lab.train.labels.numpy()
+    assert lab.description == f"mnist from {DATA}" and len(lab.partitions) == 20
+    for agent, part in enumerate(lab.partitions):
+        assert part.train_indices.size == int(np.sum(counts[agent] // 5))
+        assert set(labels[part.train_indices].tolist()) == set(part.classes)
+    # The reference test counts describe CIFAR-10's test set (1000 per class); MNIST's differ: one line names it.
+    raw["data"]["test_counts_file"] = str(setting / "test_counts_4.txt")
+    with pytest.raises(UserError) as err:
+        load_lab_data(config_from_dict(raw), (1, 28, 28), log=lambda _: None)
+    assert str(err.value).startswith(str(setting / "test_counts_4.txt")) and "\n" not in str(err.value)

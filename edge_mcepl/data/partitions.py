@@ -303,12 +303,14 @@ def _read_counts(path: Path, held: list[tuple[int, ...]], num_classes: int) -> n
 
 
 def _check_class_totals(path: Path, counts: np.ndarray, train: np.ndarray) -> None:
+    """Every class's consecutive blocks must fit its images: name the class and the first row that overflows."""
     available = np.bincount(train, minlength=counts.shape[1])
     for c, total in enumerate(counts.sum(axis=0)):
         if total > available[c]:
+            row = int(np.argmax(np.cumsum(counts[:, c]) > available[c]))
             raise UserError(
                 f"{path}: column {c} sums to {total} but the train set has only "
-                f"{available[c]} images of class {c}"
+                f"{available[c]} images of class {c} (row {row} is the first that does not fit)"
             )
 
 

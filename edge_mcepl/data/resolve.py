@@ -3,6 +3,12 @@
 Finding the data is a user-facing step: the demo must say plainly when real CIFAR-10 was not
 found and synthetic data is used instead, and a missing dataset without a fallback is a one-line
 error naming where it looked.
+
+The fallback (``data.fallback_to_synthetic``) replaces the images, never the partition: a
+``paper`` partition stays the paper partition on synthetic data, which then must hold its counts
+(``data.synthetic_train_per_class`` images per class; a one-line error says when it does not),
+and :attr:`LabData.config` records ``dataset: synthetic``, which the simulator saves as the run's
+config: it says what was used. The paper partition works on any dataset whose class counts fit its files.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..config import DataConfig
 from ..errors import UserError
 from .arrays import ArrayDataset
 from .cifar10 import load_cifar10
@@ -28,6 +35,7 @@ class LabData:
     test: ArrayDataset
     partitions: list[AgentPartition]
     description: str  # one line for the log: what was loaded, from where
+    config: DataConfig  # the data settings as used: dataset "synthetic" after a fallback
 
 
 def candidate_dirs(data_dir: str | None) -> list[Path]:
@@ -64,7 +72,10 @@ def load_lab_data(config, input_shape: tuple[int, int, int], log) -> LabData:
             if not d.fallback_to_synthetic:
                 raise
             log(f"NOTE: {exc}")
-            log("NOTE: falling back to SYNTHETIC data — results are not CIFAR-10/MNIST numbers.")
+            log("NOTE: falling back to SYNTHETIC data — results are not CIFAR-10/MNIST numbers"
+                + (f"; the paper partition is kept: its counts must fit {d.synthetic_train_per_class} train / "
+                   f"{d.synthetic_test_per_class} test images per class (data.synthetic_*_per_class)"
+                   if d.partition == "paper" else "."))
             dataset = "synthetic"
     if dataset == "synthetic":
         train, test = make_synthetic(10, input_shape, d.synthetic_train_per_class, d.synthetic_test_per_class,
@@ -73,18 +84,23 @@ def load_lab_data(config, input_shape: tuple[int, int, int], log) -> LabData:
     if tuple(train.images.shape[1:]) != tuple(input_shape):
         raise UserError(f"model {config.model!r} takes {input_shape} inputs but {dataset} images are "
                         f"{tuple(train.images.shape[1:])}; choose a matching model")
-    partitions = _partition(config, train, test, paper=(d.partition == "paper" and dataset == "cifar10"))
-    return LabData(train, test, partitions, description)
+    used = d.replace(dataset=dataset)
+    return LabData(train, test, _partition(config, used, train, test), description, used)
 
 
-def _partition(config, train: ArrayDataset, test: ArrayDataset, paper: bool) -> list[AgentPartition]:
-    d = config.data
+def _partition(config, d: DataConfig, train: ArrayDataset, test: ArrayDataset) -> list[AgentPartition]:
     labels = (train.labels.numpy(), test.labels.numpy())
-    if paper:
-        parts = paper_partition(*labels, d.classes_file, d.train_counts_file, d.test_counts_file, d.data_fraction)
-        if len(parts) != config.agents:
-            raise UserError(f"{d.classes_file}: describes {len(parts)} agents but the lab has agents: {config.agents}")
-        return parts
+    if d.partition == "paper":
+        return _paper(config, d, *labels)
     if d.partition == "dirichlet":
         return dirichlet_partition(*labels, config.agents, d.dirichlet_alpha, config.seed)
     return classes_partition(*labels, config.agents, d.classes_per_agent, config.seed)
+
+
+def _paper(config, d: DataConfig, train_labels, test_labels) -> list[AgentPartition]:
+    """The paper partition on whatever dataset was loaded; its files' counts are checked against it."""
+    parts = paper_partition(train_labels, test_labels, d.classes_file, d.train_counts_file, d.test_counts_file,
+                            d.data_fraction)
+    if len(parts) != config.agents:
+        raise UserError(f"{d.classes_file}: describes {len(parts)} agents but the lab has agents: {config.agents}")
+    return parts

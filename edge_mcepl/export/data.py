@@ -7,7 +7,6 @@ for export: when it cannot be found the manifest records why accuracy was skippe
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,8 +40,8 @@ class RunData:
         config = self.run.config
         data = config.data
         if self.data_dir is not None:
-            data = dataclasses.replace(data, data_dir=self.data_dir)
-        strict = dataclasses.replace(config, data=dataclasses.replace(data, fallback_to_synthetic=False))
+            data = data.replace(data_dir=self.data_dir)
+        strict = config.replace(data=data.replace(fallback_to_synthetic=False))
         try:
             self._loaded = load_lab_data(strict, self.input_shape, self.log)
         except UserError as exc:
@@ -51,7 +50,7 @@ class RunData:
                 return None
             # The run's config allowed the same fallback; the run log said whether it used it.
             self._note = f" (synthetic fallback as the run's config allows: {exc})"
-            fallback = dataclasses.replace(config, data=dataclasses.replace(data, dataset="synthetic"))
+            fallback = config.replace(data=data.replace(dataset="synthetic"))
             self._loaded = load_lab_data(fallback, self.input_shape, self.log)
         return self._loaded
 

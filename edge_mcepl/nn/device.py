@@ -8,13 +8,9 @@ to a CPU run, and may differ from another CUDA run (some cuDNN backward kernels 
 
 from __future__ import annotations
 
-import re
-
 import torch
 
 from ..errors import UserError
-
-DEVICE_PATTERN = re.compile(r"cpu|cuda(:\d+)?")
 
 
 def resolve_device(name: str) -> torch.device:
