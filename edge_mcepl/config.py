@@ -13,22 +13,19 @@ coordinator, a report script or a test can read configs without loading the trai
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
+from .algorithms.registry import RULE_NAMES
 from .comm.codec import MASK_CODECS
 from .errors import UserError
 from .validation import StrictModel, set_dotted, validate
 
-if TYPE_CHECKING:
-    from .algorithms.mcepl import MCEPLParams
-
-ALGORITHMS: tuple[str, ...] = ("mcepl", "local_only", "dsgd", "weight_training", "dispfl", "mask_averaging")
+ALGORITHMS: tuple[str, ...] = RULE_NAMES  # each rule reads its own knobs from the algorithm section
 
 PRESETS: dict[str, dict[str, Any]] = {
     # The authors' reference code: no group lasso, no filter drop, ELU on logits.
@@ -147,13 +144,6 @@ class LabConfig(StrictModel):
         if not re.fullmatch(DEVICE_PATTERN, device):
             raise ValueError(f"{device!r} is not 'cpu', 'cuda' or 'cuda:N'")
         return device
-
-    @property
-    def params(self) -> MCEPLParams:
-        """The MCE-PL rule's knobs (the algorithm section without preset and baseline knobs)."""
-        from .algorithms.mcepl import MCEPLParams  # torch: imported only by whoever runs the rule
-
-        return MCEPLParams(**{f.name: getattr(self.algorithm, f.name) for f in dataclasses.fields(MCEPLParams)})
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (what ``config.yaml`` holds); :func:`config_from_dict` reads it back."""

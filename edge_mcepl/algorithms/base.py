@@ -23,14 +23,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..config import AlgorithmConfig
 from ..nn.masking import live_filters
 from ..nn.zoo import MaskedNetwork
 from .params import Retention, RuleParams
 
 if TYPE_CHECKING:
     from typing_extensions import Self
-
-    from ..config import AlgorithmConfig
 
 
 class Message(Protocol):

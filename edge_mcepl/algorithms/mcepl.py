@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import numpy as np
 import torch
@@ -39,7 +39,7 @@ class MCEPLParams(RuleParams):
 
     lr: float = 10.0  # η, SGD on the scores
     consensus_lr: float = 10.0  # η₂; 0 = no consensus step
-    round0_prior: str = "bernoulli"  # m̄⁽⁰⁾: "bernoulli" (a shared Bernoulli(r) mask) or "zeros"
+    round0_prior: Literal["bernoulli", "zeros"] = "bernoulli"  # m̄⁽⁰⁾: a shared Bernoulli(r) mask, or none
     group_lasso: float = 0.0
     min_kept_per_filter: int | None = None
     aggregation_tensor: bool = True
