@@ -53,7 +53,7 @@ import re
 import socket
 import time
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -197,7 +197,7 @@ class ModelCost:
     linear_weights: int
 
 
-@lru_cache(maxsize=None)
+@cache
 def model_cost(model_name: str) -> ModelCost:
     """Count a zoo model's conv/linear multiply-adds with one forward pass of a zero image."""
     import torch

@@ -179,7 +179,10 @@ def _locate(model: type[BaseModel], loc: tuple) -> _Spot:
 def _annotated(info: FieldInfo) -> Any:
     """A model field's type with its constraints and description attached again (pydantic splits them off)."""
     extras = [*info.metadata] + ([FieldInfo(description=info.description)] if info.description else [])
-    return Annotated[(info.annotation, *extras)] if extras else info.annotation
+    if not extras:
+        return info.annotation
+    # Annotated[(t, *extras)] is what this means; mypy reads that spelling as 3.11-only syntax.
+    return Annotated.__class_getitem__((info.annotation, *extras))  # type: ignore[attr-defined]
 
 
 def _member_for_tag(union: Any, tag: str) -> Any:

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 import torch
 
-from conftest import tiny_lab_config
 from edge_mcepl.algorithms.dispfl import anneal_rate
 from edge_mcepl.comm.transport import InMemoryTransport
 from edge_mcepl.lab import Simulator
+
+from conftest import tiny_lab_config
+
 
 def test_aggregation_is_the_holder_wise_mean_re_masked():
     sim = Simulator(tiny_lab_config(**{"algorithm.name": "dispfl"}), log=lambda s: None)

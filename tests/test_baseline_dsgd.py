@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import tiny_lab_config
 from edge_mcepl.algorithms.dsgd import DSGD, mixing_weights
 from edge_mcepl.comm.transport import InMemoryTransport
 from edge_mcepl.lab import Simulator
+
+from conftest import tiny_lab_config
 
 
 def metropolis_matrix(adjacency: np.ndarray) -> np.ndarray:

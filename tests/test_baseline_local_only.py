@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import tiny_lab_config
 from edge_mcepl.config import config_from_dict
 from edge_mcepl.errors import UserError
 from edge_mcepl.lab import Simulator
+
+from conftest import tiny_lab_config
 
 
 def test_local_only_receives_nothing_keeps_zero_mean_and_learns():

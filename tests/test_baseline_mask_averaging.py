@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from conftest import tiny_lab_config
 from edge_mcepl.algorithms.mask_averaging import voted_mask
 from edge_mcepl.lab import Simulator
 from edge_mcepl.nn.masking import kept_count, topk_mask
+
+from conftest import tiny_lab_config
 
 
 def test_vote_equals_an_independent_count():

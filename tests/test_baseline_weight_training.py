@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from conftest import tiny_lab_config
 from edge_mcepl.lab import Simulator
 from edge_mcepl.nn.masking import kept_count
+
+from conftest import tiny_lab_config
 
 
 def test_pruned_masks_keep_the_largest_init_weights_at_mcepl_density():

@@ -68,9 +68,11 @@ def test_missing_file_and_invalid_yaml_are_user_errors(tmp_path):
 
 def test_valid_values_are_kept(tmp_path):
     config = load_config(write(tmp_path, "agents: 3\nalgorithm:\n  lr: 2\n  batch_size: 16\ntopology:\n  kind: ring\n"))
-    assert (config.agents, config.algorithm.lr, config.algorithm.batch_size, config.topology.kind) == (3, 2.0, 16, "ring")
+    assert (config.agents, config.algorithm.lr, config.algorithm.batch_size, config.topology.kind) == (
+        3, 2.0, 16, "ring")
     assert isinstance(config.algorithm.lr, float)
-    assert params_from(MCEPLParams, config.algorithm).lr == 2.0 and params_from(MCEPLParams, config.algorithm).batch_size == 16
+    params = params_from(MCEPLParams, config.algorithm)
+    assert params.lr == 2.0 and params.batch_size == 16
 
 
 def test_reference_preset_is_the_default(tmp_path):
@@ -83,11 +85,13 @@ def test_structured_preset_sets_group_lasso_and_filter_drop(tmp_path):
     config = load_config(write(tmp_path, "algorithm:\n  preset: structured\n"))
     assert config.algorithm.group_lasso == 0.0
     assert config.algorithm.min_kept_per_filter == 20
-    assert params_from(MCEPLParams, config.algorithm).group_lasso == 0.0 and params_from(MCEPLParams, config.algorithm).min_kept_per_filter == 20
+    params = params_from(MCEPLParams, config.algorithm)
+    assert params.group_lasso == 0.0 and params.min_kept_per_filter == 20
 
 
 def test_explicit_keys_override_the_preset(tmp_path):
-    config = load_config(write(tmp_path, "algorithm:\n  preset: structured\n  group_lasso: 0.002\n  min_kept_per_filter: 3\n"))
+    config = load_config(write(tmp_path, "algorithm:\n  preset: structured\n  group_lasso: 0.002\n"
+                                         "  min_kept_per_filter: 3\n"))
     assert config.algorithm.group_lasso == 0.002 and config.algorithm.min_kept_per_filter == 3
 
 
@@ -160,8 +164,9 @@ def test_to_dict_round_trips():
 
 def test_params_are_the_rule_knobs_of_the_algorithm_section():
     config = config_from_dict({"algorithm": {"lr": 2, "mask_codec": "rice", "weight_lr": 0.2}})
-    assert (params_from(MCEPLParams, config.algorithm).lr, params_from(MCEPLParams, config.algorithm).mask_codec) == (2.0, "rice")
-    assert not hasattr(params_from(MCEPLParams, config.algorithm), "weight_lr")
+    params = params_from(MCEPLParams, config.algorithm)
+    assert (params.lr, params.mask_codec) == (2.0, "rice")
+    assert not hasattr(params, "weight_lr")
 
 
 def test_importing_the_config_does_not_import_torch():

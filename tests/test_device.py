@@ -9,11 +9,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import tiny_lab_config
 from edge_mcepl.cli import main
 from edge_mcepl.errors import UserError
 from edge_mcepl.lab import Simulator
 from edge_mcepl.nn.device import resolve_device
+
+from conftest import tiny_lab_config
 
 ALGORITHMS = ("mcepl", "local_only", "dsgd", "dispfl", "weight_training", "mask_averaging")
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (the lent GPU machine)")

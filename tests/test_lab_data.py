@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import tiny_lab_config
 from edge_mcepl.data.partitions import paper_partition
 from edge_mcepl.data.resolve import load_lab_data
 from edge_mcepl.errors import UserError
 from edge_mcepl.lab import Simulator
+
+from conftest import tiny_lab_config
 
 SMALL_CNN = (1, 28, 28)
 

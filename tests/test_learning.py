@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import tiny_lab_config
 from edge_mcepl.lab import Simulator
 from edge_mcepl.nn.layers import MaskedConv2d
 from edge_mcepl.nn.masking import kept_count
+
+from conftest import tiny_lab_config
 
 
 def test_four_agents_learn_their_classes():

@@ -9,10 +9,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import dense_tiny_forward
 from edge_mcepl.algorithms.mcepl import MCEPL, MCEPLParams
 from edge_mcepl.algorithms.params import Retention
 from edge_mcepl.nn.masking import kept_count
+
+from conftest import dense_tiny_forward
 
 
 def batch(seed=0):

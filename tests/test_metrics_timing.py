@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 
-from conftest import tiny_lab_config
 from edge_mcepl.lab import Simulator
+
+from conftest import tiny_lab_config
 
 
 def test_train_seconds_is_per_agent_and_the_round_contains_them_all(tmp_path):

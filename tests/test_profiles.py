@@ -11,8 +11,17 @@ import yaml
 
 from edge_mcepl.cli import main
 from edge_mcepl.errors import UserError
-from edge_mcepl.profiles import (BUNDLED_DIR, R_MAX, R_MIN, bundled_profiles, load_profile, model_cost,
-                                 policy_retention, profile_from_dict, resolve_profile_path)
+from edge_mcepl.profiles import (
+    BUNDLED_DIR,
+    R_MAX,
+    R_MIN,
+    bundled_profiles,
+    load_profile,
+    model_cost,
+    policy_retention,
+    profile_from_dict,
+    resolve_profile_path,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 VALID = textwrap.dedent("""\
@@ -105,7 +114,8 @@ def test_policy_formula(tmp_path):
     (lambda t: t.replace("retention_ratio: auto", "retention_ratio: 1.5"), "retention_ratio: 1.5 is outside"),
     (lambda t: t.replace("retention_ratio: auto", "retention_ratio: automatic"), "retention_ratio: expected 'auto'"),
     (lambda t: t.replace("cores: 4", "cores: 0"), "hardware.cores: 0 is outside [1, 1024]"),
-    (lambda t: t.replace("inference_latency_ms: 10.0", "inference_latency_ms: -1"), "budget.inference_latency_ms: -1.0 is outside"),
+    (lambda t: t.replace("inference_latency_ms: 10.0", "inference_latency_ms: -1"),
+     "budget.inference_latency_ms: -1.0 is outside"),
     (lambda t: t.replace("  uplink_mbps: 40.0\n", ""), "missing key 'hardware.uplink_mbps'"),
     (lambda t: t.replace("name: test-device", "name: my device!"), "name: expected a name"),
     (lambda t: t.replace("training:\n  threads: 2\n  batch_size: null\n", "training: 4\n"),

@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import tiny_lab_config
 from edge_mcepl.algorithms.base import LearningRule
 from edge_mcepl.algorithms.registry import RULE_NAMES, rule_class
 from edge_mcepl.config import ALGORITHMS
 from edge_mcepl.lab import Simulator
+
+from conftest import tiny_lab_config
 
 MASK_RULES = {"mcepl", "local_only", "mask_averaging"}
 

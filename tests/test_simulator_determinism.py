@@ -8,11 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import tiny_lab_config
 from edge_mcepl.comm.codec import decode_masks, message_size
 from edge_mcepl.lab import Simulator
 from edge_mcepl.metrics import read_metrics
 from edge_mcepl.nn.zoo import build_model
+
+from conftest import tiny_lab_config
 
 TIMING_FIELDS = {"train_seconds", "round_seconds"}
 # Path graph 0 – 1 – 2 – 3: degrees 1, 2, 2, 1.

@@ -18,12 +18,12 @@ def test_alexnet_shapes_and_counts():
     layers = model.masked_layers()
     assert [name for name, _ in layers] == ["conv1", "conv2", "conv3", "fc1", "fc2"]
     assert model.layer_shapes() == [(64, 3, 5, 5), (128, 64, 5, 5), (256, 128, 5, 5), (192, 1024), (10, 192)]
-    conv = sum(l.weight.numel() for _, l in layers if isinstance(l, MaskedConv2d))
-    fc = sum(l.weight.numel() for _, l in layers if isinstance(l, MaskedLinear))
+    conv = sum(layer.weight.numel() for _, layer in layers if isinstance(layer, MaskedConv2d))
+    fc = sum(layer.weight.numel() for _, layer in layers if isinstance(layer, MaskedLinear))
     assert (conv, fc, conv + fc) == (1_028_800, 198_528, 1_227_328)
-    biases = sum(l.bias.numel() for _, l in layers if isinstance(l, MaskedLinear))
+    biases = sum(layer.bias.numel() for _, layer in layers if isinstance(layer, MaskedLinear))
     assert biases == 202
-    assert not any(hasattr(l, "bias") for _, l in layers if isinstance(l, MaskedConv2d))
+    assert not any(hasattr(layer, "bias") for _, layer in layers if isinstance(layer, MaskedConv2d))
     # The network holds no learning state: weights are fixed buffers, scores belong to the rule.
     assert sum(p.numel() for p in model.parameters()) == 0
     rule = MCEPL(model, MCEPLParams(), Retention(), seed=1)

@@ -7,8 +7,8 @@ keeps mini-batch sampling a single fancy-index and makes partitions plain index 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch

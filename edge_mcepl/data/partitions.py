@@ -7,10 +7,10 @@ overlap, because an agent is scored on the test images of *its* label distributi
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 

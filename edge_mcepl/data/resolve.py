@@ -99,6 +99,8 @@ def _partition(config, d: DataConfig, train: ArrayDataset, test: ArrayDataset) -
 
 def _paper(config, d: DataConfig, train_labels, test_labels) -> list[AgentPartition]:
     """The paper partition on whatever dataset was loaded; its files' counts are checked against it."""
+    # The config refuses a paper partition without these two files.
+    assert d.classes_file is not None and d.train_counts_file is not None
     parts = paper_partition(train_labels, test_labels, d.classes_file, d.train_counts_file, d.test_counts_file,
                             d.data_fraction)
     if len(parts) != config.agents:
