@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from edge_mcepl.comm.broker import ADMIN_USER, start_broker  # noqa: E402
-from edge_mcepl.comm.codec import message_size  # noqa: E402
+from edge_mcepl.wire.masks import message_size  # noqa: E402
 from edge_mcepl.comm.mqtt import BrokerAddress, MqttConnection, MqttOptions  # noqa: E402
 from edge_mcepl.config import load_config  # noqa: E402
 from edge_mcepl.device_lab import LabSettings, collect_run, explicit_keys, make_envelope, publish_envelope  # noqa: E402

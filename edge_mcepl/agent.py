@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from .algorithms.base import LearningRule
-from .comm.codec import CodecError
+from .wire.masks import CodecError
 from .comm.transport import Transport
 from .data.arrays import ArrayDataset
 from .data.sampling import EpochSampler

@@ -18,7 +18,7 @@ from typing import Any, Union
 import yaml
 
 from .algorithms.mcepl import MCEPLParams
-from .comm.codec import MASK_CODECS
+from .wire.masks import MASK_CODECS
 from .errors import UserError
 from .nn.device import DEVICE_PATTERN
 

@@ -18,7 +18,7 @@ import pytest
 
 from conftest import tiny_lab_config
 from edge_mcepl.comm.broker import ADMIN_USER, start_broker
-from edge_mcepl.comm.codec import encode_masks
+from edge_mcepl.wire.masks import encode_masks
 from edge_mcepl.comm.mqtt import (BrokerAddress, MqttConnection, MqttOptions, MqttTransport, config_topic,
                                   fetch_retained, mask_topic, status_payload, status_topic)
 from edge_mcepl.errors import UserError

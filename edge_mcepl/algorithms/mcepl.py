@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..comm.codec import MaskMessage, decode_masks, encode_masks
+from ..wire.masks import MaskMessage, decode_masks, encode_masks
 from ..nn.group_lasso import group_lasso_gradient
 from ..nn.layers import MaskedConv2d
 from ..nn.masking import live_filters

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..comm.dense_codec import WeightMessage, decode_weights, encode_weights
+from ..wire.dense import WeightMessage, decode_weights, encode_weights
 from ..nn.masking import live_filters, topk_mask
 from ..nn.zoo import MaskedNetwork
 from .base import evaluate_batch

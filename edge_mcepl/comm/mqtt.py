@@ -49,7 +49,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from ..errors import UserError
-from .codec import MAGIC
+from ..wire.masks import MAGIC
 from .transport import Transport
 
 log = logging.getLogger(__name__)

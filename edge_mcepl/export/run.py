@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from ..comm.codec import CodecError, decode_masks
+from ..wire.masks import CodecError, decode_masks
 from ..config import LabConfig, config_from_dict
 from ..errors import UserError
 from ..lab import RUN_FORMAT
