@@ -9,6 +9,7 @@ import signal
 import threading
 from pathlib import Path
 
+from ..atomic import atomic_write
 from ..errors import UserError
 
 
@@ -23,7 +24,7 @@ def add_lab_settings(p: argparse.ArgumentParser) -> None:
 
 
 def lab_settings(args: argparse.Namespace):
-    from ..device_lab import LabSettings
+    from ..devicelab.envelope import LabSettings
 
     return LabSettings(args.round_deadline, args.max_staleness, args.start_timeout).check("command line")
 
@@ -50,10 +51,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..comm.broker import ADMIN_USER, start_broker
-    from ..comm.mqtt import BrokerAddress, MqttConnection, MqttOptions, check_lab_name, config_topic
+    from ..comm.broker.credentials import ADMIN_USER
+    from ..comm.broker.launcher import start_broker
+    from ..comm.client import BrokerAddress, MqttConnection, MqttOptions
+    from ..comm.topics import check_lab_name, config_topic
     from ..config import load_config
-    from ..device_lab import envelope_digest, explicit_keys, make_envelope, publish_envelope
+    from ..devicelab.envelope import envelope_digest, explicit_keys, make_envelope, publish_envelope
 
     config = envelope = None
     if args.config:
@@ -97,8 +100,7 @@ def run(args: argparse.Namespace) -> int:
                                    f"edge-mcepl-{lab}-broker-admin", name="lab-admin").connect()
             publish_envelope(admin, envelope)
             admin.close()
-            directory.mkdir(parents=True, exist_ok=True)
-            (directory / "lab-run.json").write_text(json.dumps({"run_id": envelope["run_id"],
+            atomic_write(directory / "lab-run.json", json.dumps({"run_id": envelope["run_id"],
                                                                  "digest": envelope_digest(envelope)}))
             print(f"  lab config:        published on {config_topic(lab)} (run {envelope['run_id']}, "
                   f"weights fingerprint {envelope['fingerprint']})")
