@@ -24,6 +24,7 @@ from edge_mcepl.comm.mqtt_transport import MqttTransport
 from edge_mcepl.comm.topics import config_topic, mask_topic, status_topic
 from edge_mcepl.errors import UserError
 from edge_mcepl.lab import Simulator
+from edge_mcepl.wire.dense import decode_weights, encode_weights
 from edge_mcepl.wire.masks import encode_masks
 from labsupport import needs_mosquitto, wait_until
 
@@ -201,6 +202,32 @@ def test_gather_waits_for_the_deadline_then_uses_a_stale_mask(broker):
     assert (report.neighbours_heard, report.stale) == (0, 0)
     for c in conns:
         c.close()
+
+
+def test_the_transport_carries_any_codecs_bytes_and_decodes_each_message_once(broker, caplog):
+    """A weight message (not a mask) travels like any other; a redelivery is not decoded again."""
+    caplog.set_level(logging.WARNING, logger="edge_mcepl")
+    fp, values = bytes(range(16)), [np.arange(6, dtype=np.float32).reshape(2, 3)]
+    decoded: list[bytes] = []
+
+    def decode(payload: bytes):
+        decoded.append(payload)
+        return decode_weights(payload, expected_fingerprint=fp, expected_shapes=[(2, 3)])
+
+    sender, receiver = agent_conn(broker, 0), agent_conn(broker, 1, persistent=True)
+    transport = MqttTransport(receiver, LAB, 1)
+    transport.listen(1, [0], decode)
+    message = encode_weights(values, fingerprint=fp, sender=0, round=0)
+    for _ in range(2):
+        sender.publish(mask_topic(LAB, 0), message).wait_for_publish(5)
+    wait_until(lambda: "duplicate of (sender 0, round 0)" in caplog.text, 10, "the redelivered copy")
+    gathered = transport.gather(1, 0, timeout=10)
+    for conn in (sender, receiver):
+        conn.close()
+    delivery = gathered.deliveries[0]
+    assert (delivery.size, delivery.stale, delivery.message.sender) == (len(message), False, 0)
+    assert np.array_equal(delivery.message.tensors[0], values[0])
+    assert decoded == [message]  # once, in the network thread; gather handed over the decoded message
 
 
 def test_broker_url_parsing():
