@@ -26,6 +26,7 @@ from typing import Any
 
 import yaml
 
+from ..atomic import atomic_write
 from ..comm.client import MqttConnection
 from ..comm.topics import check_lab_name, config_topic
 from ..config import PATH_FIELDS, LabConfig, config_from_dict
@@ -172,7 +173,7 @@ def _restore_files(files: dict, raw: dict, files_dir: Path, source: str) -> None
             raise UserError(f"{source}: files: unexpected entry {dotted!r}")
         name = Path(str(entry["name"])).name or dotted
         path = files_dir / f"{dotted.replace('.', '_')}__{name}"
-        path.write_text(str(entry["text"]))
+        atomic_write(path, str(entry["text"]))
         section, key = dotted.split(".")
         raw.setdefault(section, {})[key] = str(path)
 

@@ -29,11 +29,13 @@ from typing import Any
 
 import torch
 
+from ..agent import Agent
 from ..allocator import keep_freed_memory
 from ..checkpoint import load_checkpoint, restore_agent, save_checkpoint
 from ..comm.client import BrokerAddress, MqttConnection, MqttOptions, fetch_retained, status_payload
 from ..comm.mqtt_transport import MqttTransport
 from ..comm.topics import check_lab_name, config_topic, mask_topic, status_topic
+from ..config import LabConfig
 from ..data.resolve import LabData, load_lab_data
 from ..errors import UserError
 from ..lab import build_agent, build_topology_for
@@ -43,14 +45,16 @@ from ..nn.weights import FixedWeights, generate_fixed_weights
 from ..nn.zoo import MaskedNetwork, build_model
 from ..profiles import load_profile
 from ..run_dir import FINAL_MASK_FILE, METRICS_FILE, AgentRecord, RunIdentity, write_agent_result
-from .envelope import parse_envelope
-from .plan import plan_agent
+from .envelope import LabEnvelope, LabSettings, parse_envelope
+from .plan import AgentPlan, plan_agent
 
 EXIT_NEW_RUN = 3
 
 
 @dataclass
 class JoinOptions:
+    """What ``edge-mcepl join`` was asked to do (one field per option)."""
+
     broker: str
     lab: str
     agent_id: int
@@ -104,6 +108,20 @@ def run_join(opts: JoinOptions) -> int:
 
 class Join:
     """The phases of one device's part in a lab; each method leaves what the next one needs on ``self``."""
+
+    # set by fetch_config
+    env: LabEnvelope
+    plan: AgentPlan
+    config: LabConfig
+    settings: LabSettings
+    # set by build_agent
+    agent: Agent
+    classes: list[int]
+    static: dict[str, Any]  # the metrics fields that do not change from round to round
+    # set by connect
+    conn: MqttConnection
+    transport: MqttTransport
+    info: dict[str, Any]  # what every status message of this agent carries
 
     def __init__(self, opts: JoinOptions, stop: StopFlag) -> None:
         self.opts, self.stop, self.say = opts, stop, opts.log

@@ -39,6 +39,8 @@ EXIT_INTERRUPTED = 130
 
 @dataclass
 class LabOptions:
+    """What ``edge-mcepl lab`` was asked to do, beyond the config and its overrides."""
+
     out: str | None = None
     profiles: list[str] = field(default_factory=list)  # round-robin over agents; empty: no profiles
     broker_kind: str = "auto"

@@ -21,6 +21,8 @@ from .envelope import LabEnvelope
 
 @dataclass(frozen=True)
 class AgentPlan:
+    """This device's config and threads, and the reasons, which join prints: a lab's operator must see why."""
+
     config: LabConfig  # the lab config with this device's retention / batch size applied
     threads: int
     notes: tuple[str, ...]  # one line each: what decided retention, batch size, threads

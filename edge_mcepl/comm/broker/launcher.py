@@ -23,6 +23,8 @@ BROKER_KINDS = ("auto", "mosquitto", "python")
 
 @dataclass
 class BrokerHandle:
+    """A running broker, whichever kind: where it listens, its credentials, and how to stop it."""
+
     kind: str  # "mosquitto" or "python"
     description: str  # one line for the user: which broker, version, where
     host: str
