@@ -96,6 +96,8 @@ class InMemoryTransport(Transport):
         self._mailbox[(round, sender)] = bytes(payload)
 
     def gather(self, receiver: int, round: int, timeout: float | None = None) -> Gathered:
+        if receiver not in self._listeners:
+            raise ValueError(f"agent {receiver} gathers without having listened (Transport.listen) on this transport")
         senders, decode = self._listeners[receiver]
         deliveries: dict[int, Delivery] = {}
         rejected = rejected_bytes = 0
