@@ -40,13 +40,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from edge_mcepl.comm.broker import ADMIN_USER, start_broker  # noqa: E402
-from edge_mcepl.comm.codec import message_size  # noqa: E402
-from edge_mcepl.comm.mqtt import BrokerAddress, MqttConnection, MqttOptions  # noqa: E402
+from edge_mcepl.comm.broker.credentials import ADMIN_USER  # noqa: E402
+from edge_mcepl.comm.broker.launcher import start_broker  # noqa: E402
+from edge_mcepl.comm.client import BrokerAddress, MqttConnection, MqttOptions  # noqa: E402
 from edge_mcepl.config import load_config  # noqa: E402
-from edge_mcepl.device_lab import LabSettings, collect_run, explicit_keys, make_envelope, publish_envelope  # noqa: E402
+from edge_mcepl.devicelab.envelope import LabSettings, explicit_keys, make_envelope, publish_envelope  # noqa: E402
 from edge_mcepl.lab import build_topology_for  # noqa: E402
 from edge_mcepl.nn.zoo import build_model  # noqa: E402
+from edge_mcepl.run_dir import agent_dir, merge_lab_run  # noqa: E402
+from edge_mcepl.wire.masks import message_size  # noqa: E402
 
 
 def pct(values, q):
@@ -96,7 +98,7 @@ def main() -> int:
     procs = []
     started = time.time()
     for i in range(config.agents):
-        state = run_dir / "agents" / f"agent_{i:03d}"
+        state = agent_dir(run_dir, i)
         state.mkdir(parents=True)
         log = open(state / "join.log", "w")
         procs.append(subprocess.Popen(
@@ -113,7 +115,7 @@ def main() -> int:
     if any(codes):
         print(f"join exit codes {codes}; see {run_dir}/agents/*/join.log", file=sys.stderr)
         return 1
-    collect_run(run_dir, config)
+    merge_lab_run(run_dir, config)
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
     published = {(r["agent"], r["round"]): r["published_at"] for r in rows}

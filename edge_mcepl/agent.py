@@ -8,7 +8,6 @@ agent publish before any agent gathers.
 
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import dataclass
 
@@ -16,12 +15,9 @@ import numpy as np
 import torch
 
 from .algorithms.base import LearningRule
-from .comm.codec import CodecError
 from .comm.transport import Transport
 from .data.arrays import ArrayDataset
 from .data.sampling import EpochSampler
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -33,7 +29,7 @@ class RoundReport:
     bytes_received: int = 0
     neighbours_heard: int = 0
     rejected: int = 0
-    stale: int = 0  # masks from an earlier round (a device lab's bounded staleness; 0 in the simulator)
+    stale: int = 0  # messages from an earlier round (the transport's bounded staleness; 0 in the simulator)
     train_seconds: float = 0.0  # this agent's local step(s) and encoding, not the whole lab's round
 
 
@@ -78,53 +74,32 @@ class Agent:
         # One copy of the message goes to each neighbour (spec §9).
         self._report = RoundReport(loss=loss, bytes_sent=len(message) * len(self.neighbours), train_seconds=trained)
 
-    def finish_round(self, round: int, transport: Transport, timeout: float | None = None,
-                     max_staleness: int = 0) -> RoundReport:
-        """Spec §6 steps 3–5: gather neighbours' masks, aggregate what arrived, consensus step.
+    def finish_round(self, round: int, transport: Transport, timeout: float | None = None) -> RoundReport:
+        """Spec §6 steps 3–5: gather neighbours' messages, aggregate what arrived, consensus step.
 
-        ``timeout`` is the round deadline handed to the transport; ``max_staleness`` > 0 accepts a
-        neighbour's mask from up to that many rounds back when its current one did not arrive (a
-        device lab's bounded staleness; the synchronous simulator uses 0).
+        ``timeout`` is the round deadline handed to the transport. The transport has already decoded
+        and verified every message with :meth:`decode_message` (once), and decided which stand in
+        stale for a missing one; this only counts.
         """
         assert self._report is not None, "finish_round() before begin_round()"
         report, self._report = self._report, None
-        received = []
-        for sender, payload in transport.gather(self.agent_id, round, self.neighbours, timeout).items():
-            report.bytes_received += len(payload)
-            decoded = self._decode(sender, round, payload, max_staleness)
-            if decoded is None:
-                report.rejected += 1
-            else:
-                content, sent_round = decoded
-                received.append(content)
-                report.stale += sent_round != round
-        report.neighbours_heard = len(received)
-        self.rule.aggregate(received)
+        gathered = transport.gather(self.agent_id, round, timeout)
+        deliveries = list(gathered.deliveries.values())
+        report.bytes_received = sum(d.size for d in deliveries) + gathered.rejected_bytes
+        report.rejected = gathered.rejected
+        report.stale = sum(d.stale for d in deliveries)
+        report.neighbours_heard = len(deliveries)
+        self.rule.aggregate([self.rule.received_content(d.message) for d in deliveries])
         self.rule.consensus_step()
         return report
 
-    def _decode_strict(self, payload: bytes):
-        """Decode and verify a message against this agent's lab (fingerprint, shapes, key)."""
+    def decode_message(self, payload: bytes):
+        """Decode and verify a message against this agent's lab (fingerprint, shapes, key).
+
+        The strict decoder this agent's transport decodes its neighbours' messages with, once
+        (:meth:`~edge_mcepl.comm.transport.Transport.listen`); raises ``CodecError``.
+        """
         return self.rule.decode_message(payload, fingerprint=self.fingerprint, shapes=self.layer_shapes, key=self.key)
-
-    def check_message(self, payload: bytes) -> tuple[int, int]:
-        """Fully decode and verify a message for this agent's lab; (sender, round) or CodecError."""
-        msg = self._decode_strict(payload)
-        return msg.sender, msg.round
-
-    def _decode(self, sender: int, round: int, payload: bytes,
-                max_staleness: int = 0) -> tuple[list[torch.Tensor], int] | None:
-        """Decode a neighbour's message; a bad one is logged and ignored — it must not stop training."""
-        try:
-            msg = self._decode_strict(payload)
-        except CodecError as exc:
-            log.warning("agent %d: rejected message from %d (round %d): %s", self.agent_id, sender, round, exc)
-            return None
-        if msg.sender != sender or not round - max_staleness <= msg.round <= round:
-            log.warning("agent %d: rejected message on %d's channel claiming sender %d round %d (expected round %d)",
-                        self.agent_id, sender, msg.sender, msg.round, round)
-            return None
-        return self.rule.received_content(msg), msg.round
 
     def evaluate(self) -> tuple[float, float]:
         """(accuracy, mean loss) of the personalized model on this agent's test images."""

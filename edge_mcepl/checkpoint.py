@@ -16,7 +16,6 @@ leaves either the previous checkpoint or the new one, never a torn file.
 from __future__ import annotations
 
 import json
-import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ import numpy as np
 import torch
 
 from .agent import Agent
+from .atomic import atomic_file
 from .errors import UserError
 
 FORMAT = "edge-mcepl-checkpoint/1"
@@ -62,20 +62,8 @@ def save_checkpoint(path: str | Path, agent: Agent, next_round: int, **meta: Any
     arrays: dict[str, np.ndarray] = {"meta": np.frombuffer(json.dumps(info).encode(), dtype=np.uint8), **rule_state}
     arrays["generator_state"] = sampler._gen.get_state().numpy().copy()
     arrays["order"] = sampler._order.numpy().copy()
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
+    with atomic_file(path, durable=True) as f:
         np.savez(f, **arrays)  # type: ignore[arg-type]  # numpy's stub fears a key named allow_pickle
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    try:
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:
-        pass
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:

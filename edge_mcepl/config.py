@@ -21,7 +21,7 @@ import yaml
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from .algorithms.registry import RULE_NAMES
-from .comm.codec import MASK_CODECS
+from .wire.masks import MASK_CODECS
 from .errors import UserError
 from .validation import StrictModel, set_dotted, validate
 
@@ -113,7 +113,7 @@ class AlgorithmConfig(StrictModel):
     group_lasso: float = Field(0.0, ge=0, le=1e3)
     min_kept_per_filter: Annotated[int, Field(ge=0, le=1_000_000_000)] | None = None
     aggregation_tensor: bool = True
-    mask_codec: Literal[tuple(MASK_CODECS)] = "packbits"  # type: ignore[valid-type]  # or rice (comm/rice.py)
+    mask_codec: Literal[tuple(MASK_CODECS)] = "packbits"  # type: ignore[valid-type]  # or rice (wire/rice.py)
     preset: Literal[tuple(PRESETS)] = "reference"  # type: ignore[valid-type]
     # Which rule the agents run (issue 5 baselines): see edge_mcepl/algorithms/. The knobs below
     # are read only by the weight-based baselines (dsgd, weight_training, dispfl).

@@ -7,8 +7,6 @@ simulated run and a device lab with the same seed and config produce the same ma
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from tqdm import tqdm
 
 from .agent import Agent
@@ -32,9 +29,8 @@ from .nn.device import describe_device, resolve_device
 from .nn.layers import MaskedConv2d
 from .nn.weights import FixedWeights, generate_fixed_weights, load_fixed_weights
 from .nn.zoo import build_model
+from .run_dir import AgentRecord, RunIdentity, write_config, write_final_state, write_summary
 from .topology import Topology, build_topology
-
-RUN_FORMAT = "edge-mcepl-run/1"
 
 
 def build_topology_for(config: LabConfig) -> Topology:
@@ -91,6 +87,8 @@ class Simulator:
         self.topology = build_topology_for(self.config)
         self.fixed = generate_fixed_weights(template, self.config.model, self.config.seed).to(device)
         self.agents = build_agents(self.config, self.data, self.topology, self.fixed)
+        for agent in self.agents:
+            self.transport.listen(agent.agent_id, agent.neighbours, agent.decode_message)
         self.conv_layers = sum(isinstance(m, MaskedConv2d) for _, m in template.masked_layers())
 
     @property
@@ -118,7 +116,7 @@ class Simulator:
     def run(self, run_dir: Path, progress: bool = True) -> str:
         """All rounds, with metrics, final state and summary written to ``run_dir``; returns the summary."""
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(yaml.safe_dump(self.config.to_dict(), sort_keys=False))
+        write_config(run_dir, self.config)
         metrics = MetricsLog(run_dir / "metrics.jsonl")
         static = [{"classes": list(self.data.partitions[a.agent_id].classes),
                    "retention_conv": a.rule.retention.conv, "conv_layers": self.conv_layers,
@@ -146,26 +144,14 @@ class Simulator:
         if self.learns_masks:  # export reads masks; weight-based baselines have none
             self.save_final_state(run_dir / "final")
         summary = summary_table(read_metrics(run_dir / "metrics.jsonl"))
-        (run_dir / "summary.txt").write_text(summary + "\n")
+        write_summary(run_dir, summary)
         return summary
 
     def save_final_state(self, directory: Path) -> None:
         """Everything export needs — seed, architecture, fingerprint, each agent's mask — no scores."""
-        (directory / "masks").mkdir(parents=True, exist_ok=True)
-        agents = []
-        for agent in self.agents:
-            name = f"masks/agent_{agent.agent_id:03d}.mcpl"
-            _atomic_write(directory / name, agent.encode_message(self.config.rounds))
-            agents.append({"id": agent.agent_id, "mask_file": name, "retention_conv": agent.rule.retention.conv,
-                           "retention_linear": agent.rule.retention.linear, "neighbours": list(agent.neighbours),
-                           "classes": list(self.data.partitions[agent.agent_id].classes)})
-        state = {"format": RUN_FORMAT, "model": self.config.model, "num_classes": self.data.train.num_classes,
-                 "weights_seed": self.config.seed, "fingerprint": self.fixed.fingerprint_hex,
-                 "rounds": self.config.rounds, "agents": agents}
-        _atomic_write(directory / "state.json", json.dumps(state, indent=2).encode())
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+        identity = RunIdentity(self.config.model, self.data.train.num_classes, self.config.seed,
+                               self.fixed.fingerprint_hex, self.config.rounds)
+        agents = [(AgentRecord(a.agent_id, a.rule.retention.conv, a.rule.retention.linear, list(a.neighbours),
+                               list(self.data.partitions[a.agent_id].classes)).entry(),
+                   a.encode_message(self.config.rounds)) for a in self.agents]
+        write_final_state(directory, identity, agents)

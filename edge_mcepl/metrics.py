@@ -11,6 +11,13 @@ import json
 from pathlib import Path
 from typing import Any, TextIO
 
+from .atomic import atomic_write
+
+
+def to_jsonl(rows: list[dict[str, Any]]) -> str:
+    """Rows as JSON lines, the one serialisation every metrics file uses."""
+    return "".join(json.dumps(row, separators=(",", ":")) + "\n" for row in rows)
+
 
 class MetricsLog:
     """Appends rows to ``metrics.jsonl``, flushed per round so a killed run keeps what it did."""
@@ -20,12 +27,16 @@ class MetricsLog:
         self._file: TextIO = path.open("a", encoding="utf-8")
 
     def write(self, rows: list[dict[str, Any]]) -> None:
-        for row in rows:
-            self._file.write(json.dumps(row, separators=(",", ":")) + "\n")
+        self._file.write(to_jsonl(rows))
         self._file.flush()
 
     def close(self) -> None:
         self._file.close()
+
+
+def write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Replace ``path`` with exactly these rows (atomically: a reader never sees half of them)."""
+    atomic_write(path, to_jsonl(rows))
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
@@ -33,6 +44,20 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rt", encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+def read_completed_rows(path: Path) -> list[dict[str, Any]]:
+    """Rows of a ``metrics.jsonl`` a process may have been killed writing: a torn line is skipped, no file is none."""
+    rows = []
+    if path.exists():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(row, dict) and isinstance(row.get("round"), int):
+                rows.append(row)
+    return rows
 
 
 def summary_table(rows: list[dict[str, Any]]) -> str:

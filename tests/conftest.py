@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from edge_mcepl.comm.broker import find_mosquitto
+from edge_mcepl.comm.broker.mosquitto import find_mosquitto
 from edge_mcepl.config import config_from_dict
 from edge_mcepl.nn.layers import MaskedConv2d, MaskedLinear
 from edge_mcepl.nn.weights import generate_fixed_weights, load_fixed_weights

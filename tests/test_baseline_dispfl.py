@@ -17,14 +17,14 @@ def test_aggregation_is_the_holder_wise_mean_re_masked():
     sim = Simulator(tiny_lab_config(**{"algorithm.name": "dispfl"}), log=lambda s: None)
     transport = InMemoryTransport()
     for agent in sim.agents:
+        transport.listen(agent.agent_id, agent.neighbours, agent.decode_message)
         agent.begin_round(0, transport)
     snap = [([m.clone() for m in a.rule.keep], [w.detach().clone() for w in a.rule.weights]) for a in sim.agents]
     for agent in sim.agents:
         for w, m in zip(agent.rule.weights, agent.rule.keep):
             assert torch.all(w[m == 0] == 0)
-        agent.rule.aggregate([agent.rule.received_content(agent.rule.decode_message(
-            transport.gather(agent.agent_id, 0, agent.neighbours)[j], fingerprint=agent.fingerprint,
-            shapes=agent.layer_shapes, key=None)) for j in agent.neighbours])
+        deliveries = transport.gather(agent.agent_id, 0).deliveries  # decoded by the rule's strict decoder
+        agent.rule.aggregate([agent.rule.received_content(deliveries[j].message) for j in agent.neighbours])
     for agent in sim.agents:
         i = agent.agent_id
         for layer, w in enumerate(agent.rule.weights):

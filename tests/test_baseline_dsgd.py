@@ -40,6 +40,7 @@ def test_one_round_mixes_post_step_weights_with_the_graph_matrix(mixing):
     assert len(set(adjacency.sum(1))) > 1, "want unequal degrees so Metropolis ≠ uniform"
     transport = InMemoryTransport()
     for agent in sim.agents:
+        transport.listen(agent.agent_id, agent.neighbours, agent.decode_message)
         agent.begin_round(0, transport)
     after_step = [[w.detach().clone().double() for w in a.rule.weights] for a in sim.agents]
     for agent in sim.agents:
@@ -84,6 +85,7 @@ def test_a_corrupt_neighbour_message_is_rejected_and_not_mixed():
 
     transport = Corrupting()
     for agent in sim.agents:
+        transport.listen(agent.agent_id, agent.neighbours, agent.decode_message)
         agent.begin_round(0, transport)
     for agent in sim.agents:
         report = agent.finish_round(0, transport)

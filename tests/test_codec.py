@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge_mcepl.comm.codec import (
+from edge_mcepl.wire.masks import (
     CODEC_PACKBITS,
     FORMAT_VERSION,
     MAGIC,

@@ -12,9 +12,10 @@ import pytest
 
 from conftest import tiny_lab_config
 from edge_mcepl.cli import main
-from edge_mcepl.comm.codec import decode_masks
+from edge_mcepl.wire.masks import decode_masks
 from edge_mcepl.config import load_config
-from edge_mcepl.device_lab import LabSettings, explicit_keys, make_envelope, parse_envelope, plan_agent
+from edge_mcepl.devicelab.envelope import LabSettings, explicit_keys, make_envelope, parse_envelope
+from edge_mcepl.devicelab.plan import plan_agent
 from edge_mcepl.errors import UserError
 from edge_mcepl.lab import Simulator
 from edge_mcepl.metrics import read_metrics

@@ -7,10 +7,10 @@ import struct
 import numpy as np
 import pytest
 
-from edge_mcepl.comm.codec import decode_masks, encode_masks
-from edge_mcepl.comm.dense_codec import decode_weights, encode_weights
-from edge_mcepl.comm.envelope import FIXED, CodecError
-from edge_mcepl.comm.sparse_codec import decode_sparse_weights, encode_sparse_weights
+from edge_mcepl.wire.masks import decode_masks, encode_masks
+from edge_mcepl.wire.dense import decode_weights, encode_weights
+from edge_mcepl.wire.envelope import COMMON, FIXED, CodecError, read_common_header
+from edge_mcepl.wire.sparse import decode_sparse_weights, encode_sparse_weights
 
 FP = bytes(range(16))
 KEY = b"lab secret"
@@ -75,3 +75,18 @@ def test_encoders_refuse_bad_header_arguments(kind):
         args = {"fingerprint": FP, "sender": 0, "round": 0, **kwargs}
         with pytest.raises(CodecError, match=expected):
             encode(**args)
+
+
+@pytest.mark.parametrize("kind", CODECS)
+def test_the_common_header_of_every_kind_reads_without_its_codec(kind):
+    encode, _ = CODECS[kind]
+    data = encode(fingerprint=FP, sender=7, round=3, key=KEY)
+    header = read_common_header(data)
+    assert (header.kind, header.sender, header.round) == (kind, 7, 3)
+    assert read_common_header(data[:COMMON.size]) == header  # nothing past the round is read
+    with pytest.raises(CodecError, match="shorter than the"):
+        read_common_header(data[:COMMON.size - 1])
+    with pytest.raises(CodecError, match="bad magic"):
+        read_common_header(b"XXXX" + data[4:])
+    with pytest.raises(CodecError, match="unsupported .*version 9"):
+        read_common_header(patched(data, "<B", 4, 9))

@@ -14,10 +14,12 @@ import threading
 
 from conftest import tiny_lab_config
 from edge_mcepl.cli import main
-from edge_mcepl.comm.broker import ADMIN_USER, start_broker
-from edge_mcepl.comm.mqtt import BrokerAddress, MqttConnection, MqttOptions, config_topic
+from edge_mcepl.comm.broker.credentials import ADMIN_USER
+from edge_mcepl.comm.broker.launcher import start_broker
+from edge_mcepl.comm.client import BrokerAddress, MqttConnection, MqttOptions
+from edge_mcepl.comm.topics import config_topic
 from edge_mcepl.config import config_from_dict
-from edge_mcepl.device_lab import LabSettings, make_envelope, publish_envelope
+from edge_mcepl.devicelab.envelope import LabSettings, make_envelope, publish_envelope
 from edge_mcepl.lab import Simulator
 from labsupport import log_text, needs_mosquitto, rows, start_join, stop_all, tiny_raw, wait_until
 

@@ -6,7 +6,7 @@ import importlib.util
 from pathlib import Path
 
 from conftest import tiny_lab_config
-from edge_mcepl.comm.codec import decode_masks
+from edge_mcepl.wire.masks import decode_masks
 from edge_mcepl.lab import Simulator
 from edge_mcepl.metrics import read_metrics
 

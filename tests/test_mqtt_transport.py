@@ -17,12 +17,15 @@ import numpy as np
 import pytest
 
 from conftest import tiny_lab_config
-from edge_mcepl.comm.broker import ADMIN_USER, start_broker
-from edge_mcepl.comm.codec import encode_masks
-from edge_mcepl.comm.mqtt import (BrokerAddress, MqttConnection, MqttOptions, MqttTransport, config_topic,
-                                  fetch_retained, mask_topic, status_payload, status_topic)
+from edge_mcepl.comm.broker.credentials import ADMIN_USER
+from edge_mcepl.comm.broker.launcher import free_port, start_broker
+from edge_mcepl.comm.client import BrokerAddress, MqttConnection, MqttOptions, fetch_retained, status_payload
+from edge_mcepl.comm.mqtt_transport import MqttTransport
+from edge_mcepl.comm.topics import config_topic, mask_topic, status_topic
 from edge_mcepl.errors import UserError
 from edge_mcepl.lab import Simulator
+from edge_mcepl.wire.dense import decode_weights, encode_weights
+from edge_mcepl.wire.masks import encode_masks
 from labsupport import needs_mosquitto, wait_until
 
 LAB = "t"
@@ -61,8 +64,6 @@ def test_wrong_credentials_are_refused(broker):
 
 
 def test_unreachable_broker_is_one_line(tmp_path):
-    from edge_mcepl.comm.broker import free_port
-
     address = BrokerAddress.parse(f"mqtt://127.0.0.1:{free_port()}")
     with pytest.raises(UserError, match="cannot reach the MQTT broker") as err:
         MqttConnection(address, MqttOptions(connect_timeout=1.0), "x").connect()
@@ -123,8 +124,8 @@ def test_hostile_messages_are_rejected_with_reasons_and_masks_match_the_simulato
     conns, transports = [], []
     for agent in sim.agents:
         conn = agent_conn(broker, agent.agent_id, persistent=True)
-        transport = MqttTransport(conn, LAB, agent.agent_id, validate=agent.check_message, max_staleness=1)
-        transport.listen(agent.neighbours)
+        transport = MqttTransport(conn, LAB, agent.agent_id, max_staleness=1)
+        transport.listen(agent.agent_id, agent.neighbours, agent.decode_message)
         conns.append(conn)
         transports.append(transport)
 
@@ -150,7 +151,7 @@ def test_hostile_messages_are_rejected_with_reasons_and_masks_match_the_simulato
             admin.publish(mask_topic(LAB, 0), payload).wait_for_publish(5)
         for agent, transport in zip(sim.agents, transports):
             agent.begin_round(t, transport)
-        reports = [agent.finish_round(t, transport, timeout=30, max_staleness=1)
+        reports = [agent.finish_round(t, transport, timeout=30)
                    for agent, transport in zip(sim.agents, transports)]
         assert [r.neighbours_heard for r in reports] == [1, 1]
         assert [r.stale for r in reports] == [0, 0]
@@ -182,25 +183,51 @@ def test_gather_waits_for_the_deadline_then_uses_a_stale_mask(broker):
     """A neighbour that misses round 1 is replaced by its round-0 mask (max_staleness 1), not dropped."""
     config, sim = _two_agents()
     conns = [agent_conn(broker, i, persistent=True) for i in range(2)]
-    transports = [MqttTransport(c, LAB, i, validate=a.check_message, max_staleness=1)
-                  for i, (c, a) in enumerate(zip(conns, sim.agents))]
+    transports = [MqttTransport(c, LAB, i, max_staleness=1) for i, c in enumerate(conns)]
     for tr, agent in zip(transports, sim.agents):
-        tr.listen(agent.neighbours)
+        tr.listen(agent.agent_id, agent.neighbours, agent.decode_message)
     a0, a1 = sim.agents
     for agent, tr in zip(sim.agents, transports):
         agent.begin_round(0, tr)
-    assert [agent.finish_round(0, tr, timeout=30, max_staleness=1).neighbours_heard
+    assert [agent.finish_round(0, tr, timeout=30).neighbours_heard
             for agent, tr in zip(sim.agents, transports)] == [1, 1]
     a1.begin_round(1, transports[1])  # agent 0 sits round 1 out
-    report = a1.finish_round(1, transports[1], timeout=0.5, max_staleness=1)
+    report = a1.finish_round(1, transports[1], timeout=0.5)
     assert (report.neighbours_heard, report.stale) == (1, 1)
     assert transports[1].last_stale == {0: 0}
-    # With staleness 0 the same situation hears nobody.
+    # With staleness 0 (the transport's window: the one place staleness is decided) the same situation hears nobody.
+    transports[1].max_staleness = 0
     a1.begin_round(2, transports[1])
-    report = a1.finish_round(2, transports[1], timeout=0.3, max_staleness=0)
+    report = a1.finish_round(2, transports[1], timeout=0.3)
     assert (report.neighbours_heard, report.stale) == (0, 0)
     for c in conns:
         c.close()
+
+
+def test_the_transport_carries_any_codecs_bytes_and_decodes_each_message_once(broker, caplog):
+    """A weight message (not a mask) travels like any other; a redelivery is not decoded again."""
+    caplog.set_level(logging.WARNING, logger="edge_mcepl")
+    fp, values = bytes(range(16)), [np.arange(6, dtype=np.float32).reshape(2, 3)]
+    decoded: list[bytes] = []
+
+    def decode(payload: bytes):
+        decoded.append(payload)
+        return decode_weights(payload, expected_fingerprint=fp, expected_shapes=[(2, 3)])
+
+    sender, receiver = agent_conn(broker, 0), agent_conn(broker, 1, persistent=True)
+    transport = MqttTransport(receiver, LAB, 1)
+    transport.listen(1, [0], decode)
+    message = encode_weights(values, fingerprint=fp, sender=0, round=0)
+    for _ in range(2):
+        sender.publish(mask_topic(LAB, 0), message).wait_for_publish(5)
+    wait_until(lambda: "duplicate of (sender 0, round 0)" in caplog.text, 10, "the redelivered copy")
+    gathered = transport.gather(1, 0, timeout=10)
+    for conn in (sender, receiver):
+        conn.close()
+    delivery = gathered.deliveries[0]
+    assert (delivery.size, delivery.stale, delivery.message.sender) == (len(message), False, 0)
+    assert np.array_equal(delivery.message.tensors[0], values[0])
+    assert decoded == [message]  # once, in the network thread; gather handed over the decoded message
 
 
 def test_broker_url_parsing():

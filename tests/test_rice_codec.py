@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge_mcepl.comm import rice
-from edge_mcepl.comm.codec import CODEC_RICE, CodecError, decode_masks, encode_masks, message_size
+from edge_mcepl.wire import rice
+from edge_mcepl.wire.masks import CODEC_RICE, CodecError, decode_masks, encode_masks, message_size
 
 FP = bytes(range(16))
 

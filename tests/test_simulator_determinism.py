@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_mcepl.comm.codec import decode_masks, message_size
+from conftest import tiny_lab_config
+from edge_mcepl.wire.masks import decode_masks, message_size
 from edge_mcepl.lab import Simulator
 from edge_mcepl.metrics import read_metrics
 from edge_mcepl.nn.zoo import build_model
@@ -104,3 +105,15 @@ def test_metrics_rows_have_the_documented_fields(runs):
         assert last["density"] == pytest.approx(sum(int(m.sum()) for m in final_masks) / total)
     # Every payload is exactly message_size bytes.
     assert all(len(data) == size for data, _ in masks.values())
+
+
+def test_every_message_is_decoded_once_per_receiver(monkeypatch):
+    """The transport decodes (with the receiver's strict decoder); the agent only uses what it hands over."""
+    sim = Simulator(tiny_lab_config(), log=lambda _: None)
+    calls = []
+    for agent in sim.agents:
+        rule = agent.rule
+        monkeypatch.setattr(rule, "decode_message", lambda payload, _d=rule.decode_message, **kw: (
+            calls.append(payload), _d(payload, **kw))[1])
+    rows = sim.run_round(0)
+    assert len(calls) == sum(len(a.neighbours) for a in sim.agents) == sum(r["neighbours_heard"] for r in rows)

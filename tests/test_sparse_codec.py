@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from edge_mcepl.comm.codec import CodecError
-from edge_mcepl.comm.sparse_codec import decode_sparse_weights, encode_sparse_weights
+from edge_mcepl.wire.masks import CodecError
+from edge_mcepl.wire.sparse import decode_sparse_weights, encode_sparse_weights
 
 FP = bytes(range(16))
 

@@ -5,7 +5,7 @@ method) restricted to a personal mask ``m_i`` with a fixed per-layer density (th
 retention ratios, so densities match). Round t:
 
 1. local SGD step(s) on the kept weights (off-mask weights stay exactly zero);
-2. send ``(m_i, w_i ⊙ m_i)`` — mask bits + fp32 kept values (:mod:`edge_mcepl.comm.sparse_codec`);
+2. send ``(m_i, w_i ⊙ m_i)`` — mask bits + fp32 kept values (:mod:`edge_mcepl.wire.sparse`);
 3. aggregate each parameter over the agents (self + neighbours heard) whose mask holds it, then
    re-mask with the own mask: ``w_i ← m_i ⊙ Σ_j m_j ⊙ w_j / max(1, Σ_j m_j)``;
 4. every ``update_every`` rounds, a mask update with a cosine-annealed rate
@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..comm.sparse_codec import SparseWeightMessage, decode_sparse_weights, encode_sparse_weights
+from ..wire.sparse import SparseWeightMessage, decode_sparse_weights, encode_sparse_weights
 from ..nn.masking import topk_mask
 from ..nn.weights import derive_seed
 from ..nn.zoo import MaskedNetwork

@@ -1,7 +1,7 @@
 """DSGD baseline (spec §10): dense weights, SGD, neighbour averaging, fp32 on the wire.
 
 Round t for agent i: one (or ``local_steps``) SGD step on its own copy of the weights from the
-same seeded init, publish the weights as fp32 (:mod:`edge_mcepl.comm.dense_codec`), then
+same seeded init, publish the weights as fp32 (:mod:`edge_mcepl.wire.dense`), then
 ``w_i ← w_ii·w_i + Σ_{j heard} w_ij·w_j`` with
 
 - ``metropolis``: ``w_ij = 1 / (1 + max(d_i, d_j))`` (degrees in the lab graph), ``w_ii = 1 − Σ_j w_ij``;

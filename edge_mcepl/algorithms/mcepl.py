@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..comm.codec import MaskMessage, decode_masks, encode_masks
+from ..wire.masks import MaskMessage, decode_masks, encode_masks
 from ..nn.group_lasso import group_lasso_gradient
 from ..nn.weights import seeded_bernoulli_prior, seeded_scores
 from ..nn.zoo import MaskedNetwork
@@ -43,7 +43,7 @@ class MCEPLParams(RuleParams):
     group_lasso: float = 0.0
     min_kept_per_filter: int | None = None
     aggregation_tensor: bool = True
-    mask_codec: str = "packbits"  # or "rice": ≈ H(r) bits per weight instead of 1 (comm/rice.py)
+    mask_codec: str = "packbits"  # or "rice": ≈ H(r) bits per weight instead of 1 (wire/rice.py)
 
 
 class MCEPL(LearningRule[MaskMessage, list[Tensor]]):

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..comm.dense_codec import WeightMessage, decode_weights, encode_weights
+from ..wire.dense import WeightMessage, decode_weights, encode_weights
 from ..nn.masking import topk_mask
 from ..nn.zoo import MaskedNetwork
 from .base import C, LearningRule, M, arrays
@@ -98,7 +98,7 @@ class WeightRule(LearningRule[M, C]):
 
 
 class DenseWeightRule(WeightRule[WeightMessage, tuple[int, list[Tensor]]]):
-    """A weight rule that sends its weights as fp32 (:mod:`edge_mcepl.comm.dense_codec`)."""
+    """A weight rule that sends its weights as fp32 (:mod:`edge_mcepl.wire.dense`)."""
 
     def encode_message(self, *, fingerprint: bytes, sender: int, round: int, key: bytes | None) -> bytes:
         return encode_weights(self.current_weights(), fingerprint=fingerprint, sender=sender, round=round, key=key)

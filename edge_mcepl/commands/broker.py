@@ -8,8 +8,15 @@ import json
 import signal
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from ..atomic import atomic_write
 from ..errors import UserError
+
+if TYPE_CHECKING:  # imported when the command runs: `edge-mcepl --help` stays fast
+    from ..comm.broker.launcher import BrokerHandle
+
+RUN_STATE_FILE = "lab-run.json"  # the published config's run id and digest, in the broker's directory
 
 
 def add_lab_settings(p: argparse.ArgumentParser) -> None:
@@ -23,7 +30,7 @@ def add_lab_settings(p: argparse.ArgumentParser) -> None:
 
 
 def lab_settings(args: argparse.Namespace):
-    from ..device_lab import LabSettings
+    from ..devicelab.envelope import LabSettings
 
     return LabSettings(args.round_deadline, args.max_staleness, args.start_timeout).check("command line")
 
@@ -50,38 +57,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..comm.broker import ADMIN_USER, start_broker
-    from ..comm.mqtt import BrokerAddress, MqttConnection, MqttOptions, check_lab_name, config_topic
-    from ..config import load_config
-    from ..device_lab import envelope_digest, explicit_keys, make_envelope, publish_envelope
+    from ..comm.broker.launcher import start_broker
 
-    config = envelope = None
-    if args.config:
-        overrides = {"rounds": args.rounds, "agents": args.agents, "seed": args.seed, "eval_every": args.eval_every,
-                     "algorithm.preset": args.preset}
-        config = load_config(args.config, overrides)
-        if args.lab and args.lab != config.name:
-            raise UserError(f"--lab {args.lab}: the config {args.config} names the lab {config.name!r}")
-        lab, agents = check_lab_name(config.name, f"{args.config}: name"), config.agents
-        envelope = make_envelope(config, explicit_keys(args.config, overrides), lab_settings(args))
-    else:
-        if not args.lab or not args.agents:
-            raise UserError("give a lab config YAML, or --lab NAME and --agents N (then publish the config later)")
-        lab, agents = check_lab_name(args.lab, "--lab"), args.agents
-    if agents < 1:
-        raise UserError(f"--agents {agents}: must be ≥ 1")
-    try:
-        loopback = ipaddress.ip_address(args.host).is_loopback
-    except ValueError:
-        loopback = args.host == "localhost"
+    lab, agents, envelope = _lab(args)
     directory = Path(args.dir or Path("runs") / f"broker-{lab}")
-    if envelope is not None:  # an unchanged config keeps its run id, so devices can resume their checkpoints
-        state_file = directory / "lab-run.json"
-        digest = envelope_digest(envelope)
-        if state_file.exists() and not args.new_run:
-            previous = json.loads(state_file.read_text())
-            if previous.get("digest") == digest:
-                envelope["run_id"] = previous["run_id"]
+    if envelope is not None:
+        _keep_run_id(directory / RUN_STATE_FILE, envelope, args.new_run)
     handle = start_broker(directory, lab, agents, kind=args.broker_kind, host=args.host, port=args.port,
                           tls_cert=args.tls_cert, tls_key=args.tls_key)
     try:
@@ -90,18 +71,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"  connection string: {url}")
         print(f"  credentials file:  {handle.credentials_file}  (users lab-admin, agent-0 … agent-{agents - 1})")
         print(f"  broker files:      {handle.directory}")
-        if not loopback and not args.tls_cert:
+        if not _is_loopback(args.host) and not args.tls_cert:
             print("  WARNING: listening beyond loopback without TLS: passwords and masks cross the network in clear")
         if envelope is not None:
-            admin = MqttConnection(BrokerAddress.parse(url), MqttOptions(ADMIN_USER, handle.credentials.admin_password),
-                                   f"edge-mcepl-{lab}-broker-admin", name="lab-admin").connect()
-            publish_envelope(admin, envelope)
-            admin.close()
-            directory.mkdir(parents=True, exist_ok=True)
-            (directory / "lab-run.json").write_text(json.dumps({"run_id": envelope["run_id"],
-                                                                 "digest": envelope_digest(envelope)}))
-            print(f"  lab config:        published on {config_topic(lab)} (run {envelope['run_id']}, "
-                  f"weights fingerprint {envelope['fingerprint']})")
+            _publish(handle, url, envelope, directory / RUN_STATE_FILE)
         print(f"  join a device:     edge-mcepl join --broker {url} --lab {lab} --agent-id 0 "
               f"--credentials {handle.credentials_file} --profile rpi4")
         print("Ctrl-C stops the broker.", flush=True)
@@ -114,3 +87,60 @@ def run(args: argparse.Namespace) -> int:
         handle.stop()
         print("edge-mcepl broker: stopped", flush=True)
     return 0
+
+
+def _lab(args: argparse.Namespace) -> tuple[str, int, dict | None]:
+    """(lab name, agents, the config envelope to publish or None) from a config YAML or --lab/--agents."""
+    from ..comm.topics import check_lab_name
+
+    if not args.config:
+        if not args.lab or not args.agents:
+            raise UserError("give a lab config YAML, or --lab NAME and --agents N (then publish the config later)")
+        lab, agents, envelope = check_lab_name(args.lab, "--lab"), args.agents, None
+    else:
+        from ..config import load_config
+        from ..devicelab.envelope import explicit_keys, make_envelope
+
+        overrides = {"rounds": args.rounds, "agents": args.agents, "seed": args.seed, "eval_every": args.eval_every,
+                     "algorithm.preset": args.preset}
+        config = load_config(args.config, overrides)
+        if args.lab and args.lab != config.name:
+            raise UserError(f"--lab {args.lab}: the config {args.config} names the lab {config.name!r}")
+        lab, agents = check_lab_name(config.name, f"{args.config}: name"), config.agents
+        envelope = make_envelope(config, explicit_keys(args.config, overrides), lab_settings(args))
+    if agents < 1:
+        raise UserError(f"--agents {agents}: must be ≥ 1")
+    return lab, agents, envelope
+
+
+def _keep_run_id(state_file: Path, envelope: dict, new_run: bool) -> None:
+    """An unchanged config keeps its run id, so devices can resume their checkpoints."""
+    from ..devicelab.envelope import envelope_digest
+
+    if state_file.exists() and not new_run:
+        previous = json.loads(state_file.read_text())
+        if previous.get("digest") == envelope_digest(envelope):
+            envelope["run_id"] = previous["run_id"]
+
+
+def _publish(handle: BrokerHandle, url: str, envelope: dict, state_file: Path) -> None:
+    """Publish the envelope (retained) as the lab admin and remember its run id."""
+    from ..comm.broker.credentials import ADMIN_USER
+    from ..comm.client import BrokerAddress, MqttConnection, MqttOptions
+    from ..comm.topics import config_topic
+    from ..devicelab.envelope import envelope_digest, publish_envelope
+
+    admin = MqttConnection(BrokerAddress.parse(url), MqttOptions(ADMIN_USER, handle.credentials.admin_password),
+                           f"edge-mcepl-{envelope['lab']}-broker-admin", name="lab-admin").connect()
+    publish_envelope(admin, envelope)
+    admin.close()
+    atomic_write(state_file, json.dumps({"run_id": envelope["run_id"], "digest": envelope_digest(envelope)}))
+    print(f"  lab config:        published on {config_topic(envelope['lab'])} (run {envelope['run_id']}, "
+          f"weights fingerprint {envelope['fingerprint']})")
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"

@@ -10,6 +10,7 @@ import argparse
 import json
 from pathlib import Path
 
+from ..atomic import atomic_write
 from ..errors import UserError
 
 
@@ -101,6 +102,6 @@ def run_bench(args: argparse.Namespace) -> int:
             rows.append(row)
             print(line)
     if args.json_out:
-        Path(args.json_out).write_text(json.dumps({"model": str(args.model), "dense": str(dense) if dense else None,
-                                                   "results": rows}, indent=2) + "\n")
+        atomic_write(args.json_out, json.dumps({"model": str(args.model), "dense": str(dense) if dense else None,
+                                                "results": rows}, indent=2) + "\n")
     return 0

@@ -27,8 +27,8 @@ def add_mqtt_options(parser: argparse.ArgumentParser) -> None:
 
 
 def mqtt_options(args: argparse.Namespace, agent_id: int | None, lab: str | None):
-    from ..comm.broker import ADMIN_USER, LabCredentials
-    from ..comm.mqtt import MqttOptions
+    from ..comm.broker.credentials import ADMIN_USER, LabCredentials
+    from ..comm.client import MqttOptions
 
     username, password = args.username, args.password or os.environ.get(PASSWORD_ENV)
     if args.credentials:
@@ -67,7 +67,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..device_lab import JoinOptions, run_join
+    from ..devicelab.join import JoinOptions, run_join
 
     if args.verbose:
         logging.getLogger("edge_mcepl").setLevel(logging.INFO)

@@ -31,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..device_lab import LabOptions, run_lab
+    from ..devicelab.launcher import LabOptions, run_lab
 
     data_dir = args.data_dir and str(Path(args.data_dir).resolve())
     overrides = {"rounds": args.rounds, "agents": args.agents, "seed": args.seed, "eval_every": args.eval_every,

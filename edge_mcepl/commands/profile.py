@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
+from ..atomic import atomic_write
 from ..errors import UserError
 
 
@@ -41,9 +41,7 @@ def detect(args: argparse.Namespace) -> int:
     if not args.out:
         sys.stdout.write(text)
         return 0
-    tmp = Path(args.out + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, args.out)
+    atomic_write(args.out, text)
     print(f"wrote {args.out}: {profile.cores} cores, {profile.memory_mb} MB, {profile.gflops:g} GFLOP/s "
           "(edit uplink_mbps and the budget section to match this device's use)", file=sys.stderr)
     return 0

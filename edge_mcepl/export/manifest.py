@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import platform
 import re
 import time
@@ -12,6 +11,7 @@ from importlib import metadata
 from pathlib import Path
 
 from .. import __version__
+from ..atomic import atomic_write
 from .prune import PrunedNetwork
 
 FORMAT = "edge-mcepl-export/1"
@@ -91,6 +91,4 @@ def to_json(manifest: dict) -> str:
 
 
 def write_manifest(manifest: dict, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(to_json(manifest) + "\n")
-    os.replace(tmp, path)
+    atomic_write(path, to_json(manifest) + "\n")

@@ -14,7 +14,6 @@ Input ``input``: float32 ``batch×C×H×W`` (dynamic batch); output ``logits``: 
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +21,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from .. import __version__
+from ..atomic import atomic_write
 from . import graph as g
 from .prune import PConv, PLinear, PLRN, PrunedNetwork
 
@@ -112,7 +112,5 @@ def to_onnx(net: PrunedNetwork, doc: str = "") -> onnx.ModelProto:
 def save_model(model: onnx.ModelProto, path: Path) -> int:
     """Write ``model`` as one self-contained file (atomically); returns its size in bytes."""
     data = model.SerializeToString()
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    atomic_write(path, data)
     return len(data)

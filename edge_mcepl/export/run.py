@@ -1,29 +1,26 @@
 """Reading what export needs from a run directory, and rebuilding the agent's masked model.
 
-A run directory holds ``config.yaml`` and ``final/state.json`` + ``final/masks/agent_NNN.mcpl``
-(written by :meth:`edge_mcepl.lab.Simulator.save_final_state`). Export never needs the training
+A run directory (:mod:`edge_mcepl.run_dir`, written by the simulator and the device lab alike)
+holds ``config.yaml`` and ``final/state.json`` + ``final/masks/agent_NNN.mcpl``. Export never needs the training
 state: the weights are regenerated from the seed and checked against the recorded fingerprint,
 and the mask file is a wire-format message, decoded with the same strict decoder agents use.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
-from ..comm.codec import CodecError, decode_masks
-from ..config import LabConfig, config_from_dict
+from ..config import LabConfig
 from ..errors import UserError
-from ..lab import RUN_FORMAT
 from ..nn.layers import FixedMask
 from ..nn.weights import FixedWeights, generate_fixed_weights, load_fixed_weights
 from ..nn.zoo import MaskedNetwork, build_model
-
+from ..run_dir import final_mask_path, read_config, read_state
+from ..wire.masks import CodecError, decode_masks
 
 
 @dataclass(frozen=True)
@@ -55,36 +52,11 @@ class RunInfo:
 def load_run(run_dir: str | Path) -> RunInfo:
     """Parse and validate ``RUN_DIR/final/state.json`` and ``RUN_DIR/config.yaml``."""
     run_dir = Path(run_dir)
-    state_path = run_dir / "final" / "state.json"
-    if not state_path.is_file():
-        raise UserError(f"{state_path} not found: is {run_dir} a finished run directory (edge-mcepl simulate --out)?")
-    try:
-        state = json.loads(state_path.read_text())
-    except (OSError, ValueError) as exc:
-        raise UserError(f"{state_path}: cannot read ({exc})") from None
-    if not isinstance(state, dict) or state.get("format") != RUN_FORMAT:
-        raise UserError(f"{state_path}: not a {RUN_FORMAT} state file (format {state.get('format')!r})"
-                        if isinstance(state, dict) else f"{state_path}: not a state file")
-    for key in ("model", "num_classes", "weights_seed", "fingerprint", "agents"):
-        if key not in state:
-            raise UserError(f"{state_path}: missing field {key!r}")
-    try:
-        fingerprint = bytes.fromhex(state["fingerprint"])
-    except (TypeError, ValueError):
-        raise UserError(f"{state_path}: fingerprint {state['fingerprint']!r} is not hex") from None
-    config_path = run_dir / "config.yaml"
-    try:
-        raw = yaml.safe_load(config_path.read_text())
-    except OSError as exc:
-        raise UserError(f"{config_path}: cannot read the run's config ({exc.strerror}); export needs it for "
-                        "algorithm.elu_logits and the data") from None
-    except yaml.YAMLError as exc:
-        raise UserError(f"{config_path}: invalid YAML ({str(exc).splitlines()[0]})") from None
-    config = config_from_dict(raw if isinstance(raw, dict) else {}, str(config_path))
+    state, config = read_state(run_dir), read_config(run_dir)
     if config.model != state["model"]:
         raise UserError(f"{run_dir}: config.yaml says model {config.model!r}, state.json {state['model']!r}")
-    return RunInfo(run_dir, state, config, str(state["model"]), int(state["num_classes"]),
-                   int(state["weights_seed"]), fingerprint)
+    return RunInfo(run_dir, state, config, state["model"], state["num_classes"], state["weights_seed"],
+                   bytes.fromhex(state["fingerprint"]))
 
 
 def regenerate_weights(run: RunInfo) -> tuple[MaskedNetwork, FixedWeights]:
@@ -101,8 +73,7 @@ def regenerate_weights(run: RunInfo) -> tuple[MaskedNetwork, FixedWeights]:
 
 def load_agent_masks(run: RunInfo, agent_id: int, template: MaskedNetwork) -> list[np.ndarray]:
     """Decode the agent's final mask message, checking fingerprint, layer shapes and sender."""
-    entry = run.agent(agent_id)
-    path = run.run_dir / "final" / entry.get("mask_file", f"masks/agent_{agent_id:03d}.mcpl")
+    path = final_mask_path(run.run_dir, run.agent(agent_id))
     try:
         data = path.read_bytes()
     except OSError as exc:

@@ -16,13 +16,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .codec import unpack_masks
-from .dense_codec import check_entries, finite_fp32, read_finite_fp32
-from .envelope import TAG_SIZE, CodecError, check_length, pack_header, read_header, seal, verify
+from .dense import check_entries, finite_fp32, read_finite_fp32
+from .envelope import (KINDS, SPARSE_WEIGHT_MAGIC, TAG_SIZE, CodecError, check_length, pack_header, read_header,
+                       seal, verify)
+from .masks import unpack_masks
 
-MAGIC = b"MCPS"
+MAGIC = SPARSE_WEIGHT_MAGIC
 CODEC_SPARSE_FP32: int = 3
-_KIND = "sparse weight"
+_KIND = KINDS[MAGIC]
 
 
 @dataclass(frozen=True, eq=False)

@@ -1,7 +1,7 @@
 """Wire format for dense fp32 weights (the DSGD baseline): the shared :mod:`.envelope`, fp32 payload.
 
 DSGD-style baselines exchange real weights, not masks, so their communication is counted from
-this encoder's bytes exactly as MCE-PL's is from :mod:`edge_mcepl.comm.codec`.
+this encoder's bytes exactly as MCE-PL's is from :mod:`.masks`.
 
 Layout: the shared :mod:`.envelope` with magic ``b"MCPW"`` and codec id ``CODEC_FP32`` (2); the
 payload is every layer's values as little-endian float32, C order, layers concatenated.
@@ -18,12 +18,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .envelope import (TAG_SIZE, CodecError, check_layer_shape, check_length, header_size, pack_header,
-                       read_header, seal, verify)
+from .envelope import (KINDS, TAG_SIZE, WEIGHT_MAGIC, CodecError, check_layer_shape, check_length, header_size,
+                       pack_header, read_header, seal, verify)
 
-MAGIC = b"MCPW"
+MAGIC = WEIGHT_MAGIC
 CODEC_FP32: int = 2
-_KIND = "weight"
+_KIND = KINDS[MAGIC]
 
 
 @dataclass(frozen=True, eq=False)

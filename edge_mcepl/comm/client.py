@@ -1,45 +1,29 @@
-"""MQTT transport for device labs: paho-mqtt 2.x (``CallbackAPIVersion.VERSION2``), MQTT 5 or 3.1.1.
+"""MQTT clients for device labs: paho-mqtt 2.x (``CallbackAPIVersion.VERSION2``), MQTT 5 or 3.1.1.
 
-Topics (``<lab>`` is the lab name, ``<id>`` an agent id)::
+:class:`MqttConnection` is what agents, the lab coordinator and observers share: one paho client
+with a background network thread, a synchronous :meth:`~MqttConnection.connect` that turns every
+refusal into a one-line :class:`~edge_mcepl.errors.UserError`, and these rules (DESIGN.md, "MQTT"):
 
-    edge-mcepl/<lab>/config              retained: the lab config envelope (JSON, never pickle)
-    edge-mcepl/<lab>/agent/<id>/mask     QoS 1: the agent's encoded mask for a round (codec v1)
-    edge-mcepl/<lab>/agent/<id>/status   retained JSON {"state": "online"|"done"|"offline", ...};
-                                         the last will is {"state": "offline", ...}
-
-Every agent writes only under its own ``agent/<id>/`` (the generated broker ACL enforces it) and
-subscribes only to its neighbours' mask topics, so the broker forwards exactly one copy of each
-mask to each neighbour — the simulator's byte count.
-
-Rules this module keeps (DESIGN.md, "MQTT"):
-
-- **Never block in a paho callback.** ``on_message`` parses the topic, checks the message (codec
-  header and, when the agent gave one, the full decoder: a few hundred microseconds of CPU, no
-  waiting) and files it under a lock; the agent's thread waits on a condition variable.
-- **QoS 1 delivers duplicates**: messages are de-duplicated on (sender, round). A repeat with the
-  same bytes is dropped as a redelivery; a *different* valid message for a (sender, round) already
-  held is rejected as conflicting (first one wins).
-- **Bounded memory**: messages older than the staleness window are dropped, the inbox has a byte
-  budget, and paho's outgoing queue is capped.
+- **Never block in a paho callback**: handlers registered with :meth:`~MqttConnection.on` run in
+  paho's thread and must only file what arrived.
 - **Reconnect with backoff**: paho's network thread reconnects (exponential, ``reconnect_min_delay``
   … ``reconnect_max_delay``); agents use persistent sessions (MQTT 5 session expiry / 3.1.1
-  ``clean_session=False``) so masks published while an agent was away are queued by the broker.
+  ``clean_session=False``) so messages published while an agent was away are queued by the broker.
 - **TCP_NODELAY** on every client socket (the socket-open callback): Nagle's algorithm costs
   40–90 ms per small message otherwise.
+- **Bounded memory**: paho's outgoing queue is capped.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import re
 import socket
 import ssl
-import struct
 import threading
 import time
 from collections.abc import Callable, Collection
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -49,42 +33,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from ..errors import UserError
-from .codec import MAGIC
-from .transport import Transport
 
 log = logging.getLogger(__name__)
-
-TOPIC_ROOT = "edge-mcepl"
-LAB_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
-# Codec v1 fixed header up to the round field: magic, version, codec, flags, fingerprint, sender, round.
-_HEADER = struct.Struct("<4sBBH16sII")
-
-
-def check_lab_name(name: str, what: str = "lab name") -> str:
-    if not isinstance(name, str) or not LAB_NAME_RE.match(name):
-        raise UserError(f"{what} {name!r}: use 1–64 letters, digits, '_', '.' or '-' (it becomes an MQTT topic level)")
-    return name
-
-
-def config_topic(lab: str) -> str:
-    return f"{TOPIC_ROOT}/{lab}/config"
-
-
-def mask_topic(lab: str, agent_id: int) -> str:
-    return f"{TOPIC_ROOT}/{lab}/agent/{agent_id}/mask"
-
-
-def status_topic(lab: str, agent_id: int | str) -> str:
-    return f"{TOPIC_ROOT}/{lab}/agent/{agent_id}/status"
-
-
-def topic_agent(topic: str) -> int | None:
-    """The agent id in ``edge-mcepl/<lab>/agent/<id>/...``, or None."""
-    parts = topic.split("/")
-    if len(parts) >= 5 and parts[2] == "agent" and parts[3].isdigit():
-        return int(parts[3])
-    return None
-
 
 @dataclass(frozen=True)
 class BrokerAddress:
@@ -336,8 +286,11 @@ def _probe(address: BrokerAddress) -> str:
 
 
 def fetch_retained(address: BrokerAddress, options: MqttOptions, topic: str, client_id: str, timeout: float,
-                   name: str = "client") -> bytes | None:
-    """The retained message on ``topic`` (a short clean-session connection), or None after ``timeout``."""
+                   name: str = "client", stop: threading.Event | None = None) -> bytes | None:
+    """The retained message on ``topic`` (a short clean-session connection), or None after ``timeout``.
+
+    ``stop`` (a signal handler's event) ends the wait early, also with None.
+    """
     got: list[bytes] = []
     event = threading.Event()
     conn = MqttConnection(address, options, client_id, persistent=False, name=name)
@@ -350,187 +303,17 @@ def fetch_retained(address: BrokerAddress, options: MqttOptions, topic: str, cli
     conn.on(topic, handler)
     conn.subscribe([topic])
     conn.connect()
+    deadline = time.monotonic() + timeout
     try:
-        event.wait(timeout)
+        while not event.is_set() and not (stop is not None and stop.is_set()) and time.monotonic() < deadline:
+            event.wait(min(0.2, max(deadline - time.monotonic(), 0.0)))
     finally:
         conn.close()
     return got[-1] if got else None
 
 
 def status_payload(state: str, agent_id: int, **extra: Any) -> bytes:
+    """An agent's retained status message (``online``, ``done`` or ``offline``, plus progress fields)."""
     return json.dumps({"state": state, "agent": agent_id, "time": round(time.time(), 3), **extra},
                       separators=(",", ":")).encode()
 
-
-# ---------------------------------------------------------------------------------------------
-# The agent's transport
-
-
-@dataclass
-class TransportStats:
-    """Counters an agent reports per round (read and reset with :meth:`MqttTransport.take_stats`)."""
-
-    rejected: int = 0
-    duplicates: int = 0
-    late: int = 0
-    reasons: list[str] = field(default_factory=list)
-
-
-class MqttTransport(Transport):
-    """Publishes this agent's masks and gathers its neighbours' over an :class:`MqttConnection`.
-
-    ``validate(payload) -> (sender, round)`` is the full decoder (fingerprint, shapes, tag); without
-    it only the codec header is read. ``gather`` waits until every sender's message for the round
-    is in, the ``timeout`` (the round deadline) passes, or :attr:`stop` is set; for a sender still
-    missing it falls back to that sender's newest message from the last ``max_staleness`` rounds.
-    """
-
-    def __init__(self, conn: MqttConnection, lab: str, agent_id: int, *,
-                 validate: Callable[[bytes], tuple[int, int]] | None = None, max_staleness: int = 0,
-                 max_message_bytes: int = 64 << 20, inbox_budget_bytes: int = 512 << 20) -> None:
-        self.conn, self.lab, self.agent_id = conn, lab, agent_id
-        self.validate, self.max_staleness = validate, max_staleness
-        self.max_message_bytes, self.inbox_budget_bytes = max_message_bytes, inbox_budget_bytes
-        self.stop = threading.Event()
-        self._cond = threading.Condition()
-        self._inbox: dict[tuple[int, int], bytes] = {}
-        self._arrived: dict[tuple[int, int], float] = {}
-        self._inbox_bytes = 0
-        self._senders: set[int] = set()
-        self._current = 0
-        self._stats = TransportStats()
-        self.published_at: dict[int, float] = {}
-        self.last_arrivals: dict[int, float] = {}  # sender → arrival time of what the last gather returned
-        self.last_stale: dict[int, int] = {}  # sender → round of a stale mask the last gather fell back on
-        self.last_gather_end = 0.0  # when the last gather returned (time.time())
-        self.bytes_published = 0
-        conn.on(f"{TOPIC_ROOT}/{lab}/agent/+/mask", self._on_mask)
-
-    def listen(self, senders: Collection[int]) -> None:
-        """Subscribe to these agents' mask topics (the neighbours)."""
-        self._senders = set(senders)
-        self.conn.subscribe([mask_topic(self.lab, s) for s in sorted(self._senders)])
-
-    def set_round(self, round: int) -> None:
-        """Where this agent is: drops what is now too old (used when resuming)."""
-        with self._cond:
-            self._current = round
-            self._evict()
-
-    # -- paho thread --------------------------------------------------------------------------
-
-    def _reject(self, topic: str, reason: str) -> None:
-        log.warning("agent %d: rejected message on %s: %s", self.agent_id, topic, reason)
-        with self._cond:
-            self._stats.rejected += 1
-            if len(self._stats.reasons) < 20:
-                self._stats.reasons.append(reason)
-
-    def _on_mask(self, topic: str, payload: bytes) -> None:
-        now = time.time()
-        sender = topic_agent(topic)
-        if sender is None or sender not in self._senders:
-            return  # not a neighbour (e.g. a wildcard subscription of someone else's): not ours
-        if len(payload) > self.max_message_bytes:
-            return self._reject(topic, f"{len(payload)} bytes exceeds the {self.max_message_bytes}-byte limit")
-        if len(payload) < _HEADER.size:
-            return self._reject(topic, f"truncated: {len(payload)} bytes, shorter than the {_HEADER.size}-byte header")
-        magic, _v, _c, _f, _fp, claimed, round_ = _HEADER.unpack_from(payload)
-        if magic != MAGIC:
-            return self._reject(topic, f"not a mask message (bad magic {magic!r})")
-        if claimed != sender:
-            return self._reject(topic, f"message claims sender {claimed} on agent {sender}'s topic")
-        key = (sender, round_)
-        with self._cond:
-            too_old = round_ < self._current - self.max_staleness
-        if too_old:
-            log.info("agent %d: late message (sender %d, round %d) dropped: this agent is at round %d "
-                     "(max staleness %d)", self.agent_id, sender, round_, self._current, self.max_staleness)
-            with self._cond:
-                self._stats.late += 1
-            return None
-        if self.validate is not None:
-            try:
-                checked = self.validate(payload)
-            except UserError as exc:  # CodecError
-                return self._reject(topic, str(exc))
-            if checked != key:
-                return self._reject(topic, f"decoded (sender, round) {checked} differs from its header {key}")
-        with self._cond:
-            held = self._inbox.get(key)
-        if held is not None:
-            if held == payload:
-                log.warning("agent %d: duplicate of (sender %d, round %d) ignored (QoS 1 redelivery)",
-                         self.agent_id, sender, round_)
-                with self._cond:
-                    self._stats.duplicates += 1
-                return None
-            return self._reject(topic, f"conflicting second message for (sender {sender}, round {round_}); "
-                                       "keeping the first")
-        with self._cond:
-            if key in self._inbox:  # raced with a redelivery of the same message
-                self._stats.duplicates += 1
-                return None
-            if self._inbox_bytes + len(payload) > self.inbox_budget_bytes:
-                log.warning("agent %d: inbox budget (%d bytes) full; dropped (sender %d, round %d)",
-                            self.agent_id, self.inbox_budget_bytes, sender, round_)
-                self._stats.late += 1
-                return None
-            self._inbox[key] = payload
-            self._arrived[key] = now
-            self._inbox_bytes += len(payload)
-            self._cond.notify_all()
-        return None
-
-    # -- agent thread -------------------------------------------------------------------------
-
-    def publish(self, sender: int, round: int, payload: bytes) -> None:
-        with self._cond:
-            self._current = max(self._current, round)
-            self._evict()
-        self.published_at[round] = time.time()
-        self.bytes_published += len(payload)
-        self.conn.publish(mask_topic(self.lab, sender), payload, qos=1)
-
-    def gather(self, receiver: int, round: int, senders: Collection[int], timeout: float | None = None) -> dict[int, bytes]:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        wanted = list(senders)
-        with self._cond:
-            while not self.stop.is_set():
-                if all((s, round) in self._inbox for s in wanted):
-                    break
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    break
-                self._cond.wait(0.25 if remaining is None else min(remaining, 0.25))
-            result: dict[int, bytes] = {}
-            self.last_arrivals, self.last_stale = {}, {}
-            for s in wanted:
-                if (s, round) in self._inbox:
-                    result[s] = self._inbox[(s, round)]
-                    self.last_arrivals[s] = self._arrived[(s, round)]
-                    continue
-                older = [r for (who, r) in self._inbox if who == s and round - self.max_staleness <= r < round]
-                if older:
-                    r = max(older)
-                    result[s] = self._inbox[(s, r)]
-                    self.last_stale[s] = r
-            missing = [s for s in wanted if s not in result]
-        self.last_gather_end = time.time()
-        if missing and not self.stop.is_set():
-            log.warning("agent %d: round %d deadline passed without masks from %s%s", self.agent_id, round,
-                        ", ".join(map(str, missing)),
-                        f" (stale masks used for {dict(sorted(self.last_stale.items()))})" if self.last_stale else "")
-        return result
-
-    def take_stats(self) -> TransportStats:
-        with self._cond:
-            stats, self._stats = self._stats, TransportStats()
-        return stats
-
-    def _evict(self) -> None:
-        # Bounded staleness: nothing older than max_staleness rounds can be used again.
-        floor = self._current - self.max_staleness
-        for key in [k for k in self._inbox if k[1] < floor]:
-            self._inbox_bytes -= len(self._inbox.pop(key))
-            self._arrived.pop(key, None)

@@ -1,12 +1,16 @@
 """The envelope every edge-mcepl message shares: fixed header, shape records, BLAKE2b tag.
 
-Masks (:mod:`.codec`), dense fp32 weights (:mod:`.dense_codec`) and masked fp32 weights
-(:mod:`.sparse_codec`) differ only in magic, codec id and payload; the header, the shape records
+Masks (:mod:`.masks`), dense fp32 weights (:mod:`.dense`) and masked fp32 weights
+(:mod:`.sparse`) differ only in magic, codec id and payload; the header, the shape records
 and the tag are parsed and checked here, once, so the three decoders are equally strict. Decoding
 is split in two because only the payload codec knows how many payload bytes the shapes imply:
 :func:`read_header` checks structure (so a truncated or future-version message says so rather
 than "tampered"), then the codec checks the length, then :func:`verify` checks the tag and what
 the now-authentic header claims. numpy-free and torch-free; never pickle.
+
+A transport needs less: :func:`read_common_header` reads the fields every kind shares up to the
+round (kind, version, sender, round) so it can route, de-duplicate and drop stale messages
+without knowing any codec; the receiver's strict decoder still checks everything.
 
 ==========  ====================  ============================================================
 size        field                 meaning
@@ -47,7 +51,14 @@ MAX_NDIM: int = 8
 MAX_KEY_SIZE: int = 64  # BLAKE2b's key limit
 U32_MAX = 2**32 - 1
 
-FIXED = struct.Struct("<4sBBH16sIIH")
+# The prefix every message kind shares: magic, version, codec, flags, fingerprint, sender, round.
+COMMON = struct.Struct("<4sBBH16sII")
+FIXED = struct.Struct(COMMON.format + "H")  # ... then n_layers
+
+MASK_MAGIC = b"MCPL"
+WEIGHT_MAGIC = b"MCPW"
+SPARSE_WEIGHT_MAGIC = b"MCPS"
+KINDS: dict[bytes, str] = {MASK_MAGIC: "mask", WEIGHT_MAGIC: "weight", SPARSE_WEIGHT_MAGIC: "sparse weight"}
 
 
 class CodecError(UserError):
@@ -64,6 +75,33 @@ class Header:
     shapes: tuple[tuple[int, ...], ...]
     payload_offset: int
     codec: int
+
+
+@dataclass(frozen=True)
+class CommonHeader:
+    """The unauthenticated routing fields of any message: which kind, who claims to send it, for which round."""
+
+    kind: str
+    codec: int
+    sender: int
+    round: int
+
+
+def read_common_header(data: bytes) -> CommonHeader:
+    """The common header of a message of any kind, without decoding (nor trusting) the rest.
+
+    What a transport routes on; the tag is not checked here, so the receiver's strict decoder must
+    still accept the whole message before it is used.
+    """
+    if len(data) < COMMON.size:
+        raise CodecError(f"truncated: {len(data)} bytes, shorter than the {COMMON.size}-byte common header")
+    magic, version, codec, _flags, _fingerprint, sender, round_ = COMMON.unpack_from(data)
+    kind = KINDS.get(magic)
+    if kind is None:
+        raise CodecError(f"not an edge-mcepl message (bad magic {magic!r})")
+    if version != FORMAT_VERSION:
+        raise CodecError(f"unsupported {kind} format version {version}, this decoder reads {FORMAT_VERSION}")
+    return CommonHeader(kind, codec, sender, round_)
 
 
 def header_size(shapes: Sequence[Sequence[int]]) -> int:
@@ -130,6 +168,12 @@ def read_header(data: object, *, magic: bytes, codec: int | tuple[int, ...], kin
         raise CodecError(f"{kind} message is unkeyed but a key was given: refusing unauthenticated")
     if not 1 <= n_layers <= MAX_LAYERS:
         raise CodecError(f"{kind} message declares {n_layers} layers, allowed 1 to {MAX_LAYERS}")
+    shapes, offset = _read_shapes(data, n_layers, kind)
+    return data, Header(fingerprint, sender, round_, shapes, offset, got_codec)
+
+
+def _read_shapes(data: bytes, n_layers: int, kind: str) -> tuple[tuple[tuple[int, ...], ...], int]:
+    """The shape records after the fixed header; returns them and the payload offset."""
     shapes, offset = [], FIXED.size
     for index in range(n_layers):
         if offset + 1 > len(data):
@@ -145,7 +189,7 @@ def read_header(data: object, *, magic: bytes, codec: int | tuple[int, ...], kin
         if 0 in shape:
             raise CodecError(f"{kind} message layer {index} has a zero dimension: {shape}")
         shapes.append(shape)
-    return data, Header(fingerprint, sender, round_, tuple(shapes), offset, got_codec)
+    return tuple(shapes), offset
 
 
 def verify(data: bytes, header: Header, *, kind: str, key: bytes | None, expected_fingerprint: bytes | None,

@@ -29,17 +29,17 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import rice
-from .envelope import (FORMAT_VERSION, TAG_SIZE, CodecError, check_layer_shape, check_length,
+from .envelope import (FORMAT_VERSION, KINDS, MASK_MAGIC, TAG_SIZE, CodecError, check_layer_shape, check_length,
                        header_size, pack_header, read_header, seal, verify)
 
 __all__ = ["CODEC_PACKBITS", "CODEC_RICE", "MASK_CODECS", "FORMAT_VERSION", "MAGIC", "CodecError", "MaskMessage",
            "decode_masks", "encode_masks", "header_size", "message_size", "unpack_masks"]
 
-MAGIC = b"MCPL"
+MAGIC = MASK_MAGIC
 CODEC_PACKBITS: int = 1
 CODEC_RICE: int = 2
 MASK_CODECS: dict[str, int] = {"packbits": CODEC_PACKBITS, "rice": CODEC_RICE}
-_KIND = "mask"
+_KIND = KINDS[MAGIC]
 
 
 @dataclass(frozen=True, eq=False)

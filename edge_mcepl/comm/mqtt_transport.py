@@ -1,0 +1,221 @@
+"""An agent's :class:`~.transport.Transport` over MQTT: its messages out, its neighbours' in, each checked once.
+
+An agent subscribes only to its neighbours' message topics, so the broker forwards exactly one
+copy of each message to each neighbour — the simulator's byte count. Rules this module keeps
+(DESIGN.md, "MQTT"):
+
+- **Check on arrival, never block paho's thread.** :meth:`MqttTransport._on_message` reads the
+  common header (:func:`~edge_mcepl.wire.envelope.read_common_header`: any message kind, no codec
+  here), then the receiver's strict decoder — a few hundred microseconds of CPU, no waiting — and
+  files the *decoded* message under a lock; the agent's thread waits on a condition variable and
+  gets it from :meth:`~MqttTransport.gather` without decoding again. A message refused on arrival
+  cannot take the place of a good one that comes later.
+- **QoS 1 delivers duplicates**: messages are de-duplicated on (sender, round). A repeat with the
+  same bytes is dropped as a redelivery (before decoding it); a *different* message for a
+  (sender, round) already held is rejected as conflicting (first valid one wins).
+- **Bounded staleness, bounded memory**: a message older than the ``max_staleness`` window is
+  dropped on arrival and evicted as the agent moves on; the inbox has a byte budget (payload bytes).
+  :meth:`~MqttTransport.gather` is the one place that decides what is stale.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Collection
+from dataclasses import dataclass
+from typing import Any
+
+from ..wire.envelope import CodecError, read_common_header
+from .client import MqttConnection
+from .topics import mask_topic, topic_agent
+from .transport import Decoder, Delivery, Gathered, Transport, check_channel
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TransportStats:
+    """Arrival counters an agent reports per round (read and reset with :meth:`MqttTransport.take_stats`)."""
+
+    rejected: int = 0
+    duplicates: int = 0
+    late: int = 0
+
+
+@dataclass(frozen=True)
+class _Held:
+    payload: bytes  # kept to tell a redelivery (same bytes) from a conflicting message
+    message: Any  # decoded and verified
+    arrived: float  # time.time() when it was accepted
+
+
+class _Refused(Exception):
+    """A message this agent will not use; the text is the logged reason."""
+
+
+class MqttTransport(Transport):
+    """Publishes this agent's messages and gathers its neighbours' over an :class:`MqttConnection`.
+
+    ``gather`` waits until every sender's message for the round is in, the ``timeout`` (the round
+    deadline) passes, or :attr:`stop` is set; for a sender still missing it falls back to that
+    sender's newest message from the last ``max_staleness`` rounds, marked stale.
+    """
+
+    def __init__(self, conn: MqttConnection, lab: str, agent_id: int, *, max_staleness: int = 0,
+                 max_message_bytes: int = 64 << 20, inbox_budget_bytes: int = 512 << 20) -> None:
+        self.conn, self.lab, self.agent_id = conn, lab, agent_id
+        self.max_staleness = max_staleness
+        self.max_message_bytes, self.inbox_budget_bytes = max_message_bytes, inbox_budget_bytes
+        self.stop = threading.Event()
+        self._cond = threading.Condition()
+        self._inbox: dict[tuple[int, int], _Held] = {}
+        self._inbox_bytes = 0
+        self._decode: Decoder | None = None
+        self._senders: tuple[int, ...] = ()
+        self._current = 0
+        self._stats = TransportStats()
+        self.published_at: dict[int, float] = {}
+        self.last_arrivals: dict[int, float] = {}  # sender → arrival time of what the last gather returned
+        self.last_stale: dict[int, int] = {}  # sender → round of a stale message the last gather fell back on
+        self.last_gather_end = 0.0  # when the last gather returned (time.time())
+        conn.on(mask_topic(lab, "+"), self._on_message)
+
+    def listen(self, receiver: int, senders: Collection[int], decode: Decoder) -> None:
+        """Subscribe to these agents' message topics (the neighbours'), checking what comes with ``decode``."""
+        self._check_receiver(receiver)
+        self._decode = decode
+        self._senders = tuple(senders)
+        self.conn.subscribe([mask_topic(self.lab, s) for s in sorted(self._senders)])
+
+    def set_round(self, round: int) -> None:
+        """Where this agent is: drops what is now too old (used when resuming)."""
+        with self._cond:
+            self._current = round
+            self._evict()
+
+    # -- paho thread --------------------------------------------------------------------------
+
+    def _on_message(self, topic: str, payload: bytes) -> None:
+        arrived = time.time()
+        sender = topic_agent(topic)
+        if sender is None or sender not in self._senders or self._decode is None:
+            return  # not a neighbour (e.g. a wildcard subscription of someone else's): not ours
+        try:
+            round_ = self._round_to_keep(sender, payload)
+            if round_ is None or self._is_redelivery(sender, round_, payload):
+                return
+            message = self._decode(payload)
+            check_channel(message, sender, round_)
+        except (CodecError, _Refused) as exc:
+            log.warning("agent %d: rejected message on %s: %s", self.agent_id, topic, exc)
+            with self._cond:
+                self._stats.rejected += 1
+            return
+        self._file((sender, round_), _Held(payload, message, arrived))
+
+    def _round_to_keep(self, sender: int, payload: bytes) -> int | None:
+        """The round the common header names, or None when it is too old to be used (counted late)."""
+        if len(payload) > self.max_message_bytes:
+            raise _Refused(f"{len(payload)} bytes exceeds the {self.max_message_bytes}-byte limit")
+        header = read_common_header(payload)
+        if header.sender != sender:
+            raise _Refused(f"message claims sender {header.sender} on agent {sender}'s topic")
+        with self._cond:
+            too_old = header.round < self._current - self.max_staleness
+            if too_old:
+                self._stats.late += 1
+        if too_old:
+            log.info("agent %d: late message (sender %d, round %d) dropped: this agent is at round %d "
+                     "(max staleness %d)", self.agent_id, sender, header.round, self._current, self.max_staleness)
+            return None
+        return header.round
+
+    def _is_redelivery(self, sender: int, round_: int, payload: bytes) -> bool:
+        """True for a QoS 1 redelivery of a message held (ignored); a different message is refused."""
+        with self._cond:
+            held = self._inbox.get((sender, round_))
+            if held is not None and held.payload == payload:
+                self._stats.duplicates += 1
+        if held is None:
+            return False
+        if held.payload != payload:
+            raise _Refused(f"conflicting second message for (sender {sender}, round {round_}); keeping the first")
+        log.warning("agent %d: duplicate of (sender %d, round %d) ignored (QoS 1 redelivery)",
+                    self.agent_id, sender, round_)
+        return True
+
+    def _file(self, key: tuple[int, int], held: _Held) -> None:
+        with self._cond:
+            if key in self._inbox:  # raced with a redelivery of the same message
+                self._stats.duplicates += 1
+                return
+            if self._inbox_bytes + len(held.payload) > self.inbox_budget_bytes:
+                log.warning("agent %d: inbox budget (%d bytes) full; dropped (sender %d, round %d)",
+                            self.agent_id, self.inbox_budget_bytes, *key)
+                self._stats.late += 1
+                return
+            self._inbox[key] = held
+            self._inbox_bytes += len(held.payload)
+            self._cond.notify_all()
+
+    # -- agent thread -------------------------------------------------------------------------
+
+    def publish(self, sender: int, round: int, payload: bytes) -> None:
+        with self._cond:
+            self._current = max(self._current, round)
+            self._evict()
+        self.published_at[round] = time.time()
+        self.conn.publish(mask_topic(self.lab, sender), payload, qos=1)
+
+    def gather(self, receiver: int, round: int, timeout: float | None = None) -> Gathered:
+        self._check_receiver(receiver)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        deliveries: dict[int, Delivery] = {}
+        with self._cond:
+            while not self.stop.is_set() and not all((s, round) in self._inbox for s in self._senders):
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    break
+                self._cond.wait(0.25 if remaining is None else min(remaining, 0.25))
+            self.last_arrivals, self.last_stale = {}, {}
+            for s in self._senders:
+                used = self._usable_round(s, round)
+                if used is None:
+                    continue
+                held = self._inbox[(s, used)]
+                deliveries[s] = Delivery(held.message, len(held.payload), stale=used != round)
+                if used == round:
+                    self.last_arrivals[s] = held.arrived
+                else:
+                    self.last_stale[s] = used
+        self.last_gather_end = time.time()
+        missing = [s for s in self._senders if s not in deliveries]
+        if missing and not self.stop.is_set():
+            log.warning("agent %d: round %d deadline passed without masks from %s%s", self.agent_id, round,
+                        ", ".join(map(str, missing)),
+                        f" (stale masks used for {dict(sorted(self.last_stale.items()))})" if self.last_stale else "")
+        return Gathered(deliveries)
+
+    def take_stats(self) -> TransportStats:
+        with self._cond:
+            stats, self._stats = self._stats, TransportStats()
+        return stats
+
+    def _usable_round(self, sender: int, round: int) -> int | None:
+        """``round`` if ``sender``'s message for it is in, else its newest within the staleness window, else None."""
+        if (sender, round) in self._inbox:
+            return round
+        older = [r for (who, r) in self._inbox if who == sender and round - self.max_staleness <= r < round]
+        return max(older, default=None)
+
+    def _check_receiver(self, receiver: int) -> None:
+        if receiver != self.agent_id:
+            raise ValueError(f"this transport is agent {self.agent_id}'s, not agent {receiver}'s")
+
+    def _evict(self) -> None:
+        # Bounded staleness: nothing older than max_staleness rounds can be used again.
+        floor = self._current - self.max_staleness
+        for key in [k for k in self._inbox if k[1] < floor]:
+            self._inbox_bytes -= len(self._inbox.pop(key).payload)

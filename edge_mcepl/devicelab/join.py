@@ -1,0 +1,385 @@
+"""One device: ``edge-mcepl join`` — the simulator's agent, with its neighbours over MQTT.
+
+:class:`Join` runs the phases in order, one method each: fetch the lab config, build the agent
+(exactly as the simulator does, refusing a different weights fingerprint), restore its checkpoint,
+connect, wait for the neighbours, run the rounds, finish. A round is local step → publish → gather
+(round deadline, bounded staleness: the transport decides) → aggregate → consensus step →
+metrics row and checkpoint, so a restarted device resumes after its last completed round.
+SIGINT/SIGTERM set a flag the round loop checks at safe points; the exit status says how it ended
+(0 done, 3 the lab was restarted with a new config, 128 + signal interrupted).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import fcntl
+import gc
+import json
+import os
+import secrets
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..agent import Agent
+from ..allocator import keep_freed_memory
+from ..checkpoint import load_checkpoint, restore_agent, save_checkpoint
+from ..comm.client import BrokerAddress, MqttConnection, MqttOptions, fetch_retained, status_payload
+from ..comm.mqtt_transport import MqttTransport
+from ..comm.topics import check_lab_name, config_topic, mask_topic, status_topic
+from ..config import LabConfig
+from ..data.resolve import LabData, load_lab_data
+from ..errors import UserError
+from ..lab import build_agent, build_topology_for
+from ..metrics import MetricsLog, read_completed_rows, write_metrics
+from ..nn.layers import MaskedConv2d
+from ..nn.weights import FixedWeights, generate_fixed_weights
+from ..nn.zoo import MaskedNetwork, build_model
+from ..profiles import load_profile
+from ..run_dir import FINAL_MASK_FILE, METRICS_FILE, AgentRecord, RunIdentity, write_agent_result
+from .envelope import LabEnvelope, LabSettings, parse_envelope
+from .plan import AgentPlan, plan_agent
+
+EXIT_NEW_RUN = 3
+
+
+@dataclass
+class JoinOptions:
+    """What ``edge-mcepl join`` was asked to do (one field per option)."""
+
+    broker: str
+    lab: str
+    agent_id: int
+    mqtt: MqttOptions = field(default_factory=MqttOptions)
+    profile: str | None = None
+    data_dir: str | None = None
+    state_dir: str | None = None
+    threads: int | None = None
+    fresh: bool = False
+    config_timeout: float = 120.0
+    load_lock: str | None = None
+    log: Callable[[str], None] = field(default=lambda line: print(line, flush=True))
+
+
+class StopFlag:
+    """Set by SIGINT/SIGTERM: the round loop stops at the next safe point."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.signum: int | None = None
+
+    def install(self) -> dict:
+        previous = {}
+
+        def handler(signum, _frame):
+            self.signum = signum
+            self.event.set()
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, handler)
+        return previous
+
+    def __bool__(self) -> bool:
+        return self.event.is_set()
+
+
+def default_state_dir(lab: str, agent_id: int) -> Path:
+    return Path("edge-mcepl-state") / lab / f"agent_{agent_id:03d}"
+
+
+def run_join(opts: JoinOptions) -> int:
+    """Join a lab and train until its last round (or a signal); returns the exit status."""
+    stop = StopFlag()
+    previous = stop.install() if threading.current_thread() is threading.main_thread() else {}
+    try:
+        return Join(opts, stop).run()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+class Join:
+    """The phases of one device's part in a lab; each method leaves what the next one needs on ``self``."""
+
+    # set by fetch_config
+    env: LabEnvelope
+    plan: AgentPlan
+    config: LabConfig
+    settings: LabSettings
+    # set by build_agent
+    agent: Agent
+    classes: list[int]
+    static: dict[str, Any]  # the metrics fields that do not change from round to round
+    # set by connect
+    conn: MqttConnection
+    transport: MqttTransport
+    info: dict[str, Any]  # what every status message of this agent carries
+
+    def __init__(self, opts: JoinOptions, stop: StopFlag) -> None:
+        self.opts, self.stop, self.say = opts, stop, opts.log
+        self.lab, self.me = check_lab_name(opts.lab), opts.agent_id
+        self.address = BrokerAddress.parse(opts.broker)
+        self.profile = load_profile(opts.profile) if opts.profile else None
+        self.state_dir = Path(opts.state_dir) if opts.state_dir else default_state_dir(self.lab, self.me)
+        self.ckpt_path, self.metrics_path = self.state_dir / "checkpoint.npz", self.state_dir / METRICS_FILE
+        self.statuses: dict[int, dict] = {}  # neighbours' latest status in this run (paho thread writes)
+        self.new_run: str | None = None  # set when the lab publishes a config with another run id
+        self.last_eval: dict[str, Any] = {}
+        self.start = self.done_rounds = 0
+
+    def run(self) -> int:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.say(f"agent {self.me}: joining lab {self.lab!r} at {self.address.url}"
+                 + (f" with profile {self.profile.name}" if self.profile else ""))
+        self.fetch_config()
+        self.build_agent()
+        self.restore_checkpoint()
+        self.connect()
+        self.wait_for_neighbours()
+        self.run_rounds()
+        return self.finish()
+
+    # -- phases ---------------------------------------------------------------------------------
+
+    def fetch_config(self) -> None:
+        """The retained lab config, validated, and this device's plan (retention, batch size, threads)."""
+        lab, me, opts = self.lab, self.me, self.opts
+        payload = fetch_retained(self.address, opts.mqtt, config_topic(lab),
+                                 f"edge-mcepl-{lab}-agent-{me}-cfg-{secrets.token_hex(3)}", opts.config_timeout,
+                                 name=f"agent {me}", stop=self.stop.event)
+        if payload is None:
+            if self.stop:
+                raise KeyboardInterrupt
+            raise UserError(f"no lab config for lab {lab!r} on {self.address.url} after {opts.config_timeout:g} s "
+                            f"(topic {config_topic(lab)}; is `edge-mcepl broker CONFIG.yaml` running for this lab?)")
+        self.env = env = parse_envelope(payload, lab, self.state_dir / "lab-files", opts.data_dir)
+        if not 0 <= me < env.config.agents:
+            raise UserError(f"--agent-id {me}: lab {lab!r} has agents 0..{env.config.agents - 1}")
+        self.plan = plan_agent(env, me, self.profile, opts.threads)
+        self.config, self.settings = self.plan.config, env.settings
+        self.say(f"agent {me}: run {env.run_id}, {self.config.agents} agents, {self.config.rounds} rounds, model "
+                 f"{self.config.model}, deadline {self.settings.round_deadline_s:g} s, max staleness "
+                 f"{self.settings.max_staleness}")
+        for note in self.plan.notes:
+            self.say(f"agent {me}: {note}")
+        torch.set_num_threads(self.plan.threads)
+
+    def build_agent(self) -> None:
+        """The simulator's agent ``me``, keeping only its own data (the full dataset is freed)."""
+        config, me = self.config, self.me
+        slot = f"{self.opts.load_lock}.{me % 2}" if self.opts.load_lock else None
+        with _file_lock(slot):  # the lab runner serialises data loading: N copies of CIFAR-10 at once would not fit
+            data = load_lab_data(config, build_model(config.model).input_shape,
+                                 lambda line: self.say(f"agent {me}: {line}"))
+            template, fixed = self._fixed_weights(data)
+            topology = build_topology_for(config)
+            if self.env.neighbours and list(topology.neighbours(me)) != self.env.neighbours.get(me):
+                raise UserError(f"topology mismatch: the lab says agent {me}'s neighbours are "
+                                f"{self.env.neighbours.get(me)}, this device computed {list(topology.neighbours(me))}")
+            self.agent = agent = build_agent(config, data, topology, fixed, me)
+            # Keep only this agent's test images (same images, same order: identical evaluation).
+            indices = agent.test_indices.cpu().numpy()
+            agent.test_data = data.test.subset(indices)
+            agent.test_indices = torch.arange(len(indices))
+            self.classes = list(data.partitions[me].classes)
+            self.say(f"agent {me}: {data.description}; {len(agent.train_data)} train / {len(indices)} test images, "
+                     f"classes {self.classes}; neighbours {list(agent.neighbours)}; fingerprint "
+                     f"{fixed.fingerprint_hex} ✓")
+            del data
+        _release_memory()  # the full dataset is gone: give it back before the heap is tuned to keep memory
+        keep_freed_memory()
+        self.static = {"classes": self.classes, "retention_conv": agent.rule.retention.conv,
+                       "conv_layers": sum(isinstance(m, MaskedConv2d) for _, m in template.masked_layers()),
+                       "filters": [shape[0] for shape in agent.layer_shapes]}
+
+    def restore_checkpoint(self) -> None:
+        """Resume after the last completed round (``--fresh``: start over); metrics keep only those rounds."""
+        if self.opts.fresh:
+            for p in (self.ckpt_path, self.metrics_path, self.state_dir / FINAL_MASK_FILE):
+                p.unlink(missing_ok=True)
+        if self.ckpt_path.exists():
+            ckpt = load_checkpoint(self.ckpt_path)
+            restore_agent(self.agent, ckpt, str(self.ckpt_path), lab=self.lab, run_id=self.env.run_id)
+            self.start = ckpt.next_round
+            self.say(f"agent {self.me}: resuming from checkpoint {self.ckpt_path} after round {self.start} of "
+                     f"{self.config.rounds}")
+        self.done_rounds = self.start
+        write_metrics(self.metrics_path, [r for r in read_completed_rows(self.metrics_path) if r["round"] < self.start])
+
+    def connect(self) -> None:
+        """A persistent session (masks sent while away are queued), the neighbours' topics, status online."""
+        lab, me, agent = self.lab, self.me, self.agent
+        offline = status_payload("offline", me, run_id=self.env.run_id, reason="connection lost")
+        client_id = f"edge-mcepl-{lab}-{self.env.run_id[:8]}-agent-{me}"
+        self.conn = conn = MqttConnection(self.address, self.opts.mqtt, client_id, persistent=True,
+                                          will=(status_topic(lab, me), offline), name=f"agent {me}")
+        self.transport = MqttTransport(conn, lab, me, max_staleness=self.settings.max_staleness)
+        self.transport.stop = self.stop.event
+        conn.on(status_topic(lab, "+"), self._on_status)
+        conn.on(config_topic(lab), self._on_config)
+        self.transport.listen(me, agent.neighbours, agent.decode_message)
+        conn.subscribe([status_topic(lab, j) for j in agent.neighbours] + [config_topic(lab)])
+        conn.connect()
+        self.transport.set_round(self.start)
+        self.info = {"run_id": self.env.run_id, "rounds": self.config.rounds, "retention": agent.rule.retention.conv,
+                     "profile": self.profile.name if self.profile else None, "pid": os.getpid()}
+        conn.publish(status_topic(lab, me), status_payload("online", me, round=self.start, **self.info), retain=True)
+
+    def wait_for_neighbours(self) -> None:
+        """Before the first round to run: until every neighbour is online, or the start timeout."""
+        if self.start >= self.config.rounds or self.stop:
+            return
+        neighbours, timeout = self.agent.neighbours, self.settings.start_timeout_s
+        began = time.monotonic()
+        announced = False
+        while not self.stop and time.monotonic() < began + timeout and any(j not in self.statuses for j in neighbours):
+            if not announced and time.monotonic() - began > 1.0:  # retained statuses arrive at once
+                waiting = [j for j in neighbours if j not in self.statuses]
+                self.say(f"agent {self.me}: waiting up to {timeout:g} s for neighbours {waiting} to come online")
+                announced = True
+            self.stop.event.wait(0.1)
+
+    def run_rounds(self) -> None:
+        """Every remaining round: a metrics row, a checkpoint and a status update after each."""
+        metrics = MetricsLog(self.metrics_path)
+        try:
+            for t in range(self.start, self.config.rounds):
+                if self.stop:
+                    break
+                row = self._round(t)
+                if row is None:  # interrupted while gathering: not complete; the checkpoint is the last one
+                    break
+                metrics.write([row])
+                save_checkpoint(self.ckpt_path, self.agent, t + 1, lab=self.lab, run_id=self.env.run_id)
+                self.done_rounds = t + 1
+                if "accuracy" in row:
+                    self.last_eval.update(accuracy=row["accuracy"], eval_round=t)
+                self.conn.publish(status_topic(self.lab, self.me), status_payload(
+                    "online", self.me, round=t + 1, **self.info, **self.last_eval), retain=True)
+                self._say_round(t, row)
+        finally:
+            metrics.close()
+
+    def finish(self) -> int:
+        """The exit status; a finished agent leaves its final mask and ``agent.json`` for the run directory."""
+        me, config = self.me, self.config
+        if self.new_run:
+            self.say(f"agent {me}: the lab was restarted with a new config (run {self.new_run}); stopping after "
+                     f"round {self.done_rounds}. Rejoin with --fresh to take part in the new run.")
+            return self._close("offline", EXIT_NEW_RUN, reason="new run")
+        if self.stop:
+            name = signal.Signals(self.stop.signum).name if self.stop.signum else "signal"
+            self.say(f"agent {me}: {name}: stopped after round {self.done_rounds}/{config.rounds}; checkpoint "
+                     f"{self.ckpt_path} is current — run the same command again to resume")
+            return self._close("offline", 128 + (self.stop.signum or 2), reason=name)
+        rule = self.agent.rule
+        identity = RunIdentity(config.model, self.env.num_classes, config.seed, self.env.fingerprint, config.rounds)
+        record = AgentRecord(me, rule.retention.conv, rule.retention.linear, list(self.agent.neighbours), self.classes)
+        mask = self.agent.encode_message(config.rounds) if rule.learns_masks else None
+        mask_path = write_agent_result(self.state_dir, identity, record, mask, lab=self.lab, run_id=self.env.run_id,
+                                       profile=self.profile.name if self.profile else None,
+                                       notes=list(self.plan.notes))
+        self.say(f"agent {me}: done — {config.rounds} rounds; "
+                 + (f"final mask {mask_path}" if mask_path else f"{config.algorithm.name} learns weights: no mask"))
+        return self._close("done", 0)
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    def _fixed_weights(self, data: LabData) -> tuple[MaskedNetwork, FixedWeights]:
+        config = self.config
+        template = build_model(config.model, data.train.num_classes)
+        fixed = generate_fixed_weights(template, config.model, config.seed)
+        if fixed.fingerprint_hex != self.env.fingerprint:
+            raise UserError(f"weights fingerprint mismatch: the lab's is {self.env.fingerprint}, this device generated "
+                            f"{fixed.fingerprint_hex} (model {config.model}, seed {config.seed}, "
+                            f"{data.train.num_classes} classes, torch {torch.__version__}) — refusing to train")
+        return template, fixed
+
+    def _round(self, t: int) -> dict[str, Any] | None:
+        """One round's metrics row (None if a signal came while gathering)."""
+        agent, transport, config = self.agent, self.transport, self.config
+        began = time.time()
+        agent.begin_round(t, transport)
+        published = transport.published_at[t]
+        report = agent.finish_round(t, transport, timeout=self.settings.round_deadline_s)
+        gathered = time.time()
+        if self.stop:
+            return None
+        stats = transport.take_stats()
+        row: dict[str, Any] = {
+            "round": t, "agent": self.me, "loss": report.loss, "bytes_sent": report.bytes_sent,
+            "bytes_received": report.bytes_received, "neighbours_heard": report.neighbours_heard,
+            "rejected": report.rejected + stats.rejected, **agent.rule.mask_stats()}
+        evaluated = time.time()
+        if (t + 1) % config.eval_every == 0 or t == config.rounds - 1:
+            acc, loss = agent.evaluate()
+            row.update(accuracy=acc, test_loss=loss)
+        ended = time.time()
+        row.update(self.static, train_seconds=round(published - began, 6), round_seconds=round(ended - began, 6),
+                   gather_seconds=round(transport.last_gather_end - published, 6),
+                   aggregate_seconds=round(gathered - transport.last_gather_end, 6),
+                   eval_seconds=round(ended - evaluated, 6), published_at=round(published, 6),
+                   arrivals={str(j): round(a, 6) for j, a in transport.last_arrivals.items()},
+                   stale=report.stale, duplicates=stats.duplicates, late=stats.late, degree=len(agent.neighbours))
+        return row
+
+    def _say_round(self, t: int, row: dict[str, Any]) -> None:
+        self.say(f"agent {self.me}: round {t + 1}/{self.config.rounds} loss {row['loss']:.4f} heard "
+                 f"{row['neighbours_heard']}/{len(self.agent.neighbours)}"
+                 + (f" ({row['stale']} stale)" if row["stale"] else "")
+                 + (f" rejected {row['rejected']}" if row["rejected"] else "")
+                 + f" train {row['train_seconds']:.2f}s wait {row['gather_seconds']:.2f}s"
+                 + (f" accuracy {row['accuracy']:.4f}" if "accuracy" in row else ""))
+
+    def _close(self, state: str, code: int, **extra: Any) -> int:
+        if state == "done":  # a finished agent's persistent session should not queue more masks
+            self.conn.unsubscribe([mask_topic(self.lab, j) for j in self.agent.neighbours])
+        self.conn.close(last=(status_topic(self.lab, self.me), status_payload(
+            state, self.me, round=self.done_rounds, **self.info, **self.last_eval, **extra)))
+        return code
+
+    def _on_status(self, _topic: str, payload: bytes) -> None:  # paho thread
+        try:
+            st = json.loads(payload)
+            if isinstance(st, dict) and st.get("run_id") == self.env.run_id:
+                self.statuses[int(st["agent"])] = st
+        except (ValueError, KeyError, TypeError):
+            pass
+
+    def _on_config(self, _topic: str, payload: bytes) -> None:  # paho thread
+        try:
+            new_run = json.loads(payload).get("run_id")
+        except (ValueError, AttributeError):
+            return
+        if new_run and new_run != self.env.run_id and not self.new_run:
+            self.new_run = new_run
+            self.stop.event.set()
+
+
+@contextmanager
+def _file_lock(path: str | None) -> Iterator[None]:
+    if not path:
+        yield
+        return
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _release_memory() -> None:
+    gc.collect()
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c")).malloc_trim(0)
+    except (OSError, AttributeError, TypeError):
+        pass
