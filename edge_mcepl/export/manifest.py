@@ -12,6 +12,8 @@ from importlib import metadata
 from pathlib import Path
 
 from .. import __version__
+from ..config import DataConfig
+from ..data import preprocessing
 from .prune import PrunedNetwork
 
 FORMAT = "edge-mcepl-export/1"
@@ -52,6 +54,21 @@ def size_summary(pruned: PrunedNetwork) -> dict:
     }
 
 
+def preprocessing_entry(data: DataConfig, input_shape: tuple[int, ...]) -> dict:
+    """How raw images become the model's input, for the dataset the run's config (``data``) names.
+
+    A config that allowed the synthetic fallback may have trained on synthetic data instead, and
+    the run directory does not record which (only the run's console output does): the manifest
+    says so rather than guess.
+    """
+    entry = preprocessing.manifest_entry(data.dataset, input_shape)
+    if data.fallback_to_synthetic and data.dataset != "synthetic":
+        entry["caveat"] = (f"the run's config allowed falling back to synthetic data when {data.dataset} was not "
+                           "found; the run's console output (its 'data: …' line) says which it trained on. After a fallback these "
+                           "steps do not apply: the inputs were float32 synthetic images")
+    return entry
+
+
 def build_manifest(*, agent: dict, run, pruned: PrunedNetwork, files: dict, verification: dict,
                    accuracy: dict, quantization: dict | None, align: int = 1) -> dict:
     mask_ones = sum(r.mask_ones for r in pruned.layers)
@@ -71,6 +88,7 @@ def build_manifest(*, agent: dict, run, pruned: PrunedNetwork, files: dict, veri
                   "opset": 17},
         "retention": {"conv": agent.get("retention_conv"), "linear": agent.get("retention_linear"),
                       "mask_density": _ratio(mask_ones, masked)},
+        "preprocessing": preprocessing_entry(run.config.data, pruned.input_shape),
         **size_summary(pruned),
         "channel_alignment": align,
         "layers": [r.to_dict() for r in pruned.layers],
