@@ -4,8 +4,9 @@ The training loaders (:mod:`.cifar10`, :mod:`.mnist`) apply these recipes, ``edg
 copies them into every manifest, and :func:`edge_mcepl.runtime.preprocess_uint8` applies the
 manifest's copy on a device. One definition matters because formulas that are equal on paper are
 not the same float computation: CIFAR-10's ``(p/255 − 0.5)/0.5`` differs from the
-``p·float32(2/255) − 1`` computed here in the last bit for 111 of the 256 byte values, enough to
-flip int8 predictions. numpy only (no torch): the device runtime imports this module.
+``p·float32(2/255) − 1`` computed here in the last bit for 111 of the 256 byte values, and an
+int8 model quantises its input at fixed steps, so one bit can change a prediction. numpy only (no
+torch): the device runtime imports this module.
 """
 
 from __future__ import annotations

@@ -81,8 +81,8 @@ def preprocessing_entry(data: DataConfig, input_shape: tuple[int, ...]) -> dict:
     entry = preprocessing.manifest_entry(data.dataset, input_shape)
     if data.fallback_to_synthetic and data.dataset != "synthetic":
         entry["caveat"] = (f"the run's config allowed falling back to synthetic data when {data.dataset} was not "
-                           "found; the run's console output (its 'data: …' line) says which it trained on. After a fallback these "
-                           "steps do not apply: the inputs were float32 synthetic images")
+                           "found; the run's console output (its 'data: …' line) says which it trained on. After a "
+                           "fallback these steps do not apply: the inputs were float32 synthetic images")
     return entry
 
 

@@ -139,20 +139,25 @@ class PrunedNetwork:
     lrns: list[LRNReport] = field(default_factory=list)
 
     @property
+    def costs(self) -> tuple[LayerReport | LRNReport, ...]:
+        """Every op of the graph that holds weights: what parameters and MACs are summed over."""
+        return (*self.layers, *self.lrns)
+
+    @property
     def params(self) -> int:
-        return sum(r.params_kept for r in (*self.layers, *self.lrns))
+        return sum(r.params_kept for r in self.costs)
 
     @property
     def dense_params(self) -> int:
-        return sum(r.params for r in (*self.layers, *self.lrns))
+        return sum(r.params for r in self.costs)
 
     @property
     def macs(self) -> int:
-        return sum(r.macs_kept for r in (*self.layers, *self.lrns))
+        return sum(r.macs_kept for r in self.costs)
 
     @property
     def dense_macs(self) -> int:
-        return sum(r.macs for r in (*self.layers, *self.lrns))
+        return sum(r.macs for r in self.costs)
 
     @property
     def filters_removed(self) -> int:
