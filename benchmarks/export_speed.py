@@ -70,8 +70,8 @@ threshold 20 (the reference code's last compiled run) — was measured first, th
 threshold separately. Each row below is one run of the setting above (same seed, agents, rounds,
 retention list) with `algorithm: {preset: structured, group_lasso: λ, min_kept_per_filter: t}`
 (`edge-mcepl simulate` of that YAML; small-cnn tuning runs evaluated every 100 rounds, which does
-not change training). MAC ratio = pruned/dense conv+linear MACs with every dead filter removed
-(`--align 1`), and the live conv1 filters per agent.
+not change training). MAC ratio = pruned/dense MACs of the exported graph (conv, LRN window sums,
+linear) with every dead filter removed (`--align 1`), and the live conv1 filters per agent.
 
 - **Group lasso does not pay here.** Its gradient λ·y_g/‖y_g‖ moves every filter's score norm down
   by the same η·λ per step (η = 10), while the mask is a per-layer top-k of *relative*
@@ -82,8 +82,9 @@ not change training). MAC ratio = pruned/dense conv+linear MACs with every dead 
   AlexNet: λ = 1e-3 alone cost 15 points, and with the threshold 21 points (28.9 % vs 50.1 %).
 - **The filter-drop rule is what removes filters**, at the first conv layer, where r·fan-in is
   small and some filters keep few weights; every conv1 filter removed also removes an input channel
-  of conv2 (71 % of AlexNet's MACs, 85 % of small-cnn's). AlexNet with threshold 20 and no group
-  lasso: conv1 keeps 11/24/37/64 of 64 filters at r = 0.1/0.2/0.3/0.5 for −0.4 points.
+  of conv2 (61 % of AlexNet's MACs, 85 % of small-cnn's) and shrinks conv1's LRN window sum
+  quadratically. AlexNet with threshold 20 and no group lasso: conv1 keeps 11/24/37/64 of 64
+  filters at r = 0.1/0.2/0.3/0.5 for −0.4 points.
 - **The threshold is absolute, so no single value fits both zoo models.** small-cnn's conv1 has 9
   weights per filter: any threshold ≥ 9 drops all of conv1 and the network is constant (9.5 %,
   chance). For small-cnn, threshold 1 stays within the 2-point budget (−1.0) and removes a few more
@@ -94,6 +95,64 @@ not change training). MAC ratio = pruned/dense conv+linear MACs with every dead 
 **Changed:** `PRESETS["structured"]` from `{group_lasso: 1e-3, min_kept_per_filter: 20}` to
 `{group_lasso: 0.0, min_kept_per_filter: 20}`; small-cnn runs override `min_kept_per_filter: 1`
 (as the small-cnn table above does)."""
+MANIFEST_NOTES = """\
+## The input a model expects (manifest `preprocessing`)
+
+The model's input `input` is float32 N×C×H×W. Every `manifest.json` says exactly how raw uint8
+images become it, so an implementation in any language can reproduce the training inputs bit for
+bit (defined once in `edge_mcepl/data/preprocessing.py`, which the training loaders apply):
+
+```json
+"preprocessing": {
+  "dataset": "cifar10",
+  "input": {"dtype": "float32", "layout": "NCHW", "shape": [3, 32, 32]},
+  "raw": {"dtype": "uint8", "source": "CIFAR-10 python batches: each 3,072-byte row is one image, …"},
+  "steps": [{"op": "mul", "float32_hex": "0x3c008081", "value": 0.007843137718737125},
+            {"op": "sub", "float32_hex": "0x3f800000", "value": 1.0}],
+  "rule": "x = float32(p) for every uint8 value p (exact); then, for each step in order, …"
+}
+```
+
+Per pixel value p: x = float32(p), then every step in order as **one IEEE 754 float32 operation
+rounded to nearest-even** — no float64 intermediates, no fused multiply-add, and a `div` is a
+division, not a multiplication by 1/c. Each constant is the float32 with bit pattern `float32_hex`
+(Kotlin `Float.fromBits(0x3c008081)`, C++20 `std::bit_cast<float>(0x3c008081u)`); `value` is the
+same number as a decimal. All channels and pixels are treated alike.
+
+| dataset | raw uint8 pixels | steps, in order |
+|---|---|---|
+| cifar10 | planes R, G, B (C×H×W; an H×W×3 image transposed) | x · `0x3c008081`, then x − 1.0 |
+| mnist | 1 channel, 0 = background, 255 = ink | x / 255.0, then x − `0x3e05d639`, then x / `0x3e9dbf48` |
+| synthetic | none | none: inputs are already float32 (trained on float32 images generated in memory) |
+
+`0x3c008081` = float32(2/255) = 0.007843137718737125, `0x3e05d639` = float32(0.1307) =
+0.1307000070810318, `0x3e9dbf48` = float32(0.3081) = 0.30809998512268066; 1.0 and 255.0 are exact.
+
+Why exactly: (p/255 − 0.5)/0.5, the same as the CIFAR-10 recipe on paper, is a different float
+computation and lands one float32 step away for 111 of the 256 byte values — small, but an int8
+model quantises its input at fixed steps, so it can change predictions. A run whose config allowed
+`fallback_to_synthetic` gets a `caveat`: the run directory does not record whether it fell back
+(its console output does), and after a fallback the steps do not apply.
+
+On a device: `edge-mcepl infer MODEL.onnx IMAGES.npy --raw-uint8` takes uint8 N×C×H×W or
+N×H×W×C and applies the `preprocessing` of the `manifest.json` beside the model (or `--manifest
+FILE`); without `--raw-uint8` it refuses integer arrays. From Python, torch-free:
+`edge_mcepl.runtime.preprocess_uint8(images, manifest["preprocessing"])`.
+
+## What MACs and parameters count
+
+The manifest's `macs` — and every MAC ratio and FLOP reduction below — counts the
+multiply-accumulates per image of every Conv and Gemm node of the exported graph: the masked conv
+layers, the linear layers, and each LRN's window sum, which the graph computes as a C×C 1×1
+convolution with the window matrix (zeros included; `edge_mcepl/export/prune.py`), so it shrinks
+quadratically with the channels kept. `macs.by_kind` splits the total, `lrn_windows` lists each
+LRN, `macs.counted` says the same as this paragraph. Element-wise operations (the LRN's squares,
+scaling, square roots and products; ELU; max pooling; bias adds) are not counted. `params` counts
+the numbers in the graph's weight tensors, the window matrices included. Dense alexnet-cifar:
+48,018,048 MACs = 41,184,000 conv + 198,528 linear + 6,635,520 LRN windows
+(64²·30² + 128²·12² + 256²·3²), and 1,313,546 parameters (1,227,530 weights and biases + 86,016
+window entries); the 41,382,528 of `docs/algorithm.md` §7 are the model's masked layers alone.
+small-cnn has no LRN."""
 
 
 def simulate(setting: str, preset: str, data_dir: str, work: Path) -> Path:
@@ -293,11 +352,12 @@ def main() -> int:
           "What is compared: `model.onnx` is the agent's network with dead filters/rows physically removed; "
           "`dense.onnx` is the same masked network with nothing removed (pruned weights stored as zeros) — "
           "both verified against the masked torch model (max abs diff column); exported with the default "
-          "`--align 8` (a layer is pruned only when at least one block of 8 filters goes). *FLOP reduction* = dense MACs / "
-          "pruned MACs of the conv and linear layers; *speedup* = dense p50 / pruned p50. The issue's target is "
-          "speedup ≥ 0.6 × FLOP reduction at batch 1, i.e. the ratio column ≥ 0.6. Latencies are from one "
+          "`--align 8` (a layer is pruned only when at least one block of 8 filters goes). *FLOP reduction* = "
+          "dense MACs / pruned MACs of the exported graph (conv, LRN window sums and linear: see below); *speedup* = "
+          "dense p50 / pruned p50. The issue's target is speedup ≥ 0.6 × FLOP reduction at batch 1, i.e. the ratio "
+          "column ≥ 0.6. Latencies are from one "
           "process on a shared 2-core machine: compare within a row, not across runs; the 2-thread cells "
-          "competed with other jobs for the same two cores and are the least reliable.", ""]
+          "competed with other jobs for the same two cores and are the least reliable.", "", MANIFEST_NOTES, ""]
     for setting in settings:
         cfg = SETTINGS[setting]["config"]
         md += [f"## {SETTINGS[setting]['title']}", "",

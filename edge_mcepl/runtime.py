@@ -3,11 +3,13 @@
 An edge device may only have onnxruntime and numpy installed, so this module (and the CLI path
 of ``edge-mcepl infer`` / ``bench-infer``) must never import torch — a test runs the commands in
 a fresh interpreter and checks ``sys.modules``. Everything here works on the files
-``edge-mcepl export`` writes: input ``input`` (float32 N×C×H×W, dynamic N), output ``logits``.
+``edge-mcepl export`` writes: input ``input`` (float32 N×C×H×W, dynamic N), output ``logits``, and
+``manifest.json``, whose ``preprocessing`` recipe turns raw uint8 images into that input.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -16,9 +18,11 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from .data.preprocessing import Step, apply_steps
 from .errors import UserError
 
 DENSE_SIBLING = "dense.onnx"  # what export writes beside model.onnx: the same network, nothing removed
+MANIFEST_SIBLING = "manifest.json"  # … and its manifest, which holds the input preprocessing
 
 
 @dataclass(frozen=True)
@@ -54,8 +58,14 @@ def model_info(session: ort.InferenceSession) -> ModelInfo:
     return ModelInfo(inp.name, shape, classes)
 
 
-def load_inputs(path: str | Path, info: ModelInfo | None = None) -> np.ndarray:
-    """A ``.npy`` array of N×C×H×W inputs as float32 (a single C×H×W image becomes N = 1)."""
+def load_inputs(path: str | Path, info: ModelInfo | None = None,
+                preprocessing: Mapping | None = None) -> np.ndarray:
+    """A ``.npy`` array as float32 N×C×H×W model inputs (a single image becomes N = 1).
+
+    Without ``preprocessing`` the array must already be normalised like the training data, so
+    integer arrays are refused: raw 0…255 pixels fed as they are give confident nonsense. With the
+    manifest's ``preprocessing``, the array must be raw uint8 images (:func:`preprocess_uint8`).
+    """
     path = Path(path)
     try:
         x = np.load(path, allow_pickle=False)
@@ -63,7 +73,15 @@ def load_inputs(path: str | Path, info: ModelInfo | None = None) -> np.ndarray:
         raise UserError(f"{path}: inputs file not found") from None
     except (OSError, ValueError) as exc:
         raise UserError(f"{path}: not a readable .npy array ({exc})") from None
-    if x.dtype.kind not in "fiu":
+    if preprocessing is not None:
+        try:
+            x = preprocess_uint8(x, preprocessing)
+        except UserError as exc:
+            raise UserError(f"{path}: {exc}") from None
+    elif x.dtype.kind in "iu":
+        raise UserError(f"{path}: inputs are {x.dtype} — raw pixels? Pass --raw-uint8 to apply the manifest's "
+                        "preprocessing, or give float32 N×C×H×W normalised like the training data")
+    elif x.dtype.kind != "f":
         raise UserError(f"{path}: inputs must be numeric (float32 N×C×H×W), got dtype {x.dtype}")
     if info is not None and x.ndim == len(info.input_shape):
         x = x[None]
@@ -72,6 +90,40 @@ def load_inputs(path: str | Path, info: ModelInfo | None = None) -> np.ndarray:
     if info is not None and any(want is not None and want != got for want, got in zip(info.input_shape, x.shape[1:])):
         raise UserError(f"{path}: inputs are {x.shape[1:]} per example, the model takes {info.input_shape}")
     return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def load_preprocessing(model: str | Path, manifest: str | Path | None = None) -> dict:
+    """The ``preprocessing`` object of ``manifest`` (default: the ``manifest.json`` beside ``model``)."""
+    path = Path(manifest) if manifest is not None else Path(model).with_name(MANIFEST_SIBLING)
+    try:
+        entry = json.loads(path.read_text()).get("preprocessing")
+    except FileNotFoundError:
+        raise UserError(f"{path}: manifest not found (export writes it beside model.onnx; pass --manifest)") from None
+    except (OSError, ValueError, AttributeError) as exc:
+        raise UserError(f"{path}: not a readable export manifest ({exc})") from None
+    if not isinstance(entry, dict):
+        raise UserError(f"{path}: no 'preprocessing' in this manifest (exported by an older edge-mcepl; re-export)")
+    return entry
+
+
+def preprocess_uint8(images: np.ndarray, preprocessing: Mapping) -> np.ndarray:
+    """Raw uint8 images → the float32 N×C×H×W inputs the training loader made of them, bit for bit.
+
+    ``preprocessing`` is the manifest's object; its steps are applied exactly as its ``rule`` says.
+    ``images`` is N×C×H×W, N×H×W×C (a camera's usual layout), or one image of either layout;
+    N×C×H×W is assumed when both readings fit (C = H = W).
+    """
+    if preprocessing.get("raw") is None:
+        raise UserError(f"the model was trained on {preprocessing.get('dataset')} data, there is no uint8 "
+                        f"preprocessing: {preprocessing.get('rule')}")
+    shape = tuple(preprocessing["input"]["shape"])
+    x = images[None] if images.ndim == len(shape) else images
+    if x.ndim == 4 and x.shape[1:] != shape and x.shape[1:] == (*shape[1:], shape[0]):
+        x = x.transpose(0, 3, 1, 2)
+    if x.shape[1:] != shape:
+        raise UserError(f"images are {images.shape}; expected N×{'×'.join(map(str, shape))} or "
+                        f"N×{'×'.join(map(str, (*shape[1:], shape[0])))} (or one image)")
+    return apply_steps(x, [Step.from_dict(step) for step in preprocessing["steps"]])
 
 
 def run_logits(session: ort.InferenceSession, x: np.ndarray, batch_size: int = 256) -> np.ndarray:

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 
+from edge_mcepl.data.preprocessing import manifest_entry
 from edge_mcepl.export.graph import trace_ops
 from edge_mcepl.export.onnx_export import save_model, to_onnx
 from edge_mcepl.export.prune import prune_network
 from edge_mcepl.nn.weights import generate_fixed_weights
 from edge_mcepl.nn.zoo import build_model
 
+ROOT = Path(__file__).resolve().parents[1]  # the checkout under test, whatever edge_mcepl is installed
 # Runs in a fresh interpreter where importing torch raises, and checks sys.modules at the end too.
 SCRIPT = """
 import sys
@@ -22,8 +26,9 @@ class NoTorch:
             raise ImportError("torch must not be imported on the inference path")
 sys.meta_path.insert(0, NoTorch())
 from edge_mcepl.cli import main
-model, inputs, preds = sys.argv[1:4]
+model, inputs, preds, raw = sys.argv[1:5]
 assert main(["infer", model, inputs, "--out", preds]) == 0
+assert main(["infer", model, raw, "--raw-uint8"]) == 0  # the manifest's preprocessing, beside the model
 assert main(["bench-infer", model, "--batch", "1", "--batch", "4", "--seconds", "0.05"]) == 0
 assert "torch" not in sys.modules, "torch was imported"
 print("TORCH-FREE OK")
@@ -41,10 +46,13 @@ def test_infer_and_bench_never_import_torch(tmp_path):
     save_model(to_onnx(prune_network(trace_ops(template), weights, masks, remove=False, **kwargs)),
                tmp_path / "dense.onnx")
     np.save(tmp_path / "x.npy", np.random.default_rng(0).standard_normal((6, 1, 28, 28)).astype(np.float32))
+    np.save(tmp_path / "raw.npy", np.random.default_rng(1).integers(0, 256, (3, 28, 28, 1)).astype(np.uint8))
+    (tmp_path / "manifest.json").write_text(json.dumps({"preprocessing": manifest_entry("mnist", (1, 28, 28))}))
 
     result = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path / "model.onnx"), str(tmp_path / "x.npy"),
-                             str(tmp_path / "pred.npy")], capture_output=True, text=True, timeout=120,
-                            env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}, cwd=tmp_path)
+                             str(tmp_path / "pred.npy"), str(tmp_path / "raw.npy")], capture_output=True, text=True,
+                            timeout=120, env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)},
+                            cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "TORCH-FREE OK" in result.stdout
     assert "vs dense" in result.stdout  # the sibling dense.onnx was found and compared

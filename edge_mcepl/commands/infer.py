@@ -17,7 +17,11 @@ from ..errors import UserError
 def register(sub: argparse._SubParsersAction) -> None:
     infer = sub.add_parser("infer", help="predict with an exported ONNX model (onnxruntime + numpy only)")
     infer.add_argument("model", metavar="MODEL.onnx")
-    infer.add_argument("inputs", metavar="INPUTS.npy", help="float32 array N×C×H×W (normalised like the training data)")
+    infer.add_argument("inputs", metavar="INPUTS.npy",
+                       help="float32 array N×C×H×W (normalised like the training data), or uint8 with --raw-uint8")
+    infer.add_argument("--raw-uint8", action="store_true",
+                       help="INPUTS are raw uint8 images (N×C×H×W or N×H×W×C): apply the manifest's preprocessing")
+    infer.add_argument("--manifest", help="manifest.json with the preprocessing (default: the one beside MODEL)")
     infer.add_argument("--out", help="save the predicted classes (.npy, int64) to this file")
     infer.add_argument("--logits-out", help="save the logits (.npy, float32 N×classes) to this file")
     infer.add_argument("--labels", help="labels .npy (N integers): also print the accuracy")
@@ -51,8 +55,11 @@ def run_infer(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be ≥ 1, got {args.batch_size}")
+    if args.manifest and not args.raw_uint8:
+        raise UserError("--manifest is only read with --raw-uint8")
     session = runtime.open_session(args.model, args.threads)
-    x = runtime.load_inputs(args.inputs, runtime.model_info(session))
+    preprocessing = runtime.load_preprocessing(args.model, args.manifest) if args.raw_uint8 else None
+    x = runtime.load_inputs(args.inputs, runtime.model_info(session), preprocessing)
     pred, logits = runtime.predict(session, x, args.batch_size)
     if args.out:
         _save(args.out, pred.astype(np.int64))

@@ -15,6 +15,7 @@ import torch
 
 from edge_mcepl.data.arrays import ArrayDataset
 from edge_mcepl.data.cifar10 import fetch_verified
+from edge_mcepl.data.preprocessing import RECIPES, apply_steps
 from edge_mcepl.errors import UserError
 
 MNIST_MIRROR = "https://ossci-datasets.s3.amazonaws.com/mnist/"
@@ -26,15 +27,16 @@ MNIST_MD5 = {
 }
 FOLDER_NAME = "mnist"
 NUM_CLASSES = 10
-MEAN, STD = 0.1307, 0.3081
 _IMAGES_MAGIC = 0x00000803  # unsigned bytes, 3 dimensions
 _LABELS_MAGIC = 0x00000801  # unsigned bytes, 1 dimension
 
 
 def load_mnist(data_dir: str | Path) -> tuple[ArrayDataset, ArrayDataset]:
-    """Train (60,000) and test (10,000) sets as float32 1×28×28, ``((x/255) − 0.1307)/0.3081``.
+    """Train (60,000) and test (10,000) sets as float32 1×28×28 images, standardised.
 
-    ``data_dir`` is the folder holding the idx files, or a folder containing ``mnist/``.
+    ``data_dir`` is the folder holding the idx files, or a folder containing ``mnist/``. Each pixel
+    is ``((float32(p) / 255) − float32(0.1307)) / float32(0.3081)``, three float32 operations in that
+    order (:data:`~.preprocessing.RECIPES`): a device must divide, not multiply by reciprocals.
     """
     folder = _locate_folder(Path(data_dir))
     train = _load_split(folder, "train", "mnist-train")
@@ -92,8 +94,7 @@ def _load_split(folder: Path, prefix: str, name: str) -> ArrayDataset:
         raise UserError(f"{images_path} has {len(pixels)} images but {labels_path} has {len(labels)} labels")
     if labels.size and labels.max() >= NUM_CLASSES:
         raise UserError(f"{labels_path}: labels must lie in 0..{NUM_CLASSES - 1}")
-    images = torch.from_numpy(pixels.copy()).unsqueeze(1).to(torch.float32)
-    images.div_(255.0).sub_(MEAN).div_(STD)
+    images = torch.from_numpy(apply_steps(pixels[:, None], RECIPES["mnist"].steps))
     return ArrayDataset(images, torch.from_numpy(labels.astype(np.int64)), NUM_CLASSES, name)
 
 

@@ -7,12 +7,15 @@ import json
 import platform
 import re
 import time
+from collections.abc import Iterable
 from importlib import metadata
 from pathlib import Path
 
 from .. import __version__
 from ..atomic import atomic_write
-from .prune import PrunedNetwork
+from ..config import DataConfig
+from ..data import preprocessing
+from .prune import LayerReport, LRNReport, PrunedNetwork
 
 FORMAT = "edge-mcepl-export/1"
 _PACKAGES = ("torch", "numpy", "onnx", "onnxruntime")
@@ -37,19 +40,50 @@ def _ratio(part: int, whole: int) -> float:
     return round(part / whole, 6) if whole else 0.0
 
 
+PARAMS_COUNTED = ("numbers in the graph's weight tensors: conv and linear weights, linear biases and each LRN's "
+                  "C×C window matrix (scalar constants of the LRN formula not counted); dense = the same graph with "
+                  "nothing removed (dense.onnx)")
+MACS_COUNTED = ("multiply-accumulates per image of every Conv and Gemm node of the graph: the masked conv layers, "
+                "each LRN's window sum (a C×C 1×1 convolution, zeros of the window matrix included, as computed) and "
+                "the linear layers; element-wise ops (LRN squares, scaling, square roots and products; ELU; max "
+                "pooling; bias adds) not counted; dense = the same graph with nothing removed (dense.onnx)")
+
+
+def _macs(reports: Iterable[LayerReport | LRNReport]) -> dict:
+    reports = list(reports)
+    return {"dense": sum(r.macs for r in reports), "pruned": sum(r.macs_kept for r in reports)}
+
+
 def size_summary(pruned: PrunedNetwork) -> dict:
-    """Parameters and compute, dense vs pruned (MACs of the conv and linear layers, per image)."""
+    """Parameters and compute, dense vs pruned, of everything in the exported graph that holds weights."""
+    by_kind = {"conv": _macs(r for r in pruned.layers if r.kind == "conv"), "lrn_window": _macs(pruned.lrns),
+               "linear": _macs(r for r in pruned.layers if r.kind == "linear")}
     return {
         "params": {"dense": pruned.dense_params, "pruned": pruned.params,
-                   "ratio": _ratio(pruned.params, pruned.dense_params)},
-        "macs": {"dense": pruned.dense_macs, "pruned": pruned.macs, "ratio": _ratio(pruned.macs, pruned.dense_macs)},
+                   "ratio": _ratio(pruned.params, pruned.dense_params), "counted": PARAMS_COUNTED},
+        "macs": {"dense": pruned.dense_macs, "pruned": pruned.macs, "ratio": _ratio(pruned.macs, pruned.dense_macs),
+                 "by_kind": by_kind, "counted": MACS_COUNTED},
         "flops": {"dense": 2 * pruned.dense_macs, "pruned": 2 * pruned.macs,
                   "ratio": _ratio(pruned.macs, pruned.dense_macs),
-                  "note": "2 × multiply-accumulates of the conv and linear layers per image (LRN, ELU, pooling "
-                          "not counted)"},
+                  "note": "2 × the multiply-accumulates counted in macs, per image"},
         "filters": {"dense": sum(r.filters for r in pruned.layers),
                     "kept": sum(r.filters_kept for r in pruned.layers), "removed": pruned.filters_removed},
     }
+
+
+def preprocessing_entry(data: DataConfig, input_shape: tuple[int, ...]) -> dict:
+    """How raw images become the model's input, for the dataset the run's config (``data``) names.
+
+    A config that allowed the synthetic fallback may have trained on synthetic data instead, and
+    the run directory does not record which (only the run's console output does): the manifest
+    says so rather than guess.
+    """
+    entry = preprocessing.manifest_entry(data.dataset, input_shape)
+    if data.fallback_to_synthetic and data.dataset != "synthetic":
+        entry["caveat"] = (f"the run's config allowed falling back to synthetic data when {data.dataset} was not "
+                           "found; the run's console output (its 'data: …' line) says which it trained on. After a "
+                           "fallback these steps do not apply: the inputs were float32 synthetic images")
+    return entry
 
 
 def build_manifest(*, agent: dict, run, pruned: PrunedNetwork, files: dict, verification: dict,
@@ -71,9 +105,11 @@ def build_manifest(*, agent: dict, run, pruned: PrunedNetwork, files: dict, veri
                   "opset": 17},
         "retention": {"conv": agent.get("retention_conv"), "linear": agent.get("retention_linear"),
                       "mask_density": _ratio(mask_ones, masked)},
+        "preprocessing": preprocessing_entry(run.config.data, pruned.input_shape),
         **size_summary(pruned),
         "channel_alignment": align,
         "layers": [r.to_dict() for r in pruned.layers],
+        "lrn_windows": [r.to_dict() for r in pruned.lrns],
         "files": files,
         "verification": verification,
         "accuracy": accuracy,

@@ -91,29 +91,73 @@ class LayerReport:
         return d
 
 
+@dataclass(frozen=True)
+class LRNReport:
+    """What one exported LRN's window sum stores and computes: a C×C 1×1 convolution over H×W.
+
+    The window matrix is stored and multiplied densely, zeros included (see module doc), so its
+    C² entries are parameters of the file and C²·H·W multiply-accumulates per image — about 14 %
+    of the dense alexnet-cifar graph's MACs, too much to leave out of the reductions reported.
+    """
+
+    after: str  # the masked layer whose activations it normalises
+    channels: int  # of the full layer
+    channels_kept: int
+    hw: tuple[int, int]
+
+    @property
+    def params(self) -> int:
+        return self.channels ** 2
+
+    @property
+    def params_kept(self) -> int:
+        return self.channels_kept ** 2
+
+    @property
+    def macs(self) -> int:
+        return self.params * self.hw[0] * self.hw[1]
+
+    @property
+    def macs_kept(self) -> int:
+        return self.params_kept * self.hw[0] * self.hw[1]
+
+    def to_dict(self) -> dict:
+        return {"after": self.after, "channels": self.channels, "channels_kept": self.channels_kept,
+                "hw": list(self.hw), "params": self.params, "params_kept": self.params_kept, "macs": self.macs,
+                "macs_kept": self.macs_kept}
+
+
 @dataclass(frozen=True, eq=False)
 class PrunedNetwork:
+    """The pruned ops, with the cost of every op that holds weights (masked layers and LRN windows)."""
+
     ops: list[PrunedOp]
     input_shape: tuple[int, int, int]
     num_classes: int
     elu_logits: bool
     layers: list[LayerReport] = field(default_factory=list)
+    lrns: list[LRNReport] = field(default_factory=list)
+
+    @property
+    def costs(self) -> tuple[LayerReport | LRNReport, ...]:
+        """Every op of the graph that holds weights: what parameters and MACs are summed over."""
+        return (*self.layers, *self.lrns)
 
     @property
     def params(self) -> int:
-        return sum(r.params_kept for r in self.layers)
+        return sum(r.params_kept for r in self.costs)
 
     @property
     def dense_params(self) -> int:
-        return sum(r.params for r in self.layers)
+        return sum(r.params for r in self.costs)
 
     @property
     def macs(self) -> int:
-        return sum(r.macs_kept for r in self.layers)
+        return sum(r.macs_kept for r in self.costs)
 
     @property
     def dense_macs(self) -> int:
-        return sum(r.macs for r in self.layers)
+        return sum(r.macs for r in self.costs)
 
     @property
     def filters_removed(self) -> int:
@@ -184,6 +228,7 @@ def prune_network(
     last = masked_names[-1]
     out: list[PrunedOp] = []
     reports: list[LayerReport] = []
+    lrns: list[LRNReport] = []
     for op in ops:
         if isinstance(op, (g.Conv, g.Linear)):
             w = np.asarray(weights[f"{op.layer}.weight"], dtype=np.float32)
@@ -208,6 +253,8 @@ def prune_network(
         elif isinstance(op, g.LRN):
             _require_zero_removed(state, "local response norm")
             out.append(PLRN(op.size, op.alpha, op.beta, op.k, lrn_window_matrix(state.kept, op.size)))
+            lrns.append(LRNReport(reports[-1].name if reports else "input", state.total, len(state.kept),
+                                  _spatial(state, "local response norm")))
         elif isinstance(op, g.MaxPool):
             h, w_ = _spatial(state, "max pooling")
             state.hw = (_out_size(h, op.kernel, op.stride, op.padding), _out_size(w_, op.kernel, op.stride, op.padding))
@@ -222,7 +269,7 @@ def prune_network(
             raise TypeError(f"unknown op {op!r}")
     if state.hw is not None or state.total != num_classes:
         raise UserError(f"export: the network ends with {state.total} outputs, expected {num_classes} logits")
-    return PrunedNetwork(out, tuple(input_shape), num_classes, elu_logits, reports)
+    return PrunedNetwork(out, tuple(input_shape), num_classes, elu_logits, reports, lrns)
 
 
 def _spatial(state: _State, what: str) -> tuple[int, int]:
