@@ -42,7 +42,7 @@ import yaml  # noqa: E402
 
 from edge_mcepl.config import config_from_dict, load_config  # noqa: E402
 from edge_mcepl.errors import UserError  # noqa: E402
-from edge_mcepl.lab import Simulator  # noqa: E402
+from edge_mcepl.simulator import Simulator  # noqa: E402
 from edge_mcepl.metrics import read_metrics  # noqa: E402
 from edge_mcepl.nn.device import describe_device, resolve_device  # noqa: E402
 from edge_mcepl.profiles import load_profile, policy_retention  # noqa: E402

@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from edge_mcepl.allocator import keep_freed_memory  # noqa: E402
 from edge_mcepl.config import load_config  # noqa: E402
-from edge_mcepl.lab import Simulator  # noqa: E402
+from edge_mcepl.simulator import Simulator  # noqa: E402
 
 REFERENCE_ROUND_S = 16.5  # the authors' code on this machine kind, as measured in the issue (not re-run here)
 

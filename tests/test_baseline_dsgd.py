@@ -8,7 +8,7 @@ import torch
 
 from edge_mcepl.algorithms.dsgd import DSGD, mixing_weights
 from edge_mcepl.comm.transport import InMemoryTransport
-from edge_mcepl.lab import Simulator
+from edge_mcepl.simulator import Simulator
 
 from conftest import tiny_lab_config
 

@@ -8,7 +8,7 @@ import torch
 
 from edge_mcepl.config import config_from_dict
 from edge_mcepl.errors import UserError
-from edge_mcepl.lab import Simulator
+from edge_mcepl.simulator import Simulator
 
 from conftest import tiny_lab_config
 

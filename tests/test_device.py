@@ -11,7 +11,7 @@ import torch
 
 from edge_mcepl.cli import main
 from edge_mcepl.errors import UserError
-from edge_mcepl.lab import Simulator
+from edge_mcepl.simulator import Simulator
 from edge_mcepl.nn.device import resolve_device
 
 from conftest import tiny_lab_config

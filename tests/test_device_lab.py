@@ -17,7 +17,7 @@ from edge_mcepl.config import load_config
 from edge_mcepl.devicelab.envelope import LabSettings, explicit_keys, make_envelope, parse_envelope
 from edge_mcepl.devicelab.plan import plan_agent
 from edge_mcepl.errors import UserError
-from edge_mcepl.lab import Simulator
+from edge_mcepl.simulator import Simulator
 from edge_mcepl.metrics import read_metrics
 from edge_mcepl.nn.zoo import build_model
 from edge_mcepl.profiles import load_profile

@@ -8,7 +8,7 @@ import yaml
 
 from conftest import tiny_lab_config
 from edge_mcepl.cli import main
-from edge_mcepl.lab import Simulator
+from edge_mcepl.simulator import Simulator
 
 
 def make_run(tmp_path):

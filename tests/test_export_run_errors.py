@@ -8,7 +8,7 @@ import pytest
 
 from conftest import tiny_lab_config
 from edge_mcepl.cli import main
-from edge_mcepl.lab import Simulator
+from edge_mcepl.simulator import Simulator
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import pytest
 from conftest import tiny_lab_config
 from edge_mcepl.checkpoint import load_checkpoint, restore_agent, save_checkpoint
 from edge_mcepl.errors import UserError
-from edge_mcepl.lab import Simulator
+from edge_mcepl.simulator import Simulator
 
 
 def quiet(config):

@@ -20,7 +20,7 @@ from edge_mcepl.comm.client import BrokerAddress, MqttConnection, MqttOptions
 from edge_mcepl.comm.topics import config_topic
 from edge_mcepl.config import config_from_dict
 from edge_mcepl.devicelab.envelope import LabSettings, make_envelope, publish_envelope
-from edge_mcepl.lab import Simulator
+from edge_mcepl.simulator import Simulator
 from labsupport import log_text, needs_mosquitto, rows, start_join, stop_all, tiny_raw, wait_until
 
 pytestmark = needs_mosquitto

@@ -11,7 +11,7 @@ import yaml
 from edge_mcepl.data.partitions import paper_partition
 from edge_mcepl.data.resolve import load_lab_data
 from edge_mcepl.errors import UserError
-from edge_mcepl.lab import Simulator
+from edge_mcepl.simulator import Simulator
 
 from conftest import tiny_lab_config
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from edge_mcepl.lab import Simulator
+from edge_mcepl.simulator import Simulator
 from edge_mcepl.nn.layers import MaskedConv2d
 from edge_mcepl.nn.masking import kept_count
 

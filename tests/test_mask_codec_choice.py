@@ -7,7 +7,7 @@ from pathlib import Path
 
 from conftest import tiny_lab_config
 from edge_mcepl.wire.masks import decode_masks
-from edge_mcepl.lab import Simulator
+from edge_mcepl.simulator import Simulator
 from edge_mcepl.metrics import read_metrics
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from edge_mcepl.lab import Simulator
+from edge_mcepl.simulator import Simulator
 
 from conftest import tiny_lab_config
 

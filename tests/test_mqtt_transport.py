@@ -23,7 +23,7 @@ from edge_mcepl.comm.client import BrokerAddress, MqttConnection, MqttOptions, f
 from edge_mcepl.comm.mqtt_transport import MqttTransport
 from edge_mcepl.comm.topics import config_topic, mask_topic, status_topic
 from edge_mcepl.errors import UserError
-from edge_mcepl.lab import Simulator
+from edge_mcepl.simulator import Simulator
 from edge_mcepl.wire.dense import decode_weights, encode_weights
 from edge_mcepl.wire.masks import encode_masks
 from labsupport import needs_mosquitto, wait_until

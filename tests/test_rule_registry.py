@@ -9,7 +9,7 @@ import torch
 from edge_mcepl.algorithms.base import LearningRule
 from edge_mcepl.algorithms.registry import RULE_NAMES, rule_class
 from edge_mcepl.config import ALGORITHMS
-from edge_mcepl.lab import Simulator
+from edge_mcepl.simulator import Simulator
 
 from conftest import tiny_lab_config
 

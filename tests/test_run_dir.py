@@ -10,7 +10,7 @@ import pytest
 from conftest import tiny_lab_config
 from edge_mcepl.atomic import atomic_file, atomic_write
 from edge_mcepl.errors import UserError
-from edge_mcepl.lab import Simulator
+from edge_mcepl.simulator import Simulator
 from edge_mcepl.metrics import read_metrics, to_jsonl
 from edge_mcepl.run_dir import (AgentRecord, RunIdentity, agent_dir, merge_lab_run, read_agent_result, read_state,
                                 write_agent_result)

@@ -25,7 +25,7 @@ from edge_mcepl.data.preprocessing import manifest_entry
 from edge_mcepl.errors import UserError
 from edge_mcepl.export.manifest import preprocessing_entry, to_json
 from edge_mcepl.export.run import load_agent_masks, load_run, masked_zoo_model, regenerate_weights
-from edge_mcepl.lab import Simulator
+from edge_mcepl.simulator import Simulator
 
 
 def every_byte(channels: int, pixels: int) -> np.ndarray:

@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..config import load_config
-    from ..lab import Simulator
+    from ..simulator import Simulator
 
     overrides = {"rounds": args.rounds, "agents": args.agents, "seed": args.seed, "eval_every": args.eval_every,
                  "threads": args.threads, "data.data_dir": args.data_dir and str(Path(args.data_dir).resolve()),

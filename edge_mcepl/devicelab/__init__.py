@@ -6,7 +6,7 @@ Roles:
   config envelope, retained, on ``edge-mcepl/<lab>/config`` (:mod:`.envelope`);
 - each **device** runs ``edge-mcepl join`` (:mod:`.join`): it reads and validates the envelope,
   applies its device profile (:mod:`.plan`), builds its agent with exactly
-  :func:`~edge_mcepl.lab.build_agent` — the simulator's code, so the masks are the simulator's —
+  :func:`~edge_mcepl.simulator.build_agent` — the simulator's code, so the masks are the simulator's —
   refuses to train if the weights fingerprint differs, then runs rounds over MQTT with a round
   deadline, bounded staleness and a checkpoint after every round;
 - ``edge-mcepl lab`` (:mod:`.launcher`) does all of it on one machine: a broker, N join processes,

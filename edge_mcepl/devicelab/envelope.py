@@ -31,7 +31,7 @@ from ..comm.client import MqttConnection
 from ..comm.topics import check_lab_name, config_topic
 from ..config import PATH_FIELDS, LabConfig, config_from_dict
 from ..errors import UserError
-from ..lab import build_topology_for
+from ..simulator import build_topology_for
 from ..nn.weights import generate_fixed_weights
 from ..nn.zoo import build_model
 

@@ -38,7 +38,7 @@ from ..comm.topics import check_lab_name, config_topic, mask_topic, status_topic
 from ..config import LabConfig
 from ..data.resolve import LabData, load_lab_data
 from ..errors import UserError
-from ..lab import build_agent, build_topology_for
+from ..simulator import build_agent, build_topology_for
 from ..metrics import MetricsLog, read_completed_rows, write_metrics
 from ..nn.layers import MaskedConv2d
 from ..nn.weights import FixedWeights, generate_fixed_weights
