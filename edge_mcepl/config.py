@@ -21,9 +21,9 @@ import yaml
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from .algorithms.registry import RULE_NAMES
-from .wire.masks import MASK_CODECS
 from .errors import UserError
 from .validation import StrictModel, set_dotted, validate
+from .wire.masks import MASK_CODECS
 
 ALGORITHMS: tuple[str, ...] = RULE_NAMES  # each rule reads its own knobs from the algorithm section
 

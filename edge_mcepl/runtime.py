@@ -28,7 +28,7 @@ MANIFEST_SIBLING = "manifest.json"  # … and its manifest, which holds the inpu
 @dataclass(frozen=True)
 class ModelInfo:
     input_name: str
-    input_shape: tuple[int, ...]  # per-example shape (C, H, W); entries may be None when symbolic
+    input_shape: tuple[int | None, ...]  # per-example shape (C, H, W); None where symbolic
     num_classes: int | None
 
 
@@ -174,9 +174,10 @@ def compare_latency(sessions: Mapping[str, ort.InferenceSession], batch: int, *,
     feeds = {}
     for name, session in sessions.items():
         info = model_info(session)
-        if any(d is None for d in info.input_shape):
+        known = [d for d in info.input_shape if d is not None]
+        if len(known) != len(info.input_shape):
             raise UserError(f"{name}: the model's input shape {info.input_shape} is not fully known")
-        x = np.random.default_rng(seed).standard_normal((batch, *info.input_shape)).astype(np.float32)
+        x = np.random.default_rng(seed).standard_normal((batch, *known)).astype(np.float32)
         feeds[name] = {info.input_name: x}
     for name, session in sessions.items():
         for _ in range(warmup):

@@ -16,7 +16,6 @@ import time
 import numpy as np
 import pytest
 
-from conftest import tiny_lab_config
 from edge_mcepl.comm.broker.credentials import ADMIN_USER
 from edge_mcepl.comm.broker.launcher import free_port, start_broker
 from edge_mcepl.comm.client import BrokerAddress, MqttConnection, MqttOptions, fetch_retained, status_payload
@@ -26,6 +25,8 @@ from edge_mcepl.errors import UserError
 from edge_mcepl.simulator import Simulator
 from edge_mcepl.wire.dense import decode_weights, encode_weights
 from edge_mcepl.wire.masks import encode_masks
+
+from conftest import tiny_lab_config
 from labsupport import needs_mosquitto, wait_until
 
 LAB = "t"
@@ -218,8 +219,13 @@ def test_the_transport_carries_any_codecs_bytes_and_decodes_each_message_once(br
     transport = MqttTransport(receiver, LAB, 1)
     transport.listen(1, [0], decode)
     message = encode_weights(values, fingerprint=fp, sender=0, round=0)
-    for _ in range(2):
+    # The subscription becomes active asynchronously: publish until the first copy is in.
+    deadline = time.monotonic() + 10
+    while not decoded and time.monotonic() < deadline:
         sender.publish(mask_topic(LAB, 0), message).wait_for_publish(5)
+        time.sleep(0.2)
+    assert decoded, "the message never arrived"
+    sender.publish(mask_topic(LAB, 0), message).wait_for_publish(5)
     wait_until(lambda: "duplicate of (sender 0, round 0)" in caplog.text, 10, "the redelivered copy")
     gathered = transport.gather(1, 0, timeout=10)
     for conn in (sender, receiver):
@@ -264,7 +270,8 @@ def test_tls_listener_with_a_lab_ca(tmp_path):
 
     openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "1",
             "-subj", "/CN=edge-mcepl test CA")
-    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1")
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
+            "-subj", "/CN=127.0.0.1")
     (tmp_path / "ext").write_text("subjectAltName=IP:127.0.0.1\n")
     openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
             "-out", "server.crt", "-days", "1", "-extfile", "ext")

@@ -34,10 +34,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..wire.sparse import SparseWeightMessage, decode_sparse_weights, encode_sparse_weights
 from ..nn.masking import topk_mask
 from ..nn.weights import derive_seed
 from ..nn.zoo import MaskedNetwork
+from ..wire.sparse import SparseWeightMessage, decode_sparse_weights, encode_sparse_weights
 from .base import RuleContext
 from .params import Retention, params_from
 from .weight_rule import WeightParams, WeightRule

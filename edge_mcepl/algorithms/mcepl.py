@@ -24,10 +24,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..wire.masks import MaskMessage, decode_masks, encode_masks
 from ..nn.group_lasso import group_lasso_gradient
 from ..nn.weights import seeded_bernoulli_prior, seeded_scores
 from ..nn.zoo import MaskedNetwork
+from ..wire.masks import MaskMessage, decode_masks, encode_masks
 from .base import LearningRule, RuleContext, arrays
 from .params import Retention, RuleParams, params_from
 from .score_mask import ScoreMask

@@ -17,9 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..wire.dense import WeightMessage, decode_weights, encode_weights
 from ..nn.masking import topk_mask
 from ..nn.zoo import MaskedNetwork
+from ..wire.dense import WeightMessage, decode_weights, encode_weights
 from .base import C, LearningRule, M, arrays
 from .params import Retention, RuleParams
 

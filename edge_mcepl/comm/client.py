@@ -28,7 +28,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -103,7 +103,7 @@ class MqttConnection:
                  persistent: bool = False, will: tuple[str, bytes] | None = None, name: str = "client") -> None:
         self.address, self.options, self.client_id = address, options, client_id
         self.persistent, self.will, self.name = persistent, will, name
-        self.protocol: int | None = None
+        self.protocol: MQTTProtocolVersion | None = None
         self._client: mqtt.Client | None = None
         self._subscriptions: dict[str, int] = {}
         self._handlers: list[tuple[str, Callable[[str, bytes], None]]] = []
@@ -125,16 +125,17 @@ class MqttConnection:
             raise UserError(f"--mqtt {self.options.protocol}: expected 5, 3.1.1 or auto")
         reason = "no attempt"
         for protocol in protocols:
-            reason = self._try_connect(protocol)
-            if reason is None:
+            refused = self._try_connect(protocol)
+            if refused is None:
                 self.protocol = protocol
                 return self
+            reason = refused
             if "Unsupported protocol version" not in reason:
                 break
             log.info("%s: broker does not speak MQTT 5; retrying with MQTT 3.1.1", self.name)
         raise UserError(reason)
 
-    def _try_connect(self, protocol: int) -> str | None:
+    def _try_connect(self, protocol: MQTTProtocolVersion) -> str | None:
         self._first.clear()
         self._first_result = None
         client = self._make_client(protocol)
@@ -154,7 +155,7 @@ class MqttConnection:
             return f"broker {self.address.url} refused {self.name}: {self._first_result}"
         return None
 
-    def _make_client(self, protocol: int) -> mqtt.Client:
+    def _make_client(self, protocol: MQTTProtocolVersion) -> mqtt.Client:
         o = self.options
         clean_session = None if protocol == mqtt.MQTTv5 else not self.persistent
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=protocol,
@@ -167,7 +168,8 @@ class MqttConnection:
             client.tls_insecure_set(o.tls_insecure)
         if self.will is not None:
             client.will_set(self.will[0], self.will[1], qos=1, retain=True)
-        client.reconnect_delay_set(o.reconnect_min_delay, o.reconnect_max_delay)
+        # paho annotates int seconds, but waits for a float just as well (0.25 s matters on a lab LAN)
+        client.reconnect_delay_set(o.reconnect_min_delay, o.reconnect_max_delay)  # type: ignore[arg-type]
         client.max_queued_messages_set(o.max_queued_out)
         client.on_socket_open = _set_nodelay
         client.on_connect = self._on_connect

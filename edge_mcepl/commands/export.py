@@ -67,7 +67,8 @@ def _summary_line(m: dict) -> str:
     acc = m["accuracy"]
     acc_text = f"accuracy {acc['pruned_onnx']:.4f}" if "pruned_onnx" in acc else f"accuracy skipped ({acc['skipped']})"
     kept = " ".join(f"{r['filters_kept']}/{r['filters']}" for r in m["layers"])
-    line = (f"  agent {m['agent']:3d}: filters {kept}  params {m['params']['ratio']:.3f}×  MACs {m['macs']['ratio']:.3f}×  "
+    line = (f"  agent {m['agent']:3d}: filters {kept}  params {m['params']['ratio']:.3f}×  "
+            f"MACs {m['macs']['ratio']:.3f}×  "
             f"{m['files']['model']['bytes'] / 1e3:.0f} kB (dense {m['files']['dense']['bytes'] / 1e3:.0f} kB)  "
             f"max |Δ| {m['verification']['pruned']['max_abs_diff']:.1e}  {acc_text}")
     if m.get("quantization"):

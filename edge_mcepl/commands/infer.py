@@ -88,9 +88,10 @@ def run_bench(args: argparse.Namespace) -> int:
     if min(threads) < 1 or min(batches) < 1:
         raise UserError("--threads and --batch must be ≥ 1")
     dense = Path(args.dense) if args.dense else runtime.sibling_dense(args.model)
-    if args.dense and not dense.is_file():
-        raise UserError(f"--dense {dense}: file not found")
-    print(f"bench-infer {args.model}" + (f" vs dense {dense}" if dense else " (no dense model beside it; pass --dense)"))
+    if args.dense and not Path(args.dense).is_file():
+        raise UserError(f"--dense {args.dense}: file not found")
+    print(f"bench-infer {args.model}"
+          + (f" vs dense {dense}" if dense else " (no dense model beside it; pass --dense)"))
     rows = []
     print(f"{'threads':>7} {'batch':>5} {'model p50 ms':>12} {'p90 ms':>8}" +
           (f" {'dense p50 ms':>12} {'p90 ms':>8} {'speedup':>8}" if dense else ""))

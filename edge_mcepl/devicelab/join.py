@@ -38,13 +38,13 @@ from ..comm.topics import check_lab_name, config_topic, mask_topic, status_topic
 from ..config import LabConfig
 from ..data.resolve import LabData, load_lab_data
 from ..errors import UserError
-from ..simulator import build_agent, build_topology_for
 from ..metrics import MetricsLog, read_completed_rows, write_metrics
 from ..nn.layers import MaskedConv2d
 from ..nn.weights import FixedWeights, generate_fixed_weights
 from ..nn.zoo import MaskedNetwork, build_model
 from ..profiles import load_profile
 from ..run_dir import FINAL_MASK_FILE, METRICS_FILE, AgentRecord, RunIdentity, write_agent_result
+from ..simulator import build_agent, build_topology_for
 from .envelope import LabEnvelope, LabSettings, parse_envelope
 from .plan import AgentPlan, plan_agent
 

@@ -108,11 +108,12 @@ def _unsupported(node: fx.Node, model_name: str, what: str = "") -> UserError:
 
 def _to_op(node: fx.Node, modules: dict[str, torch.nn.Module], model_name: str) -> Op:
     if node.op == "call_module":
-        m = modules[node.target]
+        target = str(node.target)  # a module call's target is the module's qualified name
+        m = modules[target]
         if isinstance(m, MaskedConv2d):
-            return Conv(node.target, m.stride, m.padding)
+            return Conv(target, m.stride, m.padding)
         if isinstance(m, MaskedLinear):
-            return Linear(node.target)
+            return Linear(target)
         if isinstance(m, LocalResponseNorm):
             return LRN(m.size, m.alpha, m.beta, m.k)
         raise _unsupported(node, model_name, type(m).__name__)
@@ -127,6 +128,8 @@ def _to_op(node: fx.Node, modules: dict[str, torch.nn.Module], model_name: str) 
         raise _unsupported(node, model_name, f"{node.op} {node.target}")
     if node.target is F.elu:
         alpha = kwargs.get("alpha", args[1] if len(args) > 1 else 1.0)
+        if not isinstance(alpha, (int, float)):
+            raise _unsupported(node, model_name, "elu with a computed alpha")
         return Elu(float(alpha))
     if node.target is F.relu:
         return Relu()
@@ -137,7 +140,7 @@ def _to_op(node: fx.Node, modules: dict[str, torch.nn.Module], model_name: str) 
         padding = params.get("padding", 0)
         if params.get("dilation", 1) != 1 or params.get("ceil_mode") or params.get("return_indices"):
             raise _unsupported(node, model_name, "max_pool2d with dilation, ceil_mode or return_indices")
-        if not all(isinstance(v, int) for v in (kernel, stride, padding)):
+        if not (isinstance(kernel, int) and isinstance(stride, int) and isinstance(padding, int)):
             raise _unsupported(node, model_name, "max_pool2d with non-square kernel/stride/padding")
         return MaxPool(kernel, stride, padding)
     raise _unsupported(node, model_name)

@@ -237,6 +237,7 @@ def prune_network(
                 raise UserError(f"mask of layer {op.layer} has shape {m.shape}, the weights {w.shape}")
             v = w * m.astype(np.float32)
             ones = int(np.count_nonzero(m))
+            pruned: PConv | PLinear
             if isinstance(op, g.Conv):
                 pruned, state, report = _prune_conv(op, v, ones, state, remove and op.layer != last, align)
             else:
@@ -269,7 +270,7 @@ def prune_network(
             raise TypeError(f"unknown op {op!r}")
     if state.hw is not None or state.total != num_classes:
         raise UserError(f"export: the network ends with {state.total} outputs, expected {num_classes} logits")
-    return PrunedNetwork(out, tuple(input_shape), num_classes, elu_logits, reports, lrns)
+    return PrunedNetwork(out, input_shape, num_classes, elu_logits, reports, lrns)
 
 
 def _spatial(state: _State, what: str) -> tuple[int, int]:

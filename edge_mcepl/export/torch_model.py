@@ -25,16 +25,18 @@ class PrunedTorchNetwork(nn.Module):
     def __init__(self, net: PrunedNetwork) -> None:
         super().__init__()
         self.net = net
-        self.weights = [(torch.from_numpy(op.weight), torch.from_numpy(op.bias) if isinstance(op, PLinear) else None)
-                        if isinstance(op, (PConv, PLinear)) else None for op in net.ops]
+        self.weights: dict[int, Tensor] = {i: torch.from_numpy(op.weight) for i, op in enumerate(net.ops)
+                                           if isinstance(op, (PConv, PLinear))}
+        self.biases: dict[int, Tensor] = {i: torch.from_numpy(op.bias) for i, op in enumerate(net.ops)
+                                          if isinstance(op, PLinear)}
 
     @torch.no_grad()
     def forward(self, x: Tensor) -> Tensor:
-        for op, params in zip(self.net.ops, self.weights):
+        for i, op in enumerate(self.net.ops):
             if isinstance(op, PConv):
-                x = F.conv2d(x, params[0], None, op.stride, op.padding)
+                x = F.conv2d(x, self.weights[i], None, op.stride, op.padding)
             elif isinstance(op, PLinear):
-                x = F.linear(x, params[0], params[1])
+                x = F.linear(x, self.weights[i], self.biases[i])
             elif isinstance(op, PLRN):
                 x = pruned_lrn(x, op)
             elif isinstance(op, g.Elu):

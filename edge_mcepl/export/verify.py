@@ -26,7 +26,7 @@ def verification_inputs(input_shape: tuple[int, ...], n: int = MIN_INPUTS, real:
     n = max(n, MIN_INPUTS)
     take = 0 if real is None else min(len(real), n // 2)
     noise = np.random.default_rng(seed).standard_normal((n - take, *input_shape)).astype(np.float32)
-    return noise if take == 0 else np.concatenate([real[:take].astype(np.float32), noise])
+    return noise if real is None or take == 0 else np.concatenate([real[:take].astype(np.float32), noise])
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .envelope import (KINDS, TAG_SIZE, WEIGHT_MAGIC, CodecError, check_layer_shape, check_length, header_size,
-                       pack_header, read_header, seal, verify)
+from .envelope import (
+    KINDS,
+    TAG_SIZE,
+    WEIGHT_MAGIC,
+    CodecError,
+    check_layer_shape,
+    check_length,
+    header_size,
+    pack_header,
+    read_header,
+    seal,
+    verify,
+)
 
 MAGIC = WEIGHT_MAGIC
 CODEC_FP32: int = 2

@@ -39,8 +39,9 @@ import operator
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import SupportsIndex
 
-from edge_mcepl.errors import UserError
+from ..errors import UserError
 
 FORMAT_VERSION: int = 1
 FLAG_KEYED: int = 1
@@ -229,10 +230,9 @@ def check_fingerprint(fingerprint: object, name: str) -> None:
 
 
 def check_u32(value: object, name: str) -> int:
-    try:
-        number = operator.index(value)
-    except TypeError:
-        raise CodecError(f"{name} must be an integer, got {type(value).__name__}") from None
+    if not isinstance(value, SupportsIndex):
+        raise CodecError(f"{name} must be an integer, got {type(value).__name__}")
+    number = operator.index(value)
     if not 0 <= number <= U32_MAX:
         raise CodecError(f"{name} must be in 0..{U32_MAX}, got {number}")
     return number

@@ -29,8 +29,20 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import rice
-from .envelope import (FORMAT_VERSION, KINDS, MASK_MAGIC, TAG_SIZE, CodecError, check_layer_shape, check_length,
-                       header_size, pack_header, read_header, seal, verify)
+from .envelope import (
+    FORMAT_VERSION,
+    KINDS,
+    MASK_MAGIC,
+    TAG_SIZE,
+    CodecError,
+    check_layer_shape,
+    check_length,
+    header_size,
+    pack_header,
+    read_header,
+    seal,
+    verify,
+)
 
 __all__ = ["CODEC_PACKBITS", "CODEC_RICE", "MASK_CODECS", "FORMAT_VERSION", "MAGIC", "CodecError", "MaskMessage",
            "decode_masks", "encode_masks", "header_size", "message_size", "unpack_masks"]

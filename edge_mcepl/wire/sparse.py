@@ -17,8 +17,17 @@ from dataclasses import dataclass
 import numpy as np
 
 from .dense import check_entries, finite_fp32, read_finite_fp32
-from .envelope import (KINDS, SPARSE_WEIGHT_MAGIC, TAG_SIZE, CodecError, check_length, pack_header, read_header,
-                       seal, verify)
+from .envelope import (
+    KINDS,
+    SPARSE_WEIGHT_MAGIC,
+    TAG_SIZE,
+    CodecError,
+    check_length,
+    pack_header,
+    read_header,
+    seal,
+    verify,
+)
 from .masks import unpack_masks
 
 MAGIC = SPARSE_WEIGHT_MAGIC

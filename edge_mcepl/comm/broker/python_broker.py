@@ -283,7 +283,7 @@ class PythonBroker:
             old.writer.close()  # session takeover
             old.writer = None
         present = old is not None and not clean and not old.clean
-        session = old if present else _Session(client_id, clean)
+        session = old if present and old is not None else _Session(client_id, clean)
         session.clean, session.username, session.writer = clean, username, writer
         self.sessions[client_id] = session
         writer.write(bytes([0x20, 2, 1 if present else 0, 0]))
