@@ -219,8 +219,8 @@ def _pct(x: float | None) -> str:
 
 
 def table(rows: list[dict]) -> list[str]:
-    lines = ["| agent | r_conv | filters kept per layer (exported) | MACs | params | model kB (dense) | acc. reference % | "
-             "acc. structured % | acc. pruned ONNX % | max abs diff |",
+    lines = ["| agent | r_conv | filters kept per layer (exported) | MACs | params | model kB (dense) | "
+             "acc. reference % | acc. structured % | acc. pruned ONNX % | max abs diff |",
              "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r['agent']} | {r['retention']:.2f} | {r['filters']} | {r['mac_ratio']:.3f}× | "

@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from benchmarks.reproduction import cli as reproduce
 from edge_mcepl.cli import main
 from edge_mcepl.errors import UserError
 from edge_mcepl.simulator import Simulator
@@ -64,8 +65,6 @@ def test_a_gpu_run_matches_the_cpu_run(algorithm):
 
 
 def test_reproduce_refuses_an_absent_gpu_before_any_run(monkeypatch, tmp_path):
-    from test_reproduce import reproduce
-
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(SystemExit, match="^reproduce.py: device: 'cuda' asked for, but .* sees no CUDA GPU"):
         reproduce.main(["--quick", "--device", "cuda", "--only", "mcepl-k4", "--out", str(tmp_path / "runs"),

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
+from benchmarks import mask_codec
 from conftest import tiny_lab_config
 from edge_mcepl.wire.masks import decode_masks
 from edge_mcepl.simulator import Simulator
@@ -31,13 +29,9 @@ def test_rice_learns_exactly_what_packbits_learns_with_fewer_bytes(tmp_path):
 
 
 def test_codec_benchmark_reports_both_codecs_from_a_runs_masks(tmp_path):
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / "mask_codec.py"
-    spec = importlib.util.spec_from_file_location("mask_codec", script)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
     _, masks = run(tmp_path, "packbits")
     out = tmp_path / "codec.md"
-    bench.main([str(masks.parent.parent), "--repeats", "1", "--out", str(out)])
+    mask_codec.main([str(masks.parent.parent), "--repeats", "1", "--out", str(out)])
     rows = {line.split("|")[1].strip(): line.split("|") for line in out.read_text().splitlines()
             if line.startswith("| packbits") or line.startswith("| rice")}
     sizes = {codec: float(cells[2].replace(",", "")) for codec, cells in rows.items()}

@@ -1,80 +1,36 @@
-"""benchmarks/reproduce.py: every experiment's config is valid, and the report is computed from JSONL."""
+"""benchmarks/reproduce.py end to end: tiny runs, then the report is computed from their JSONL."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
-import pytest
+from labsupport import tiny_raw
 
-from edge_mcepl.config import config_from_dict
+from benchmarks.reproduction.experiments import Experiment
+from benchmarks.reproduction.report import write_report
+from benchmarks.reproduction.runner import run_all, run_experiment
+from benchmarks.reproduction.runs import archive
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))  # spawned --jobs workers import the module by name
-spec = importlib.util.spec_from_file_location("reproduce", ROOT / "benchmarks" / "reproduce.py")
-reproduce = importlib.util.module_from_spec(spec)
-sys.modules["reproduce"] = reproduce  # dataclasses look their module up
-spec.loader.exec_module(reproduce)
-
-
-class Args:
-    data_dir, threads, device, rounds, eval_every = None, 1, "cpu", None, None
-
-
-def tiny_raw(agents: int, rounds: int) -> dict:
-    """A seconds-long synthetic lab for report tests."""
-    return {"name": "t", "seed": 5, "agents": agents, "rounds": rounds, "eval_every": 2, "model": "small-cnn",
-            "threads": 1, "topology": {"kind": "ring"}, "algorithm": {"batch_size": 8},
-            "data": {"dataset": "synthetic", "synthetic_train_per_class": 12, "synthetic_test_per_class": 4,
-                     "classes_per_agent": 3}}
-
-
-def test_quick_experiments_are_unique_and_valid():
-    exps = reproduce.experiments("quick")
-    assert len({e.key for e in exps}) == len(exps)
-    raw, reduction = reproduce.base_config("quick", Args())
-    assert "6 agents" in reduction
-    names = {}
-    for e in exps:
-        config = config_from_dict(reproduce.with_overrides(raw, e.overrides))
-        names[e.key] = config.algorithm.name
-    assert names["mcepl-k4"] == "mcepl" and names["dsgd-k4"] == "dsgd" and names["local-only-k4"] == "local_only"
-    assert names["dslth-weights-pruned"] == "weight_training"
-
-
-@pytest.mark.skipif(not (reproduce.REFERENCE / "adjacency_20.txt").exists(), reason="reference setting not present")
-def test_full_experiments_follow_the_paper_setting():
-    raw, _ = reproduce.base_config("full", Args())
-    for e in reproduce.experiments("full"):
-        config = config_from_dict(reproduce.with_overrides(raw, e.overrides))
-        assert (config.agents, config.rounds, config.topology.kind, config.data.partition) == (20, 400, "file", "paper")
-        if e.key == "ablation-filter-drop":
-            assert config.algorithm.min_kept_per_filter == 20 and config.algorithm.group_lasso == 0.0
-        if e.key == "hetero-profiles":  # each agent's ratio is its device profile's policy, round-robin
-            mix = reproduce.profile_mix()
-            assert config.retention.conv == [r for _, r in mix] and len({r for _, r in mix}) > 1
-            assert [name for name, _ in mix] == list(reproduce.PROFILE_MIX)
-        if e.key == "mcepl-k4-rice":
-            assert config.algorithm.mask_codec == "rice" and config.data.classes_file.endswith("_4.txt")
-        if e.key in ("mcepl-k3", "mcepl-k4", "mcepl-k5"):
-            assert config.data.classes_file.endswith(f"classes_per_agent_{e.key[-1]}.txt")
 
 
 def test_report_numbers_come_from_the_metrics(tmp_path):
     raw = tiny_raw(agents=4, rounds=4)
-    exps = [reproduce.Experiment("mcepl-k4", "main-k4", "MCE-PL"),
-            reproduce.Experiment("dsgd-k4", "main-k4", "DSGD", {"algorithm.name": "dsgd"}),
-            reproduce.Experiment("local-only-k4", "main-k4", "Local", {"algorithm.name": "local_only"})]
+    exps = [Experiment("mcepl-k4", "main-k4", "MCE-PL"),
+            Experiment("dsgd-k4", "main-k4", "DSGD", {"algorithm.name": "dsgd"}),
+            Experiment("local-only-k4", "main-k4", "Local", {"algorithm.name": "local_only"})]
     out, docs = tmp_path / "runs", tmp_path / "docs"
     for e in exps:
-        reproduce.run_experiment(e, raw, out / e.key, rerun=False)
+        run_experiment(e, raw, out / e.key, rerun=False)
     stamp = (out / "mcepl-k4" / "metrics.jsonl").stat().st_mtime_ns
-    reproduce.run_experiment(exps[0], raw, out / "mcepl-k4", rerun=False)  # finished: reused, not rerun
+    run_experiment(exps[0], raw, out / "mcepl-k4", rerun=False)  # finished: reused, not rerun
     assert (out / "mcepl-k4" / "metrics.jsonl").stat().st_mtime_ns == stamp
 
-    path = reproduce.write_report("quick", exps, out, docs, "python benchmarks/reproduce.py --quick", "tiny")
+    path = write_report("quick", exps, out, docs, "python benchmarks/reproduce.py --quick", "tiny")
     text = path.read_text()
     rows = [json.loads(line) for line in (out / "dsgd-k4" / "metrics.jsonl").read_text().splitlines()]
     cumulative = sum(r["bytes_sent"] for r in rows)
@@ -94,12 +50,12 @@ def test_report_numbers_come_from_the_metrics(tmp_path):
 
 def test_runs_of_different_lengths_are_also_compared_at_the_common_round(tmp_path):
     raw = tiny_raw(agents=3, rounds=4)
-    exps = [reproduce.Experiment("mcepl-k4", "main-k4", "MCE-PL"),
-            reproduce.Experiment("local-only-k4", "main-k4", "Local", {"algorithm.name": "local_only", "rounds": 2})]
+    exps = [Experiment("mcepl-k4", "main-k4", "MCE-PL"),
+            Experiment("local-only-k4", "main-k4", "Local", {"algorithm.name": "local_only", "rounds": 2})]
     out = tmp_path / "runs"
     for e in exps:
-        reproduce.run_experiment(e, raw, out / e.key, rerun=False)
-    text = reproduce.write_report("quick", exps, out, tmp_path / "docs", "cmd", "tiny").read_text()
+        run_experiment(e, raw, out / e.key, rerun=False)
+    text = write_report("quick", exps, out, tmp_path / "docs", "cmd", "tiny").read_text()
     assert "acc. @ round 2 |" in text
     rows = [json.loads(line) for line in (out / "mcepl-k4" / "metrics.jsonl").read_text().splitlines()]
     at2 = [r["accuracy"] for r in rows if r["round"] == 1]
@@ -113,10 +69,10 @@ def test_runs_of_different_lengths_are_also_compared_at_the_common_round(tmp_pat
 
 def test_parallel_jobs_give_the_same_runs_as_one_after_another(tmp_path):
     raw = tiny_raw(agents=3, rounds=2)
-    exps = [reproduce.Experiment("mcepl-k4", "main-k4", "MCE-PL"),
-            reproduce.Experiment("dsgd-k4", "main-k4", "DSGD", {"algorithm.name": "dsgd"})]
-    reproduce.run_all(exps, raw, tmp_path / "serial", rerun=False, command="c", jobs=1)
-    reproduce.run_all(exps, raw, tmp_path / "parallel", rerun=False, command="c", jobs=2)
+    exps = [Experiment("mcepl-k4", "main-k4", "MCE-PL"),
+            Experiment("dsgd-k4", "main-k4", "DSGD", {"algorithm.name": "dsgd"})]
+    run_all(exps, raw, tmp_path / "serial", rerun=False, command="c", jobs=1)
+    run_all(exps, raw, tmp_path / "parallel", rerun=False, command="c", jobs=2)
 
     def results(folder):
         rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
@@ -128,14 +84,29 @@ def test_parallel_jobs_give_the_same_runs_as_one_after_another(tmp_path):
 
 def test_the_archive_regenerates_the_same_report(tmp_path):
     raw = tiny_raw(agents=3, rounds=2)
-    exps = [reproduce.Experiment("mcepl-k4", "main-k4", "MCE-PL"),
-            reproduce.Experiment("local-only-k4", "main-k4", "Local", {"algorithm.name": "local_only"})]
+    exps = [Experiment("mcepl-k4", "main-k4", "MCE-PL"),
+            Experiment("local-only-k4", "main-k4", "Local", {"algorithm.name": "local_only"})]
     for e in exps:
-        reproduce.run_experiment(e, raw, tmp_path / "runs" / e.key, rerun=False)
-    reproduce.archive(exps, tmp_path / "runs", tmp_path / "archive")
+        run_experiment(e, raw, tmp_path / "runs" / e.key, rerun=False)
+    archive(exps, tmp_path / "runs", tmp_path / "archive")
     archived = tmp_path / "archive" / "mcepl-k4"
     assert sorted(p.name for p in archived.iterdir()) == ["command.txt", "config.yaml", "hardware.txt",
                                                           "metrics.jsonl.gz", "wall_seconds.txt"]
-    live = reproduce.write_report("quick", exps, tmp_path / "runs", tmp_path / "a", "cmd", "tiny").read_text()
-    kept = reproduce.write_report("quick", exps, tmp_path / "archive", tmp_path / "b", "cmd", "tiny").read_text()
+    live = write_report("quick", exps, tmp_path / "runs", tmp_path / "a", "cmd", "tiny").read_text()
+    kept = write_report("quick", exps, tmp_path / "archive", tmp_path / "b", "cmd", "tiny").read_text()
     assert live.replace(str(tmp_path / "runs"), "X") == kept.replace(str(tmp_path / "archive"), "X")
+
+
+def test_the_documented_command_renders_a_report_from_any_folder(tmp_path):
+    """``python benchmarks/reproduce.py`` (the command README and every command.txt cite) is a thin entry
+    point over the package: it must find it from another working folder, without PYTHONPATH."""
+    exp = Experiment("mcepl-k4", "main-k4", "MCE-PL")
+    run_experiment(exp, tiny_raw(agents=3, rounds=2), tmp_path / "runs" / exp.key, rerun=False)
+    args = ["--quick", "--report-only", "--out", str(tmp_path / "runs"), "--docs", str(tmp_path / "docs")]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "reproduce.py"), *args], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    text = (tmp_path / "docs" / "results-quick.md").read_text()
+    assert f"Report: `python benchmarks/reproduce.py {' '.join(args)}`" in text
+    assert next(ln for ln in text.splitlines() if ln.startswith("| MCE-PL |")).split("|")[2].strip() == "2"

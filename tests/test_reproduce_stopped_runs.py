@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import json
 
-from test_reproduce import reproduce, tiny_raw
+from labsupport import tiny_raw
+
+from benchmarks.reproduction.experiments import Experiment
+from benchmarks.reproduction.report import write_report
+from benchmarks.reproduction.runner import run_experiment
+from benchmarks.reproduction.runs import INTERRUPTED, archive
+from benchmarks.reproduction.summary import summarize
 
 
 def _cut_short(run_dir, keep_rounds: int, half_round: bool) -> list[dict]:
@@ -20,20 +26,20 @@ def _cut_short(run_dir, keep_rounds: int, half_round: bool) -> list[dict]:
 
 def test_a_stopped_run_is_left_out_unless_marked(tmp_path):
     raw = tiny_raw(agents=3, rounds=6)
-    exps = [reproduce.Experiment("mcepl-k4", "main-k4", "MCE-PL"),
-            reproduce.Experiment("local-only-k4", "main-k4", "Local", {"algorithm.name": "local_only"})]
+    exps = [Experiment("mcepl-k4", "main-k4", "MCE-PL"),
+            Experiment("local-only-k4", "main-k4", "Local", {"algorithm.name": "local_only"})]
     out = tmp_path / "runs"
     for e in exps:
-        reproduce.run_experiment(e, raw, out / e.key, rerun=False, command="python benchmarks/reproduce.py --x")
+        run_experiment(e, raw, out / e.key, rerun=False, command="python benchmarks/reproduce.py --x")
     rows = _cut_short(out / "local-only-k4", keep_rounds=4, half_round=True)  # + 1 row of round 5
     assert (out / "local-only-k4" / "command.txt").read_text().strip() == "python benchmarks/reproduce.py --x"
     assert (out / "local-only-k4" / "hardware.txt").exists()  # recorded before the first round
 
-    unmarked = reproduce.write_report("quick", exps, out, tmp_path / "a", "cmd", "tiny").read_text()
+    unmarked = write_report("quick", exps, out, tmp_path / "a", "cmd", "tiny").read_text()
     assert "| Local | not run (or unfinished) |" in unmarked
 
-    (out / "local-only-k4" / reproduce.INTERRUPTED).write_text("lease ended\n")
-    text = reproduce.write_report("quick", exps, out, tmp_path / "b", "cmd", "tiny").read_text()
+    (out / "local-only-k4" / INTERRUPTED).write_text("lease ended\n")
+    text = write_report("quick", exps, out, tmp_path / "b", "cmd", "tiny").read_text()
     line = next(ln for ln in text.splitlines() if ln.startswith("| Local |"))
     cells = [c.strip() for c in line.split("|")]
     at4 = [r["accuracy"] for r in rows if r["round"] == 3]
@@ -43,17 +49,17 @@ def test_a_stopped_run_is_left_out_unless_marked(tmp_path):
     timing = next(ln for ln in text.splitlines() if ln.startswith("| local-only-k4 |"))
     assert "— (stopped: lease ended)" in timing and "reproduce.py --x" in timing
 
-    reproduce.archive(exps, out, tmp_path / "archive")
-    assert (tmp_path / "archive" / "local-only-k4" / reproduce.INTERRUPTED).read_text() == "lease ended\n"
+    archive(exps, out, tmp_path / "archive")
+    assert (tmp_path / "archive" / "local-only-k4" / INTERRUPTED).read_text() == "lease ended\n"
 
 
 def test_a_stopped_run_counts_bytes_only_up_to_its_last_evaluated_round(tmp_path):
     raw = tiny_raw(agents=3, rounds=6)
-    exp = reproduce.Experiment("mcepl-k4", "main-k4", "MCE-PL")
+    exp = Experiment("mcepl-k4", "main-k4", "MCE-PL")
     run_dir = tmp_path / "mcepl-k4"
-    reproduce.run_experiment(exp, raw, run_dir, rerun=False)
+    run_experiment(exp, raw, run_dir, rerun=False)
     rows = _cut_short(run_dir, keep_rounds=4, half_round=True)
-    (run_dir / reproduce.INTERRUPTED).write_text("killed\n")
-    summary = reproduce.summarize(run_dir)
+    (run_dir / INTERRUPTED).write_text("killed\n")
+    summary = summarize(run_dir)
     assert summary["rounds_run"] == 4 and summary["stopped"] == "killed"
     assert summary["cum_bytes"] == sum(r["bytes_sent"] for r in rows if r["round"] < 4)
