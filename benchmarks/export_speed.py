@@ -33,8 +33,8 @@ import torch  # noqa: E402
 from edge_mcepl import runtime  # noqa: E402
 from edge_mcepl.config import PRESETS, config_from_dict  # noqa: E402
 from edge_mcepl.export.pipeline import Exporter, agent_dir_name  # noqa: E402
-from edge_mcepl.simulator import Simulator  # noqa: E402
 from edge_mcepl.metrics import read_metrics  # noqa: E402
+from edge_mcepl.simulator import Simulator  # noqa: E402
 
 RETENTION = [0.1, 0.2, 0.3, 0.5]
 SETTINGS = {

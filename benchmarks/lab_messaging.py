@@ -45,9 +45,9 @@ from edge_mcepl.comm.broker.launcher import start_broker  # noqa: E402
 from edge_mcepl.comm.client import BrokerAddress, MqttConnection, MqttOptions  # noqa: E402
 from edge_mcepl.config import load_config  # noqa: E402
 from edge_mcepl.devicelab.envelope import LabSettings, explicit_keys, make_envelope, publish_envelope  # noqa: E402
-from edge_mcepl.simulator import build_topology_for  # noqa: E402
 from edge_mcepl.nn.zoo import build_model  # noqa: E402
 from edge_mcepl.run_dir import agent_dir, merge_lab_run  # noqa: E402
+from edge_mcepl.simulator import build_topology_for  # noqa: E402
 from edge_mcepl.wire.masks import message_size  # noqa: E402
 
 

@@ -26,8 +26,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from edge_mcepl.wire.masks import MASK_CODECS, decode_masks, encode_masks  # noqa: E402
 from edge_mcepl.wire.dense import message_size as fp32_message_size  # noqa: E402
+from edge_mcepl.wire.masks import MASK_CODECS, decode_masks, encode_masks  # noqa: E402
 
 
 def entropy_bits(masks: list[np.ndarray]) -> float:

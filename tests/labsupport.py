@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-
 # Real-broker tests fail (never skip) without mosquitto: see pytest_runtest_setup in conftest.py.
 needs_mosquitto = pytest.mark.mosquitto
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,7 +40,8 @@ def write_yaml(path: Path, raw: dict) -> Path:
     return path
 
 
-def start_join(broker_url: str, lab: str, agent_id: int, credentials: Path, state_dir: Path, *extra: str) -> subprocess.Popen:
+def start_join(broker_url: str, lab: str, agent_id: int, credentials: Path, state_dir: Path,
+               *extra: str) -> subprocess.Popen:
     state_dir.mkdir(parents=True, exist_ok=True)
     log = open(state_dir / "join.log", "a")
     cmd = [sys.executable, "-m", "edge_mcepl.cli", "join", "--broker", broker_url, "--lab", lab,

@@ -7,8 +7,8 @@ import struct
 import numpy as np
 import pytest
 
-from edge_mcepl.wire.masks import CodecError, encode_masks
 from edge_mcepl.wire.dense import MAGIC, decode_weights, encode_weights, message_size
+from edge_mcepl.wire.masks import CodecError, encode_masks
 
 FP = bytes(range(16))
 KEY = b"lab secret"

@@ -6,8 +6,8 @@ import numpy as np
 import torch
 
 from edge_mcepl.algorithms.mask_averaging import voted_mask
-from edge_mcepl.simulator import Simulator
 from edge_mcepl.nn.masking import kept_count, topk_mask
+from edge_mcepl.simulator import Simulator
 
 from conftest import tiny_lab_config
 

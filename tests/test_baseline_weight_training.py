@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from edge_mcepl.simulator import Simulator
 from edge_mcepl.nn.masking import kept_count
+from edge_mcepl.simulator import Simulator
 
 from conftest import tiny_lab_config
 

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from edge_mcepl.errors import UserError
 from edge_mcepl.wire.masks import (
     CODEC_PACKBITS,
     FORMAT_VERSION,
@@ -21,7 +22,6 @@ from edge_mcepl.wire.masks import (
     header_size,
     message_size,
 )
-from edge_mcepl.errors import UserError
 
 FP = bytes(range(16))
 OTHER_FP = bytes(range(100, 116))

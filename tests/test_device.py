@@ -12,8 +12,8 @@ import torch
 from benchmarks.reproduction import cli as reproduce
 from edge_mcepl.cli import main
 from edge_mcepl.errors import UserError
-from edge_mcepl.simulator import Simulator
 from edge_mcepl.nn.device import resolve_device
+from edge_mcepl.simulator import Simulator
 
 from conftest import tiny_lab_config
 

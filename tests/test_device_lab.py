@@ -10,17 +10,18 @@ import textwrap
 
 import pytest
 
-from conftest import tiny_lab_config
 from edge_mcepl.cli import main
-from edge_mcepl.wire.masks import decode_masks
 from edge_mcepl.config import load_config
 from edge_mcepl.devicelab.envelope import LabSettings, explicit_keys, make_envelope, parse_envelope
 from edge_mcepl.devicelab.plan import plan_agent
 from edge_mcepl.errors import UserError
-from edge_mcepl.simulator import Simulator
 from edge_mcepl.metrics import read_metrics
 from edge_mcepl.nn.zoo import build_model
 from edge_mcepl.profiles import load_profile
+from edge_mcepl.simulator import Simulator
+from edge_mcepl.wire.masks import decode_masks
+
+from conftest import tiny_lab_config
 from labsupport import needs_mosquitto, tiny_raw, write_yaml
 
 # Fields that depend on wall-clock time or exist only in a device lab (the rest must match the simulator).
@@ -144,7 +145,8 @@ def test_retention_precedence_lab_explicit_then_profile_then_default(tmp_path):
     ]:
         config = tiny_lab_config(model=model, **({"retention.conv": 0.25} if explicit else {}),
                                  **{"data.dataset": "cifar10"})
-        env = parse_envelope(json.dumps(make_envelope(config, explicit, LabSettings())).encode(), "test", tmp_path / "f")
+        payload = json.dumps(make_envelope(config, explicit, LabSettings())).encode()
+        env = parse_envelope(payload, "test", tmp_path / "f")
         plan = plan_agent(env, 1, profile)
         assert plan.config.retention.for_agent(1) == (want, 0.9), (explicit, profile and profile.name)
         assert plan.threads == (profile.training_threads if profile else config.threads)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import tiny_lab_config
 from edge_mcepl.cli import main
-from edge_mcepl.simulator import Simulator
 from edge_mcepl.metrics import read_metrics
+from edge_mcepl.simulator import Simulator
+
+from conftest import tiny_lab_config
 from labsupport import tiny_raw, write_yaml
 
 DEVICE_ONLY = {"train_seconds", "round_seconds", "gather_seconds", "aggregate_seconds", "eval_seconds",
@@ -28,7 +29,8 @@ def test_a_baseline_lab_matches_the_simulator(tmp_path, capsys, name):
     printed = capsys.readouterr().out
     assert code == 0, printed
     Simulator(tiny_lab_config(**settings), log=lambda _: None).run(tmp_path / "sim", progress=False)
-    assert comparable(read_metrics(out / "metrics.jsonl")) == comparable(read_metrics(tmp_path / "sim" / "metrics.jsonl"))
+    sim_rows = read_metrics(tmp_path / "sim" / "metrics.jsonl")
+    assert comparable(read_metrics(out / "metrics.jsonl")) == comparable(sim_rows)
     if name == "dsgd":
         assert not (out / "final").exists() and "learns weights, not masks" in printed
     else:

@@ -6,9 +6,10 @@ import json
 
 import numpy as np
 
-from conftest import tiny_lab_config
 from edge_mcepl.cli import main
 from edge_mcepl.simulator import Simulator
+
+from conftest import tiny_lab_config
 
 
 def test_export_all_agents_of_a_structured_run(tmp_path, capsys):

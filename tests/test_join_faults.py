@@ -11,8 +11,6 @@ import re
 import signal
 import threading
 
-
-from conftest import tiny_lab_config
 from edge_mcepl.cli import main
 from edge_mcepl.comm.broker.credentials import ADMIN_USER
 from edge_mcepl.comm.broker.launcher import start_broker
@@ -21,6 +19,8 @@ from edge_mcepl.comm.topics import config_topic
 from edge_mcepl.config import config_from_dict
 from edge_mcepl.devicelab.envelope import LabSettings, make_envelope, publish_envelope
 from edge_mcepl.simulator import Simulator
+
+from conftest import tiny_lab_config
 from labsupport import log_text, needs_mosquitto, rows, start_join, stop_all, tiny_raw, wait_until
 
 pytestmark = needs_mosquitto

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from edge_mcepl.simulator import Simulator
 from edge_mcepl.nn.layers import MaskedConv2d
 from edge_mcepl.nn.masking import kept_count
+from edge_mcepl.simulator import Simulator
 
 from conftest import tiny_lab_config
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from benchmarks import mask_codec
-from conftest import tiny_lab_config
-from edge_mcepl.wire.masks import decode_masks
-from edge_mcepl.simulator import Simulator
 from edge_mcepl.metrics import read_metrics
+from edge_mcepl.simulator import Simulator
+from edge_mcepl.wire.masks import decode_masks
+
+from conftest import tiny_lab_config
 
 
 def run(tmp_path, codec):

@@ -8,12 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-from labsupport import tiny_raw
-
 from benchmarks.reproduction.experiments import Experiment
 from benchmarks.reproduction.report import write_report
 from benchmarks.reproduction.runner import run_all, run_experiment
 from benchmarks.reproduction.runs import archive
+
+from labsupport import tiny_raw
 
 ROOT = Path(__file__).resolve().parents[1]
 

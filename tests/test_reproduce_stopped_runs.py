@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 
-from labsupport import tiny_raw
-
 from benchmarks.reproduction.experiments import Experiment
 from benchmarks.reproduction.report import write_report
 from benchmarks.reproduction.runner import run_experiment
 from benchmarks.reproduction.runs import INTERRUPTED, archive
 from benchmarks.reproduction.summary import summarize
+
+from labsupport import tiny_raw
 
 
 def _cut_short(run_dir, keep_rounds: int, half_round: bool) -> list[dict]:

@@ -15,7 +15,6 @@ import pytest
 import torch
 import yaml
 
-from conftest import tiny_lab_config
 from edge_mcepl import runtime
 from edge_mcepl.cli import main
 from edge_mcepl.config import DataConfig
@@ -26,6 +25,8 @@ from edge_mcepl.errors import UserError
 from edge_mcepl.export.manifest import preprocessing_entry, to_json
 from edge_mcepl.export.run import load_agent_masks, load_run, masked_zoo_model, regenerate_weights
 from edge_mcepl.simulator import Simulator
+
+from conftest import tiny_lab_config
 
 
 def every_byte(channels: int, pixels: int) -> np.ndarray:

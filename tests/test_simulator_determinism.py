@@ -8,11 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import tiny_lab_config
-from edge_mcepl.wire.masks import decode_masks, message_size
-from edge_mcepl.simulator import Simulator
 from edge_mcepl.metrics import read_metrics
 from edge_mcepl.nn.zoo import build_model
+from edge_mcepl.simulator import Simulator
+from edge_mcepl.wire.masks import decode_masks, message_size
 
 from conftest import tiny_lab_config
 

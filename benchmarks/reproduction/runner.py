@@ -20,9 +20,9 @@ import torch
 from benchmarks.reproduction.configs import with_overrides
 from benchmarks.reproduction.experiments import Experiment
 from edge_mcepl.config import config_from_dict
-from edge_mcepl.simulator import Simulator
 from edge_mcepl.metrics import read_metrics
 from edge_mcepl.nn.device import describe_device, resolve_device
+from edge_mcepl.simulator import Simulator
 
 
 def hardware(threads: int, device: str = "cpu") -> str:
