@@ -133,8 +133,9 @@ def main() -> int:
     msg = message_size(shapes)
     degrees = [len(topology.neighbours(i)) for i in range(config.agents)]
     sim_per_round = msg * sum(degrees)
-    measured = {t: sum(r["bytes_received"] for r in rows if r["round"] == t) for t in range(config.rounds)}
-    sent_rows = {t: sum(r["bytes_sent"] for r in rows if r["round"] == t) for t in range(config.rounds)}
+    numbers = range(1, config.rounds + 1)  # metrics rows number rounds from 1
+    measured = {t: sum(r["bytes_received"] for r in rows if r["round"] == t) for t in numbers}
+    sent_rows = {t: sum(r["bytes_sent"] for r in rows if r["round"] == t) for t in numbers}
     mqtt_total = (after["sent"] - before["sent"]) + (after["received"] - before["received"])
     payload_total = sum(measured.values()) + msg * config.agents * config.rounds  # delivered + published once
 

@@ -79,6 +79,6 @@ def summary_table(rows: list[dict[str, Any]]) -> str:
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     text = ["  ".join(cell.rjust(w) for cell, w in zip(line, widths)) for line in lines]
     mean = sum(r["accuracy"] for r in final) / len(final)
-    text.append(f"round {last_round + 1}: mean personalized accuracy {mean:.4f} over {len(final)} agents; "
+    text.append(f"round {last_round}: mean personalized accuracy {mean:.4f} over {len(final)} agents; "
                 f"network total {sum(sent.values()) / 1e6:.2f} MB sent")
     return "\n".join(text)

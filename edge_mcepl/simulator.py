@@ -97,13 +97,17 @@ class Simulator:
         return rule_class(self.config.algorithm.name).learns_masks
 
     def run_round(self, t: int) -> list[dict]:
-        """One synchronous round; returns a metrics row per agent (without accuracy)."""
+        """Round index ``t`` (0-based, as in the wire header); a metrics row per agent (without accuracy).
+
+        A row's ``round`` is the round's number, 1-based — what the console prints and what
+        ``eval_every`` counts: the row of ``run_round(0)`` says round 1.
+        """
         for agent in self.agents:
             agent.begin_round(t, self.transport)
         rows = []
         for agent in self.agents:
             report = agent.finish_round(t, self.transport)
-            rows.append({"round": t, "agent": agent.agent_id, "loss": report.loss, "bytes_sent": report.bytes_sent,
+            rows.append({"round": t + 1, "agent": agent.agent_id, "loss": report.loss, "bytes_sent": report.bytes_sent,
                          "bytes_received": report.bytes_received, "neighbours_heard": report.neighbours_heard,
                          "rejected": report.rejected, "train_seconds": round(report.train_seconds, 6),
                          **agent.rule.mask_stats()})

@@ -80,7 +80,7 @@ def test_killed_agent_others_finish_after_deadline_and_restart_resumes_from_chec
         handle.stop()
     assert codes == {0: 0, 1: 0, 2: 0, 3: 0}, {i: log_text(dirs[i])[-2000:] for i in codes}
     for i in range(n):
-        assert [r["round"] for r in rows(dirs[i])] == list(range(rounds)), f"agent {i}: every round exactly once"
+        assert [r["round"] for r in rows(dirs[i])] == list(range(1, rounds + 1)), f"agent {i}: every round once"
     # Agent 3's neighbours (0 and 2 on the ring) went on without it once the deadline passed.
     for i in (0, 2):
         assert any(r["neighbours_heard"] == 1 for r in rows(dirs[i])), f"agent {i}"
@@ -92,7 +92,7 @@ def test_killed_agent_others_finish_after_deadline_and_restart_resumes_from_chec
     assert match, log_text(dirs[3])[-2000:]
     resumed_at = int(match.group(1))
     assert resumed_at >= 1  # (killed after ≥ 2 rounds; the checkpoint follows each round's metrics row)
-    later = [r for r in rows(dirs[3]) if r["round"] >= resumed_at + 2]
+    later = [r for r in rows(dirs[3]) if r["round"] >= resumed_at + 3]  # round numbers are 1-based
     assert later and all(r["neighbours_heard"] == 2 for r in later)
     assert watcher.states[3][-1] == "done"
 
@@ -127,7 +127,7 @@ def test_broker_restart_mid_run_everyone_reconnects_and_finishes(tmp_path):
     assert json.loads(got[0])["run_id"] == envelope["run_id"]
     for i in range(n):
         assert "reconnected to" in log_text(dirs[i]), f"agent {i} did not log a reconnect"
-        assert [r["round"] for r in rows(dirs[i])] == list(range(rounds))
+        assert [r["round"] for r in rows(dirs[i])] == list(range(1, rounds + 1))
 
 
 def test_sigterm_exits_cleanly_and_the_same_command_resumes_to_the_simulators_masks(tmp_path):
@@ -155,7 +155,7 @@ def test_sigterm_exits_cleanly_and_the_same_command_resumes_to_the_simulators_ma
         stop_all([proc] if proc else [])
         handle.stop()
     assert f"resuming from checkpoint {state / 'checkpoint.npz'} after round {done} of {rounds}" in log_text(state)
-    assert [r["round"] for r in rows(state)] == list(range(rounds))
+    assert [r["round"] for r in rows(state)] == list(range(1, rounds + 1))
     config = tiny_lab_config(agents=1, rounds=rounds, eval_every=20, **{"topology.kind": "complete"})
     sim = Simulator(config, log=lambda _: None)
     for t in range(rounds):

@@ -34,7 +34,7 @@ def test_report_numbers_come_from_the_metrics(tmp_path):
     text = path.read_text()
     rows = [json.loads(line) for line in (out / "dsgd-k4" / "metrics.jsonl").read_text().splitlines()]
     cumulative = sum(r["bytes_sent"] for r in rows)
-    final = [r["accuracy"] for r in rows if r["round"] == 3]
+    final = [r["accuracy"] for r in rows if r["round"] == 4]
     line = next(ln for ln in text.splitlines() if ln.startswith("| DSGD |"))
     assert f"{cumulative / 1e6:.1f}" in line and f"{100 * sum(final) / len(final):.2f} %" in line
     mcepl = next(ln for ln in text.splitlines() if ln.startswith("| MCE-PL |"))
@@ -42,8 +42,8 @@ def test_report_numbers_come_from_the_metrics(tmp_path):
     assert "Report: `python benchmarks/reproduce.py --quick`" in text and "Seed 5" in text
     local = [json.loads(line) for line in (out / "local-only-k4" / "metrics.jsonl").read_text().splitlines()]
     mcepl = [json.loads(line) for line in (out / "mcepl-k4" / "metrics.jsonl").read_text().splitlines()]
-    gap = 100 * (sum(r["accuracy"] for r in local if r["round"] == 3) - sum(r["accuracy"] for r in mcepl
-                                                                             if r["round"] == 3)) / 4
+    gap = 100 * (sum(r["accuracy"] for r in local if r["round"] == 4) - sum(r["accuracy"] for r in mcepl
+                                                                             if r["round"] == 4)) / 4
     assert f"- 4 classes, Local: {gap:+.2f} points vs MCE-PL at round 4" in text
     assert (docs / "results-quick-main-k4.png").stat().st_size > 1000
 
@@ -58,8 +58,8 @@ def test_runs_of_different_lengths_are_also_compared_at_the_common_round(tmp_pat
     text = write_report("quick", exps, out, tmp_path / "docs", "cmd", "tiny").read_text()
     assert "acc. @ round 2 |" in text
     rows = [json.loads(line) for line in (out / "mcepl-k4" / "metrics.jsonl").read_text().splitlines()]
-    at2 = [r["accuracy"] for r in rows if r["round"] == 1]
-    at4 = [r["accuracy"] for r in rows if r["round"] == 3]
+    at2 = [r["accuracy"] for r in rows if r["round"] == 2]
+    at4 = [r["accuracy"] for r in rows if r["round"] == 4]
     line = next(ln for ln in text.splitlines() if ln.startswith("| MCE-PL |"))
     cells = [c.strip() for c in line.split("|")]
     assert cells[2] == "4" and cells[3].startswith(f"{100 * sum(at4) / 3:.2f} %")

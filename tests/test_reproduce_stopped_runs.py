@@ -16,9 +16,9 @@ from labsupport import tiny_raw
 def _cut_short(run_dir, keep_rounds: int, half_round: bool) -> list[dict]:
     """Make a finished run look like one stopped after ``keep_rounds`` (and maybe half of the next)."""
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    kept = [r for r in rows if r["round"] < keep_rounds]
+    kept = [r for r in rows if r["round"] <= keep_rounds]  # rows number rounds from 1
     if half_round:
-        kept += [r for r in rows if r["round"] == keep_rounds][:1]
+        kept += [r for r in rows if r["round"] == keep_rounds + 1][:1]
     (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in kept))
     (run_dir / "wall_seconds.txt").unlink()
     return kept
@@ -42,7 +42,7 @@ def test_a_stopped_run_is_left_out_unless_marked(tmp_path):
     text = write_report("quick", exps, out, tmp_path / "b", "cmd", "tiny").read_text()
     line = next(ln for ln in text.splitlines() if ln.startswith("| Local |"))
     cells = [c.strip() for c in line.split("|")]
-    at4 = [r["accuracy"] for r in rows if r["round"] == 3]
+    at4 = [r["accuracy"] for r in rows if r["round"] == 4]
     assert cells[2] == "4 (stopped; 6 planned)"
     assert cells[3].startswith(f"{100 * sum(at4) / 3:.2f} %")
     assert cells[4] == f"{100 * sum(at4) / 3:.2f} %"  # compared with MCE-PL at the common round 4
@@ -62,4 +62,4 @@ def test_a_stopped_run_counts_bytes_only_up_to_its_last_evaluated_round(tmp_path
     (run_dir / INTERRUPTED).write_text("killed\n")
     summary = summarize(run_dir)
     assert summary["rounds_run"] == 4 and summary["stopped"] == "killed"
-    assert summary["cum_bytes"] == sum(r["bytes_sent"] for r in rows if r["round"] < 4)
+    assert summary["cum_bytes"] == sum(r["bytes_sent"] for r in rows if r["round"] <= 4)

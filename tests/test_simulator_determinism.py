@@ -80,9 +80,10 @@ def test_metrics_rows_have_the_documented_fields(runs):
     total = sum(int(np.prod(s)) for s in shapes)
 
     assert len(rows) == config.rounds * config.agents
-    assert [(r["round"], r["agent"]) for r in rows] == [(t, a) for t in range(config.rounds) for a in range(4)]
-    evaluated = {t for t in range(config.rounds) if (t + 1) % config.eval_every == 0 or t == config.rounds - 1}
-    assert evaluated == {1, 3, 4}
+    # Rows number rounds from 1, as the console does: eval_every 2 of 5 rounds evaluates rounds 2, 4 and 5.
+    assert [(r["round"], r["agent"]) for r in rows] == [(t, a) for t in range(1, config.rounds + 1) for a in range(4)]
+    evaluated = {t for t in range(1, config.rounds + 1) if t % config.eval_every == 0 or t == config.rounds}
+    assert evaluated == {2, 4, 5}
     for row in rows:
         assert ("accuracy" in row) == (row["round"] in evaluated)
         assert ("test_loss" in row) == (row["round"] in evaluated)

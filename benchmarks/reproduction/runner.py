@@ -46,7 +46,7 @@ def run_experiment(exp: Experiment, raw: dict[str, Any], run_dir: Path, rerun: b
     metrics = run_dir / "metrics.jsonl"
     if metrics.exists() and not rerun:
         rows = read_metrics(metrics)
-        if rows and max(r["round"] for r in rows) == config.rounds - 1:
+        if rows and max(r["round"] for r in rows) == config.rounds:
             print(f"[{exp.key}] reusing finished run {run_dir}")
             return
     shutil.rmtree(run_dir, ignore_errors=True)

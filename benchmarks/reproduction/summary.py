@@ -33,18 +33,18 @@ def summarize(run_dir: Path) -> dict[str, Any]:
         cumulative += sum(r["bytes_sent"] for r in by_round[t])
         accs = [r["accuracy"] for r in by_round[t] if "accuracy" in r]
         if accs:
-            curve.append({"round": t + 1, "acc": statistics.mean(accs), "min": min(accs), "max": max(accs),
+            curve.append({"round": t, "acc": statistics.mean(accs), "min": min(accs), "max": max(accs),
                           "cum_bytes": cumulative})
     final = by_round[last]
     accs = [r["accuracy"] for r in final]
     per_round = [sum(r["bytes_sent"] for r in by_round[t]) for t in sorted(by_round)]
     live = [sum(r["live_filters"][: r["conv_layers"]]) for r in final]
     wall = run_dir / "wall_seconds.txt"
-    mean_loss = {t + 1: statistics.mean(r["loss"] for r in by_round[t]) for t in sorted(by_round)}
+    mean_loss = {t: statistics.mean(r["loss"] for r in by_round[t]) for t in sorted(by_round)}
     stopped = run_dir / INTERRUPTED
     return {
-        "mean_loss": mean_loss, "train_loss": train_loss_at({"mean_loss": mean_loss}, last + 1),
-        "config": config, "curve": curve, "rounds_run": last + 1, "mean": statistics.mean(accs),
+        "mean_loss": mean_loss, "train_loss": train_loss_at({"mean_loss": mean_loss}, last),
+        "config": config, "curve": curve, "rounds_run": last, "mean": statistics.mean(accs),
         "std": statistics.pstdev(accs), "min": min(accs), "max": max(accs),
         "bytes_per_round": statistics.mean(per_round), "cum_bytes": sum(per_round),
         "density": statistics.mean(r["density"] for r in final), "live_conv_filters": statistics.mean(live),

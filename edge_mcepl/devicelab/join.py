@@ -212,7 +212,7 @@ class Join:
             self.say(f"agent {self.me}: resuming from checkpoint {self.ckpt_path} after round {self.start} of "
                      f"{self.config.rounds}")
         self.done_rounds = self.start
-        write_metrics(self.metrics_path, [r for r in read_completed_rows(self.metrics_path) if r["round"] < self.start])
+        write_metrics(self.metrics_path, [r for r in read_completed_rows(self.metrics_path) if r["round"] <= self.start])
 
     def connect(self) -> None:
         """A persistent session (masks sent while away are queued), the neighbours' topics, status online."""
@@ -261,7 +261,7 @@ class Join:
                 save_checkpoint(self.ckpt_path, self.agent, t + 1, lab=self.lab, run_id=self.env.run_id)
                 self.done_rounds = t + 1
                 if "accuracy" in row:
-                    self.last_eval.update(accuracy=row["accuracy"], eval_round=t)
+                    self.last_eval.update(accuracy=row["accuracy"], eval_round=t + 1)
                 self.conn.publish(status_topic(self.lab, self.me), status_payload(
                     "online", self.me, round=t + 1, **self.info, **self.last_eval), retain=True)
                 self._say_round(t, row)
@@ -315,7 +315,7 @@ class Join:
             return None
         stats = transport.take_stats()
         row: dict[str, Any] = {
-            "round": t, "agent": self.me, "loss": report.loss, "bytes_sent": report.bytes_sent,
+            "round": t + 1, "agent": self.me, "loss": report.loss, "bytes_sent": report.bytes_sent,
             "bytes_received": report.bytes_received, "neighbours_heard": report.neighbours_heard,
             "rejected": report.rejected + stats.rejected, **agent.rule.mask_stats()}
         evaluated = time.time()

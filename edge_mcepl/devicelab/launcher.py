@@ -209,7 +209,7 @@ class _Progress:
         if last_eval > self.shown_eval:
             self.shown_eval = last_eval
             accs = [float(s["accuracy"]) for s in evals]
-            return (f"round {last_eval + 1:>5}: mean personalized accuracy {sum(accs) / len(accs):.4f} "
+            return (f"round {last_eval:>5}: mean personalized accuracy {sum(accs) / len(accs):.4f} "
                     f"(min {min(accs):.4f}, max {max(accs):.4f}) [latest evaluation of each agent]")
         if low >= self.shown_round + self.step or (low == self.rounds and self.shown_round < self.rounds):
             self.shown_round = low
