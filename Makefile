@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-stamp
 DATA_DIR ?=
 ARGS ?=
 
-.PHONY: demo test bench clean-venv
+.PHONY: demo test lint bench clean-venv
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,8 +20,14 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/edge-mcepl simulate examples/demo.yaml $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(ARGS)
 
-test: $(STAMP)
+# The quality gates run first: ruff (pyflakes, pycodestyle, bugbear, isort, pyupgrade, complexity) and
+# mypy, both at zero; configuration in pyproject.toml.
+test: lint
 	$(BIN)/python -m pytest -q $(ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check edge_mcepl tests benchmarks
+	$(BIN)/mypy
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/round_time.py $(ARGS)
