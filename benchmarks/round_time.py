@@ -35,7 +35,7 @@ REFERENCE_ROUND_S = 16.5  # the authors' code on this machine kind, as measured 
 
 
 class DenseAlexNet(nn.Module):
-    """Stock-PyTorch AlexNet-CIFAR (spec §7) — the dense comparator, optionally without LRN."""
+    """Stock-PyTorch AlexNet-CIFAR (docs/algorithm.md#alexnet-cifar) — the dense comparator, optionally without LRN."""
 
     def __init__(self, lrn: bool) -> None:
         super().__init__()

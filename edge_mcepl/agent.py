@@ -62,7 +62,7 @@ class Agent:
         return self.rule.encode_message(fingerprint=self.fingerprint, sender=self.agent_id, round=round, key=self.key)
 
     def begin_round(self, round: int, transport: Transport) -> None:
-        """Spec §6 steps 1–3: local step(s), mask to send, publish."""
+        """docs/algorithm.md#round steps 1–3: local step(s), mask to send, publish."""
         began = time.perf_counter()
         loss = 0.0
         for _ in range(self.rule.params.local_steps):
@@ -71,11 +71,11 @@ class Agent:
         message = self.encode_message(round)
         trained = time.perf_counter() - began
         transport.publish(self.agent_id, round, message)
-        # One copy of the message goes to each neighbour (spec §9).
+        # One copy of the message goes to each neighbour (docs/algorithm.md#communication).
         self._report = RoundReport(loss=loss, bytes_sent=len(message) * len(self.neighbours), train_seconds=trained)
 
     def finish_round(self, round: int, transport: Transport, timeout: float | None = None) -> RoundReport:
-        """Spec §6 steps 3–5: gather neighbours' messages, aggregate what arrived, consensus step.
+        """docs/algorithm.md#round steps 3–5: gather neighbours' messages, aggregate what arrived, consensus step.
 
         ``timeout`` is the round deadline handed to the transport. The transport has already decoded
         and verified every message with :meth:`decode_message` (once), and decided which stand in

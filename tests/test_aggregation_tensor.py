@@ -1,4 +1,7 @@
-"""Spec §4: y = z + mean|z|·sign(z)⊙m̄ — neighbours' votes add magnitude; off in the ablation."""
+"""y = z + mean|z|·sign(z)⊙m̄ — neighbours' votes add magnitude; off in the ablation.
+
+docs/algorithm.md#aggregation-tensor
+"""
 
 from __future__ import annotations
 

@@ -24,7 +24,7 @@ def test_round_trip_is_bit_exact_and_size_is_exact():
     ts = tensors()
     data = encode_weights(ts, fingerprint=FP, sender=7, round=42)
     assert len(data) == message_size(SHAPES)
-    # 4 bytes per weight + header + tag: the "32 bits per parameter" of spec §9.
+    # 4 bytes per weight + header + tag: the "32 bits per parameter" of docs/algorithm.md#communication.
     assert len(data) - 4 * sum(t.size for t in ts) == message_size(SHAPES) - 4 * sum(t.size for t in ts) < 100
     msg = decode_weights(data, expected_fingerprint=FP, expected_shapes=SHAPES)
     assert (msg.sender, msg.round, msg.fingerprint) == (7, 42, FP)

@@ -1,4 +1,4 @@
-"""Spec §6.4–6.5: m̄ = mean of the received masks; z ← z − η₂·g⊙m̄ with the local step's g."""
+"""docs/algorithm.md#round (steps 4–5): m̄ = mean of the received masks; z ← z − η₂·g⊙m̄ with the local step's g."""
 
 from __future__ import annotations
 

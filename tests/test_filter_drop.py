@@ -1,4 +1,7 @@
-"""Spec §3: the filter-drop rule zeroes every output filter / row keeping ≤ min_kept_per_filter ones."""
+"""The filter-drop rule zeroes every output filter / row keeping ≤ min_kept_per_filter ones.
+
+docs/algorithm.md#filter-drop
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""Spec §2: fixed weights from a seed — deterministic, PyTorch-default bounds, fingerprinted, shared."""
+"""Fixed weights from a seed — deterministic, PyTorch-default bounds, fingerprinted, shared.
+
+docs/algorithm.md#initialisation
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Spec §5: R(y) = λ·Σ_g ‖y_g‖₂ over output filters / rows; its gradient is λ·y_g/‖y_g‖₂."""
+"""docs/algorithm.md#loss: R(y) = λ·Σ_g ‖y_g‖₂ over output filters / rows; its gradient is λ·y_g/‖y_g‖₂."""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""Spec §6.1: one local step is z ← z − η(g + λ_wd·z) [+ group lasso λ·y_g/‖y_g‖]; g stays task-only."""
+"""One local step is z ← z − η(g + λ_wd·z) [+ group lasso λ·y_g/‖y_g‖]; g stays task-only.
+
+docs/algorithm.md#round (step 1)
+"""
 
 from __future__ import annotations
 

@@ -83,7 +83,7 @@ def test_policy_values_of_the_bundled_profiles_for_the_paper_model():
 def test_policy_formula(tmp_path):
     base = yaml.safe_load(VALID)
     cost = model_cost("alexnet-cifar")
-    assert cost.conv_macs == 41_184_000 and cost.conv_weights == 1_028_800  # spec §7's 41.4 M MACs incl. fc
+    assert cost.conv_macs == 41_184_000 and cost.conv_weights == 1_028_800  # + fc: 41.4 M MACs
 
     def r(**hardware_budget):
         raw = yaml.safe_load(VALID)

@@ -1,4 +1,7 @@
-"""Spec §4: ∂L/∂z = sign(z) ⊙ w ⊙ ∂L/∂v with v = w ⊙ m — straight through, dense over all entries."""
+"""∂L/∂z = sign(z) ⊙ w ⊙ ∂L/∂v with v = w ⊙ m — straight through, dense over all entries.
+
+docs/algorithm.md#straight-through
+"""
 
 from __future__ import annotations
 

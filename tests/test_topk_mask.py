@@ -1,4 +1,7 @@
-"""Spec §3: TopK keeps exactly n − ⌊(1−r)·n⌋ of the largest entries of each layer, ties deterministic."""
+"""TopK keeps exactly n − ⌊(1−r)·n⌋ of the largest entries of each layer, ties deterministic.
+
+docs/algorithm.md#kept-count
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""Spec §7: the model zoo — AlexNet-for-CIFAR's exact shapes and counts, small-cnn, bad names."""
+"""The model zoo — AlexNet-for-CIFAR's exact shapes and counts, small-cnn, bad names.
+
+docs/algorithm.md#alexnet-cifar
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Dis-PFL baseline (Dai et al., ICML 2022; spec §10): personalised sparse weights, masked exchange.
+"""Dis-PFL baseline (Dai et al., ICML 2022; docs/algorithm.md#baselines): personalised sparse weights, masked exchange.
 
 Each agent trains its own sparse model — weights ``w_i`` (from the same seeded init as every
 method) restricted to a personal mask ``m_i`` with a fixed per-layer density (the agent's MCE-PL

@@ -1,4 +1,4 @@
-"""DSGD baseline (spec §10): dense weights, SGD, neighbour averaging, fp32 on the wire.
+"""DSGD baseline (docs/algorithm.md#baselines): dense weights, SGD, neighbour averaging, fp32 on the wire.
 
 Round t for agent i: one (or ``local_steps``) SGD step on its own copy of the weights from the
 same seeded init, publish the weights as fp32 (:mod:`edge_mcepl.wire.dense`), then

@@ -1,4 +1,4 @@
-"""Local-only masks (spec §10): MCE-PL with no neighbours — m̄ ≡ 0 and η₂ = 0.
+"""Local-only masks (docs/algorithm.md#baselines): MCE-PL with no neighbours — m̄ ≡ 0 and η₂ = 0.
 
 It is the MCE-PL rule itself with the neighbour terms switched off: no round-0 prior (zeros), no
 consensus step, and the agent is built with an empty neighbour set (``exchanges_messages``), so it

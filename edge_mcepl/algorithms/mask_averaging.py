@@ -1,7 +1,7 @@
 """Ablation: direct averaging of binary masks instead of MCE-PL's aggregation tensor.
 
 MCE-PL lets the neighbours' mean mask ``m̄`` act through the scores (``|y| = |z| + mean|z|·m̄``,
-spec §4). This ablation replaces that by a plain vote of binary masks: the agent's own mask
+docs/algorithm.md#aggregation-tensor). This ablation replaces that by a plain vote of binary masks: the agent's own mask
 ``TopK_r(|z|)`` and the neighbours' mean are averaged with equal weight,
 
     m = TopK_r( (TopK_r(|z|) + m̄) / 2  +  ε·|z| / max|z| ),   ε = 1e-6,

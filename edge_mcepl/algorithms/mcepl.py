@@ -1,4 +1,4 @@
-"""The MCE-PL learning rule of one agent (spec §6), independent of how masks travel.
+"""The MCE-PL learning rule of one agent (docs/algorithm.md#round), independent of how masks travel.
 
 One synchronous round t for agent i:
 

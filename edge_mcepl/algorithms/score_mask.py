@@ -3,7 +3,8 @@
 The MCE-PL rule keeps one :class:`ScoreMask` per masked layer and binds it to the layer as the
 layer's :class:`~edge_mcepl.nn.layers.WeightSource`: the forward pass then computes with
 ``v = w ⊙ m`` and the backward pass reaches the scores through the straight-through estimator
-(spec §3, spec §4). Everything that decides the mask lives here, next to the state it reads.
+(docs/algorithm.md#mask-function, docs/algorithm.md#aggregation-tensor). Everything that decides the
+mask lives here, next to the state it reads.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ class ScoreMask:
         return self.neighbour_mean if self.use_aggregation_tensor else None
 
     def aggregation_tensor(self) -> Tensor:
-        """y = z + mean|z|·sign(z)⊙m̄ (spec §4), or z alone in the no-aggregation ablation."""
+        """y = z + mean|z|·sign(z)⊙m̄ (docs/algorithm.md#aggregation-tensor), or z alone in the ablation."""
         return aggregation_tensor(self.scores, self._effective_neighbour_mean())
 
     def select(self) -> Tensor:

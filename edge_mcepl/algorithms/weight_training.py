@@ -1,4 +1,4 @@
-"""Weight-training baseline on the same fixed init (spec §10, the DSLTH check).
+"""Weight-training baseline on the same fixed init (docs/algorithm.md#baselines, the DSLTH check).
 
 Each agent trains the *weights* of the same network from the same seeded init that MCE-PL keeps
 fixed — dense, or magnitude-pruned once at init to exactly MCE-PL's per-layer density — with plain

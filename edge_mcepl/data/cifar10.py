@@ -58,8 +58,8 @@ def load_cifar10(data_dir: str | Path) -> tuple[ArrayDataset, ArrayDataset]:
 
     ``data_dir`` is either the ``cifar-10-batches-py`` folder itself or a folder containing it.
     Pixels become float32 CHW as ``x = float32(p)·float32(2/255) − 1``, two float32 operations
-    (:data:`~.preprocessing.RECIPES`, spec §8). That is (p/255 − 0.5)/0.5 on paper, but not bit for
-    bit: computed that way 111 of the 256 byte values come out one float32 step apart.
+    (:data:`~.preprocessing.RECIPES`, docs/algorithm.md#preprocessing). That is (p/255 − 0.5)/0.5 on
+    paper, but not bit for bit: computed that way 111 of the 256 byte values come out one float32 step apart.
     """
     folder = _locate_folder(Path(data_dir))
     train = _load_split(folder, TRAIN_FILES, "cifar10-train")

@@ -59,7 +59,7 @@ def paper_partition(
     test_counts_file: str | Path | None = None,
     data_fraction: float = 0.2,
 ) -> list[AgentPartition]:
-    """The label-skew split of the paper's reference setting (spec §8), read from its files.
+    """The label-skew split of the paper's reference setting (docs/algorithm.md#paper-setting), read from its files.
 
     Agent i holds the classes of row i of ``classes_file``. ``train_counts_file[i, c]`` is agent
     i's *nominal* number of class-c images: for each class, the holders, in agent order, own

@@ -212,7 +212,8 @@ class Join:
             self.say(f"agent {self.me}: resuming from checkpoint {self.ckpt_path} after round {self.start} of "
                      f"{self.config.rounds}")
         self.done_rounds = self.start
-        write_metrics(self.metrics_path, [r for r in read_completed_rows(self.metrics_path) if r["round"] <= self.start])
+        done = [r for r in read_completed_rows(self.metrics_path) if r["round"] <= self.start]  # rounds from 1
+        write_metrics(self.metrics_path, done)
 
     def connect(self) -> None:
         """A persistent session (masks sent while away are queued), the neighbours' topics, status online."""

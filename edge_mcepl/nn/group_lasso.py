@@ -1,4 +1,4 @@
-"""Group-lasso regulariser on the aggregation tensor (spec §5).
+"""Group-lasso regulariser on the aggregation tensor (docs/algorithm.md#loss).
 
 ``R(y) = λ · Σ_g ‖y_g‖₂`` with one group per output filter (conv) or row (linear). Its gradient
 pushes whole filters' scores toward zero together, which — with the filter-drop rule — is what

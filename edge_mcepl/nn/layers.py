@@ -52,7 +52,7 @@ class MaskedLayer(nn.Module):
 
     @property
     def init_bound(self) -> float:
-        """PyTorch's default layer init is uniform(±1/√fan_in) for weights and biases (spec §2)."""
+        """PyTorch's default init, uniform(±1/√fan_in), for weights and biases (docs/algorithm.md#initialisation)."""
         return 1.0 / math.sqrt(self.fan_in)
 
     def use(self, source: WeightSource | None) -> None:
@@ -82,7 +82,7 @@ class MaskedConv2d(MaskedLayer):
 
 
 class MaskedLinear(MaskedLayer):
-    """Masked linear layer with a fixed, unmasked bias (spec §1)."""
+    """Masked linear layer with a fixed, unmasked bias (docs/algorithm.md#objects)."""
 
     kind: ClassVar[LayerKind] = "linear"
     bias: Tensor

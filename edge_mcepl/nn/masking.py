@@ -1,4 +1,6 @@
-"""The mask function of MCE-PL (spec §3) and the aggregation tensor (spec §4).
+"""The mask function of MCE-PL and the aggregation tensor.
+
+See docs/algorithm.md#mask-function and docs/algorithm.md#aggregation-tensor.
 
 Per masked layer, with scores ``z``, neighbour mean ``m̄`` and retention ratio ``r``::
 
@@ -44,7 +46,7 @@ def aggregation_magnitude(scores: Tensor, neighbour_mean: Tensor | None) -> Tens
     """``|y| = |z| + mean|z| · m̄`` directly — what TopK ranks — in three passes instead of six.
 
     (Equal to ``aggregation_tensor(...).abs()`` except at scores that are exactly 0, where
-    sign(0) = 0 there; spec §4 defines the mask by this form.)
+    sign(0) = 0 there; docs/algorithm.md#aggregation-tensor defines the mask by this form.)
     """
     magnitude = scores.detach().abs()
     if neighbour_mean is not None:
@@ -121,7 +123,7 @@ def live_filters(mask: Tensor) -> int:
 
 
 class StraightThroughMask(torch.autograd.Function):
-    """``v = w ⊙ m`` forward; ``∂L/∂z = sign(z) ⊙ w ⊙ ∂L/∂v`` backward (spec §4)."""
+    """``v = w ⊙ m`` forward; ``∂L/∂z = sign(z) ⊙ w ⊙ ∂L/∂v`` backward (docs/algorithm.md#aggregation-tensor)."""
 
     @staticmethod
     def forward(ctx, scores: Tensor, weight: Tensor, mask: Tensor) -> Tensor:

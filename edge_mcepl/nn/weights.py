@@ -82,7 +82,9 @@ def load_fixed_weights(model: MaskedNetwork, fixed: FixedWeights) -> None:
 
 
 def seeded_scores(model: MaskedNetwork, seed: int, agent_id: int | None = None) -> list[Tensor]:
-    """Initial scores from the weights' distribution (spec §2), one per masked layer in wire order.
+    """Initial scores from the weights' distribution, one per masked layer in wire order.
+
+    (docs/algorithm.md#initialisation.)
 
     Shared by every agent (``agent_id`` None) or drawn per agent; the rule that learns scores owns them.
     """

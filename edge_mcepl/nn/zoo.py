@@ -1,6 +1,6 @@
 """The model zoo: networks whose every conv/linear weight is a masked layer.
 
-``alexnet-cifar`` is the paper's model (spec §7) exactly; ``small-cnn`` is a fast net for
+``alexnet-cifar`` is the paper's model (docs/algorithm.md#alexnet-cifar) exactly; ``small-cnn`` is a fast net for
 1×28×28 inputs (MNIST, the synthetic demo data) so tests and demos run in seconds on a CPU.
 """
 
@@ -90,7 +90,7 @@ class ZooEntry:
 
 ZOO: dict[str, ZooEntry] = {
     "alexnet-cifar": ZooEntry(lambda classes, _channels: AlexNetCifar(classes), (3, 32, 32),
-                              "the paper's AlexNet for CIFAR-10 (spec §7)"),
+                              "the paper's AlexNet for CIFAR-10 (docs/algorithm.md#alexnet-cifar)"),
     "small-cnn": ZooEntry(lambda classes, channels: SmallCNN(classes, channels), (1, 28, 28),
                           "small conv net for 1×28×28 inputs (MNIST, synthetic)"),
 }
