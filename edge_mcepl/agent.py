@@ -1,4 +1,4 @@
-"""One agent's round loop: train → encode → publish → gather → decode → aggregate → consensus.
+"""One agent's round loop: train → encode → publish → gather (decoded once) → aggregate → consensus.
 
 The same class runs inside the one-process simulator and on a device; only the
 :class:`~edge_mcepl.comm.transport.Transport` differs. A round is split in two halves,
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .algorithms.base import LearningRule
+from .algorithms.base import LearningRule, Message
 from .comm.transport import Transport
 from .data.arrays import ArrayDataset
 from .data.sampling import EpochSampler
@@ -93,7 +93,7 @@ class Agent:
         self.rule.consensus_step()
         return report
 
-    def decode_message(self, payload: bytes):
+    def decode_message(self, payload: bytes) -> Message:
         """Decode and verify a message against this agent's lab (fingerprint, shapes, key).
 
         The strict decoder this agent's transport decodes its neighbours' messages with, once
