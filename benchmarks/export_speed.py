@@ -24,6 +24,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -37,7 +38,7 @@ from edge_mcepl.metrics import read_metrics  # noqa: E402
 from edge_mcepl.simulator import Simulator  # noqa: E402
 
 RETENTION = [0.1, 0.2, 0.3, 0.5]
-SETTINGS = {
+SETTINGS: dict[str, dict[str, Any]] = {
     "small-cnn": {
         "title": "small-cnn on MNIST (8 agents, 200 rounds)",
         "config": {"name": "export-bench-small-cnn", "seed": 7, "agents": 8, "rounds": 200, "eval_every": 200,
@@ -189,7 +190,7 @@ def measure(setting: str, reference_dir: Path, structured_dir: Path, data_dir: s
     quantized = False
     for agent_id in exporter.run.agent_ids:
         # int8 for one agent per setting (the first at r = 0.3): accuracy, size and latency change.
-        quantize = "int8" if not quantized and exporter.run.agent(agent_id)["retention_conv"] == 0.3 else None
+        quantize = "int8" if not quantized and exporter.run.agent(agent_id).retention_conv == 0.3 else None
         quantized = quantized or quantize is not None
         manifest = exporter.export_agent(agent_id, out_root, quantize=quantize)
         folder = out_root / agent_dir_name(agent_id)
@@ -287,7 +288,7 @@ def tuning_table(folder: Path, data_dir: str) -> list[str]:
         acc = final_accuracy(run_dir)
         per_r: dict[float, list] = {}
         for agent_id in exporter.run.agent_ids:
-            r_conv = exporter.run.agent(agent_id)["retention_conv"]
+            r_conv = exporter.run.agent(agent_id).retention_conv
             try:
                 net, _ = exporter.prune(agent_id)
                 per_r.setdefault(r_conv, []).append((net.macs / net.dense_macs, net.layers[0].filters_kept))

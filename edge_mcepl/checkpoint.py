@@ -7,8 +7,9 @@ its batch sampler (the torch generator state, the current epoch's order and posi
 number of rounds completed. Plus, to refuse a checkpoint from another lab or run: lab, run id,
 agent id, weights fingerprint, retention ratios and layer shapes.
 
-Format: ``numpy.savez`` — plain arrays, with the metadata as UTF-8 JSON bytes in a ``uint8`` array
-— read back with ``allow_pickle=False``, so loading a checkpoint can never execute code. Writes go
+Format: ``numpy.savez`` — plain arrays, with the metadata (:class:`CheckpointMeta`, validated like
+every other file) as UTF-8 JSON bytes in a ``uint8`` array — read back with ``allow_pickle=False``,
+so loading a checkpoint can never execute code. Writes go
 to a temporary file in the same folder, are fsynced, and replace the old file atomically: a crash
 leaves either the previous checkpoint or the new one, never a torn file.
 """
@@ -19,47 +20,69 @@ import json
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Literal
 
 import numpy as np
 import torch
+from pydantic import Field
 
 from .agent import Agent
 from .atomic import atomic_file
+from .config import Ratio
 from .errors import UserError
+from .validation import AgentId, Fingerprint, StrictModel, validate_json
 
 FORMAT = "edge-mcepl-checkpoint/1"
-
-
 _SAMPLER = ("generator_state", "order")
+_FRESH = "delete it (or pass --fresh) to start this agent over"  # how the user gets past any refused checkpoint
+Size = Annotated[int, Field(ge=0)]
+
+
+class CheckpointMeta(StrictModel):
+    """The JSON in a checkpoint's ``meta`` array: whose state it is, and what its arrays must be."""
+
+    format: Literal[FORMAT]  # type: ignore[valid-type]
+    next_round: int = Field(ge=0)  # rounds completed
+    agent_id: AgentId
+    fingerprint: Fingerprint
+    retention_conv: Ratio
+    retention_linear: Ratio
+    layer_shapes: list[list[Size]]
+    sampler_pos: int = Field(ge=0)
+    sampler_n: int = Field(ge=0)
+    batch_size: int = Field(ge=1)
+    rule_arrays: dict[str, tuple[str, list[Size]]]  # the rule's state_dict: name → (dtype.str, shape)
+    lab: str
+    run_id: str
 
 
 @dataclass(frozen=True)
 class Checkpoint:
-    meta: dict[str, Any]
+    meta: CheckpointMeta
     rule_state: dict[str, np.ndarray]  # the rule's state_dict()
     generator_state: np.ndarray
     order: np.ndarray
 
     @property
     def next_round(self) -> int:
-        return int(self.meta["next_round"])
+        return self.meta.next_round
 
 
-def save_checkpoint(path: str | Path, agent: Agent, next_round: int, **meta: Any) -> None:
-    """Atomically write ``agent``'s state after ``next_round`` completed rounds."""
+def save_checkpoint(path: str | Path, agent: Agent, next_round: int, *, lab: str, run_id: str) -> None:
+    """Atomically write ``agent``'s state after ``next_round`` completed rounds of run ``run_id`` of ``lab``."""
     path = Path(path)
     sampler = agent.sampler
     rule_state = agent.rule.state_dict()
     clash = set(rule_state) & ({"meta"} | set(_SAMPLER))
     assert not clash, f"rule state names {clash} collide with the checkpoint's own arrays"
-    info = {"format": FORMAT, "next_round": int(next_round), "agent_id": agent.agent_id,
-            "fingerprint": agent.fingerprint.hex(), "retention_conv": agent.rule.retention.conv,
-            "retention_linear": agent.rule.retention.linear,
-            "layer_shapes": [list(s) for s in agent.layer_shapes], "sampler_pos": int(sampler._pos),
-            "sampler_n": int(sampler.n), "batch_size": int(sampler.batch_size),
-            "rule_arrays": {name: [a.dtype.str, list(a.shape)] for name, a in rule_state.items()}, **meta}
-    arrays: dict[str, np.ndarray] = {"meta": np.frombuffer(json.dumps(info).encode(), dtype=np.uint8), **rule_state}
+    meta = CheckpointMeta(
+        format=FORMAT, next_round=next_round, agent_id=agent.agent_id, fingerprint=agent.fingerprint.hex(),
+        retention_conv=agent.rule.retention.conv, retention_linear=agent.rule.retention.linear,
+        layer_shapes=[list(s) for s in agent.layer_shapes], sampler_pos=int(sampler._pos), sampler_n=int(sampler.n),
+        batch_size=int(sampler.batch_size),
+        rule_arrays={name: (a.dtype.str, list(a.shape)) for name, a in rule_state.items()}, lab=lab, run_id=run_id)
+    text = json.dumps(meta.model_dump(mode="json"))
+    arrays: dict[str, np.ndarray] = {"meta": np.frombuffer(text.encode(), dtype=np.uint8), **rule_state}
     arrays["generator_state"] = sampler._gen.get_state().numpy().copy()
     arrays["order"] = sampler._order.numpy().copy()
     with atomic_file(path, durable=True) as f:
@@ -69,48 +92,51 @@ def save_checkpoint(path: str | Path, agent: Agent, next_round: int, **meta: Any
 def load_checkpoint(path: str | Path) -> Checkpoint:
     """Read and structurally check a checkpoint; any defect is a one-line :class:`UserError`."""
     path = Path(path)
-    hint = "delete it (or pass --fresh) to start this agent over"
     try:
         with np.load(path, allow_pickle=False) as data:
             files = set(data.files)
-            meta = json.loads(bytes(data["meta"]).decode())
-            if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-                got = meta.get("format") if isinstance(meta, dict) else meta
-                raise ValueError(f"format {got!r}, expected {FORMAT}")
-            declared: dict[str, list] = meta["rule_arrays"]
+            meta = _read_meta(bytes(data["meta"]), path)
+            declared = meta.rule_arrays
             missing = sorted((set(_SAMPLER) | set(declared)) - files)
             if missing:
                 raise ValueError(f"missing arrays {missing[:3]}")
             rule_state = {name: data[name] for name in declared}
             state, order = data["generator_state"], data["order"]
-    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile, json.JSONDecodeError, EOFError) as exc:
-        raise UserError(f"{path}: unreadable checkpoint ({type(exc).__name__}: {exc}); {hint}") from None
+    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile, EOFError) as exc:
+        raise UserError(f"{path}: unreadable checkpoint ({type(exc).__name__}: {exc}); {_FRESH}") from None
     for name, (dtype, shape) in declared.items():
         array = rule_state[name]
         if array.dtype.str != dtype or list(array.shape) != list(shape):
             raise UserError(f"{path}: {name} is {array.dtype} {array.shape}, the checkpoint declares {dtype} "
-                            f"{tuple(shape)}; {hint}")
+                            f"{tuple(shape)}; {_FRESH}")
     if state.dtype != np.uint8 or order.dtype != np.int64:
-        raise UserError(f"{path}: sampler state has the wrong dtype; {hint}")
+        raise UserError(f"{path}: sampler state has the wrong dtype; {_FRESH}")
     return Checkpoint(meta, rule_state, state, order)
 
 
-def restore_agent(agent: Agent, ckpt: Checkpoint, source: str = "checkpoint", **expect: Any) -> None:
+def _read_meta(data: bytes, path: Path) -> CheckpointMeta:
+    """The ``meta`` JSON, validated; its one-line error also says how to start over."""
+    try:
+        return validate_json(CheckpointMeta, data, str(path))
+    except UserError as exc:
+        raise UserError(f"{exc}; {_FRESH}") from None
+
+
+def restore_agent(agent: Agent, ckpt: Checkpoint, source: str = "checkpoint", *, lab: str, run_id: str) -> None:
     """Load ``ckpt`` into ``agent`` after checking it belongs to this agent, lab and run."""
     meta = ckpt.meta
     checks = {"agent_id": agent.agent_id, "fingerprint": agent.fingerprint.hex(),
               "layer_shapes": [list(s) for s in agent.layer_shapes], "retention_conv": agent.rule.retention.conv,
               "retention_linear": agent.rule.retention.linear, "sampler_n": agent.sampler.n,
-              "batch_size": agent.sampler.batch_size, **expect}
+              "batch_size": agent.sampler.batch_size, "lab": lab, "run_id": run_id}
     for key, want in checks.items():
-        if meta.get(key) != want:
-            raise UserError(f"{source}: written for {key} {meta.get(key)!r}, but this agent has {want!r}; "
-                            "delete it (or pass --fresh) to start this agent over")
+        if (got := getattr(meta, key)) != want:
+            raise UserError(f"{source}: written for {key} {got!r}, but this agent has {want!r}; {_FRESH}")
     try:
         agent.rule.load_state_dict(ckpt.rule_state)
     except ValueError as exc:
-        raise UserError(f"{source}: {exc}; delete it (or pass --fresh) to start this agent over") from None
+        raise UserError(f"{source}: {exc}; {_FRESH}") from None
     sampler = agent.sampler
     sampler._gen.set_state(torch.from_numpy(ckpt.generator_state.copy()))
     sampler._order = torch.from_numpy(ckpt.order.copy())
-    sampler._pos = int(meta["sampler_pos"])
+    sampler._pos = meta.sampler_pos

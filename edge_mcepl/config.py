@@ -168,14 +168,19 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> La
 def config_from_dict(raw: Any, source: str = "config", overrides: dict[str, Any] | None = None) -> LabConfig:
     """Validate a plain mapping (already path-resolved) into a :class:`LabConfig`; ``raw`` is not modified."""
     if isinstance(raw, dict):
-        try:
-            for dotted, value in (overrides or {}).items():
-                if value is not None:
-                    raw = set_dotted(raw, dotted, value)
-        except ValueError as exc:
-            raise UserError(f"{source}: {exc}") from None
-        raw = _with_preset(raw)  # after the overrides, so --preset brings its values too
+        given = {dotted: value for dotted, value in (overrides or {}).items() if value is not None}  # CLI: None = unset
+        raw = _with_preset(set_all(raw, given, source))  # after the overrides, so --preset brings its values too
     return validate(LabConfig, raw, source)
+
+
+def set_all(raw: dict[str, Any], values: dict[str, Any], source: str) -> dict[str, Any]:
+    """A copy of ``raw`` with each dotted key of ``values`` set (None too); a one-line error names ``source``."""
+    try:
+        for dotted, value in values.items():
+            raw = set_dotted(raw, dotted, value)
+    except ValueError as exc:
+        raise UserError(f"{source}: {exc}") from None
+    return raw
 
 
 def _with_preset(raw: dict[str, Any]) -> dict[str, Any]:

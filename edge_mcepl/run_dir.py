@@ -17,50 +17,83 @@ validates: a defect is one :class:`~edge_mcepl.errors.UserError` line naming the
 
 from __future__ import annotations
 
-import dataclasses
 import json
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, get_origin, get_type_hints
+from typing import Any, Literal, TypeVar
 
 import yaml
+from pydantic import BaseModel, Field
 
 from .atomic import atomic_write
-from .config import LabConfig, config_from_dict
+from .config import LabConfig, Ratio, config_from_dict
 from .errors import UserError
 from .metrics import read_completed_rows, summary_table, write_metrics
+from .validation import AgentId, Fingerprint, StrictModel, validate_json
 
 RUN_FORMAT = "edge-mcepl-run/1"
 CONFIG_FILE, METRICS_FILE, SUMMARY_FILE = "config.yaml", "metrics.jsonl", "summary.txt"
 FINAL_DIR, STATE_FILE = "final", "state.json"
 AGENT_INFO_FILE, FINAL_MASK_FILE = "agent.json", "final_mask.mcpl"  # in a device's state folder
 
+_P = TypeVar("_P", bound="_Part")
 
-@dataclass(frozen=True)
-class RunIdentity:
+
+class _Part(StrictModel):
+    """A group of fields that the files' models extend (flat on disk); :meth:`of` takes it back out of one."""
+
+    @classmethod
+    def of(cls: type[_P], whole: BaseModel) -> _P:
+        return cls.model_validate(whole.model_dump(include=set(cls.model_fields)))
+
+
+class RunIdentity(_Part):
     """What gives a run's masks their meaning: the architecture, the fixed weights, how long they trained."""
 
     model: str
-    num_classes: int
-    weights_seed: int
-    fingerprint: str  # hex
-    rounds: int
+    num_classes: int = Field(ge=1)
+    weights_seed: int = Field(ge=0, le=2**63 - 1)  # the lab config's seed
+    fingerprint: Fingerprint
+    rounds: int = Field(ge=0)
 
 
-@dataclass(frozen=True)
-class AgentRecord:
-    """One agent's entry in ``final/state.json`` (without its mask file name, which follows from the id)."""
+class AgentRecord(_Part):
+    """What a run keeps of one agent besides its mask."""
 
-    id: int
-    retention_conv: float
-    retention_linear: float
-    neighbours: list[int]
+    id: AgentId
+    retention_conv: Ratio
+    retention_linear: Ratio
+    neighbours: list[AgentId]
     classes: list[int]
 
-    def entry(self, **extra: Any) -> dict[str, Any]:
-        return {"id": self.id, "mask_file": mask_file(self.id), "retention_conv": self.retention_conv,
-                "retention_linear": self.retention_linear, "neighbours": list(self.neighbours),
-                "classes": list(self.classes), **extra}
+
+class AgentEntry(AgentRecord):
+    """One element of ``final/state.json``'s ``agents``."""
+
+    mask_file: str  # relative to final/
+    profile: str | None = None  # the device profile, in a device lab's run (omitted when there is none)
+
+    @classmethod
+    def of_record(cls, record: AgentRecord, profile: str | None = None) -> AgentEntry:
+        """``record``'s entry, with the mask file that follows from its id."""
+        return cls(**dict(record), mask_file=mask_file(record.id), profile=profile)
+
+
+class RunState(RunIdentity):
+    """``final/state.json``: the run's identity and every agent whose mask it holds."""
+
+    format: Literal[RUN_FORMAT]  # type: ignore[valid-type]
+    agents: list[AgentEntry]
+
+
+class AgentResult(AgentRecord, RunIdentity):
+    """A finished device's ``agent.json``: the run's identity as that device saw it, its record, and notes."""
+
+    format: Literal[RUN_FORMAT]  # type: ignore[valid-type]
+    mask: bool  # False: the agent's rule learns weights, so there is no mask file to expect
+    lab: str = ""
+    run_id: str = ""
+    profile: str | None = None
+    notes: list[str] = []  # how its retention, batch size and threads were decided
 
 
 def mask_file(agent_id: int) -> str:
@@ -84,18 +117,18 @@ def write_summary(run_dir: Path, summary: str) -> None:
     atomic_write(run_dir / SUMMARY_FILE, summary + "\n")
 
 
-def write_final_state(final_dir: Path, identity: RunIdentity, agents: list[tuple[dict[str, Any], bytes]]) -> None:
+def write_final_state(final_dir: Path, identity: RunIdentity, agents: list[tuple[AgentEntry, bytes]]) -> None:
     """``final/``: each (entry, mask message) pair's mask file, then ``state.json`` naming them all."""
     (final_dir / "masks").mkdir(parents=True, exist_ok=True)
     for entry, mask in agents:
-        atomic_write(final_dir / entry["mask_file"], mask)
-    state = {"format": RUN_FORMAT, **dataclasses.asdict(identity), "agents": [entry for entry, _ in agents]}
-    atomic_write(final_dir / STATE_FILE, json.dumps(state, indent=2))
+        atomic_write(final_dir / entry.mask_file, mask)
+    state = RunState(format=RUN_FORMAT, **dict(identity), agents=[entry for entry, _ in agents])
+    atomic_write(final_dir / STATE_FILE, json.dumps(state.model_dump(mode="json", exclude_none=True), indent=2))
 
 
 def write_agent_result(state_dir: Path, identity: RunIdentity, record: AgentRecord, mask: bytes | None,
                        **extra: Any) -> Path | None:
-    """A finished device's ``agent.json`` and final mask (``extra``: lab, run id, profile, notes).
+    """A finished device's ``agent.json`` and final mask; ``extra``: :class:`AgentResult`'s lab, run_id, profile, notes.
 
     ``mask`` None: the agent's rule learns weights, not masks — there is nothing to export, and
     ``agent.json`` says so (``"mask": false``) so the merge does not mistake it for an unfinished agent.
@@ -103,9 +136,8 @@ def write_agent_result(state_dir: Path, identity: RunIdentity, record: AgentReco
     mask_path = state_dir / FINAL_MASK_FILE
     if mask is not None:
         atomic_write(mask_path, mask)
-    entry = {k: v for k, v in record.entry().items() if k != "mask_file"}
-    atomic_write(state_dir / AGENT_INFO_FILE, json.dumps(
-        {"format": RUN_FORMAT, **dataclasses.asdict(identity), **entry, "mask": mask is not None, **extra}, indent=2))
+    result = AgentResult(format=RUN_FORMAT, **dict(identity), **dict(record), mask=mask is not None, **extra)
+    atomic_write(state_dir / AGENT_INFO_FILE, json.dumps(result.model_dump(mode="json"), indent=2))
     return mask_path if mask is not None else None
 
 
@@ -114,17 +146,18 @@ def merge_lab_run(run_dir: Path, config: LabConfig) -> str:
 
     Agents that did not finish contribute their metrics rows but no mask.
     """
-    rows, agents, identity = [], [], None
+    rows: list[dict[str, Any]] = []
+    agents: list[tuple[AgentEntry, bytes]] = []
+    identity: RunIdentity | None = None
     for i in range(config.agents):
         folder = agent_dir(run_dir, i)
         rows += read_completed_rows(folder / METRICS_FILE)
         result = read_agent_result(folder)
         if result is not None:
             info, mask = result
-            identity = identity or _pick(RunIdentity, info)
-            record: AgentRecord = _pick(AgentRecord, info)
+            identity = identity or RunIdentity.of(info)
             if mask is not None:
-                agents.append((record.entry(profile=info.get("profile")), mask))
+                agents.append((AgentEntry.of_record(AgentRecord.of(info), info.profile), mask))
     rows.sort(key=lambda r: (r["round"], r["agent"]))
     write_metrics(run_dir / METRICS_FILE, rows)
     write_config(run_dir, config)
@@ -138,25 +171,12 @@ def merge_lab_run(run_dir: Path, config: LabConfig) -> str:
 # -- reading --------------------------------------------------------------------------------------
 
 
-def read_state(run_dir: Path) -> dict[str, Any]:
-    """``final/state.json``, validated: the fields export relies on are there and well-typed."""
+def read_state(run_dir: Path) -> RunState:
+    """``final/state.json``, validated: export relies on every field being there and well-typed."""
     path = run_dir / FINAL_DIR / STATE_FILE
     if not path.is_file():
         raise UserError(f"{path} not found: is {run_dir} a finished run directory (edge-mcepl simulate --out)?")
-    state = _read_json(path, "state")
-    for key in ("model", "num_classes", "weights_seed", "fingerprint", "agents"):
-        if key not in state:
-            raise UserError(f"{path}: missing field {key!r}")
-    _check_fields(state, path, {"model": str, "num_classes": int, "weights_seed": int, "agents": list})
-    try:
-        bytes.fromhex(state["fingerprint"])
-    except (TypeError, ValueError):
-        raise UserError(f"{path}: fingerprint {state['fingerprint']!r} is not hex") from None
-    for index, entry in enumerate(state["agents"]):
-        if not isinstance(entry, dict):
-            raise UserError(f"{path}: agents[{index}]: expected a mapping, got {type(entry).__name__}")
-        _check_fields(entry, path, {"id": int, "mask_file": str}, f"agents[{index}].")
-    return state
+    return validate_json(RunState, _read(path), str(path))
 
 
 def read_config(run_dir: Path) -> LabConfig:
@@ -172,50 +192,25 @@ def read_config(run_dir: Path) -> LabConfig:
     return config_from_dict(raw if isinstance(raw, dict) else {}, str(path))
 
 
-def final_mask_path(run_dir: Path, entry: dict[str, Any]) -> Path:
+def final_mask_path(run_dir: Path, entry: AgentEntry) -> Path:
     """Where an agent entry of ``read_state`` keeps its final mask."""
-    return run_dir / FINAL_DIR / entry["mask_file"]
+    return run_dir / FINAL_DIR / entry.mask_file
 
 
-def read_agent_result(state_dir: Path) -> tuple[dict[str, Any], bytes | None] | None:
+def read_agent_result(state_dir: Path) -> tuple[AgentResult, bytes | None] | None:
     """A finished device's ``agent.json`` (validated) and final mask (None for a weight rule); None if unfinished."""
     info_path, mask_path = state_dir / AGENT_INFO_FILE, state_dir / FINAL_MASK_FILE
     if not info_path.exists():
         return None
-    info = _read_json(info_path, "agent result")
-    _check_fields(info, info_path, _field_types(RunIdentity, AgentRecord))
-    if not info.get("mask", True):
+    info = validate_json(AgentResult, _read(info_path), str(info_path))
+    if not info.mask:
         return info, None
     return (info, mask_path.read_bytes()) if mask_path.exists() else None
 
 
-def _pick(cls: type, info: dict[str, Any]) -> Any:
-    """An instance of dataclass ``cls`` from the same-named keys of ``info`` (already checked)."""
-    return cls(**{f.name: info[f.name] for f in dataclasses.fields(cls)})
-
-
-def _field_types(*classes: type) -> dict[str, type]:
-    """Field name → the plain type a JSON value must have (``list[int]`` → list)."""
-    return {name: get_origin(kind) or kind for cls in classes for name, kind in get_type_hints(cls).items()}
-
-
-def _check_fields(obj: dict[str, Any], path: Path, fields: dict[str, type], prefix: str = "") -> None:
-    for name, kind in fields.items():
-        if name not in obj:
-            raise UserError(f"{path}: missing field {prefix + name!r}")
-        value = obj[name]
-        allowed = (int, float) if kind is float else (kind,)  # JSON may write a whole float as an int
-        if isinstance(value, bool) or not isinstance(value, allowed):
-            raise UserError(f"{path}: field {prefix + name!r} is {value!r}, expected {kind.__name__}")
-
-
-def _read_json(path: Path, what: str) -> dict[str, Any]:
+def _read(path: Path) -> bytes:
+    """A run file's bytes: the JSON is validated from them (:func:`~edge_mcepl.validation.validate_json`)."""
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise UserError(f"{path}: cannot read ({exc})") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{path}: not a {what} file")
-    if data.get("format") != RUN_FORMAT:
-        raise UserError(f"{path}: not a {RUN_FORMAT} {what} file (format {data.get('format')!r})")
-    return data
+        return path.read_bytes()
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read ({exc.strerror})") from None

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,7 @@ from .nn.device import describe_device, resolve_device
 from .nn.layers import MaskedConv2d
 from .nn.weights import FixedWeights, generate_fixed_weights, load_fixed_weights
 from .nn.zoo import build_model
-from .run_dir import AgentRecord, RunIdentity, write_config, write_final_state, write_summary
+from .run_dir import AgentEntry, AgentRecord, RunIdentity, write_config, write_final_state, write_summary
 from .topology import Topology, build_topology
 
 
@@ -60,6 +60,13 @@ def build_agent(config: LabConfig, data: LabData, topology: Topology, fixed: Fix
     part = data.partitions[agent_id]
     return Agent(agent_id, rule, neighbours, data.train.subset(part.train_indices).to(device), data.test.to(device),
                  part.test_indices, fixed.fingerprint, config.seed)
+
+
+def agent_record(agent: Agent, classes: Sequence[int]) -> AgentRecord:
+    """What a run directory keeps of ``agent`` besides its mask: the simulator's and a device's, built alike."""
+    retention = agent.rule.retention
+    return AgentRecord(id=agent.agent_id, retention_conv=retention.conv, retention_linear=retention.linear,
+                       neighbours=list(agent.neighbours), classes=list(classes))
 
 
 def build_agents(config: LabConfig, data: LabData, topology: Topology, fixed: FixedWeights) -> list[Agent]:
@@ -153,9 +160,9 @@ class Simulator:
 
     def save_final_state(self, directory: Path) -> None:
         """Everything export needs — seed, architecture, fingerprint, each agent's mask — no scores."""
-        identity = RunIdentity(self.config.model, self.data.train.num_classes, self.config.seed,
-                               self.fixed.fingerprint_hex, self.config.rounds)
-        agents = [(AgentRecord(a.agent_id, a.rule.retention.conv, a.rule.retention.linear, list(a.neighbours),
-                               list(self.data.partitions[a.agent_id].classes)).entry(),
+        identity = RunIdentity(model=self.config.model, num_classes=self.data.train.num_classes,
+                               weights_seed=self.config.seed, fingerprint=self.fixed.fingerprint_hex,
+                               rounds=self.config.rounds)
+        agents = [(AgentEntry.of_record(agent_record(a, self.data.partitions[a.agent_id].classes)),
                    a.encode_message(self.config.rounds)) for a in self.agents]
         write_final_state(directory, identity, agents)

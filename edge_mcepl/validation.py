@@ -1,11 +1,14 @@
 """Validation of user-written structures (YAML files, CLI overrides, JSON messages): one library, one message style.
 
-Every structure the project reads from outside — the lab config, device profiles and, as they move
-here, the MQTT lab envelope, credentials, run directories and checkpoints — is a pydantic v2 model
-derived from :class:`StrictModel`, with its constraints declared on the fields themselves
-(``Field(ge=..., le=...)``, ``Literal[...]``, ``pattern=...``). :func:`validate` is the one place
-that turns pydantic's :class:`~pydantic.ValidationError` into the project's one-line
-:class:`~edge_mcepl.errors.UserError`, so every reader reports a mistake the same way::
+Every structure the project reads from outside — the lab config (:mod:`~edge_mcepl.config`), device
+profiles (:mod:`~edge_mcepl.profiles`), the MQTT lab envelope and its settings
+(:mod:`~edge_mcepl.devicelab.schema`), the credentials file (:mod:`~edge_mcepl.comm.broker.credentials`),
+run directories (:mod:`~edge_mcepl.run_dir`) and checkpoint metadata (:mod:`~edge_mcepl.checkpoint`) —
+is a pydantic v2 model derived from :class:`StrictModel`, with its constraints declared on the fields
+themselves (``Field(ge=..., le=...)``, ``Literal[...]``, ``pattern=...``), and the writers dump the
+same models. :func:`validate` (Python data, e.g. parsed YAML) and :func:`validate_json` (a JSON
+document) are the one place that turns pydantic's :class:`~pydantic.ValidationError` into the
+project's one-line :class:`~edge_mcepl.errors.UserError`, so every reader reports a mistake the same way::
 
     lab.yaml: agents: expected an int, got 2.5
     lab.yaml: topology.p: 1.5 is outside [0, 1]
@@ -26,7 +29,13 @@ a misspelt key is the likely cause of a "missing" one):
 - a bound: ``{source}: {field}: {value} is outside [lo, hi]`` with the field's declared bounds;
 - a model's own check (a ``field_validator``/``model_validator`` raising ``ValueError``): its
   message, prefixed with the source and the field it was raised for;
-- the whole document of the wrong shape: ``{source}: must be a mapping, got [...]``.
+- the whole document of the wrong shape: ``{source}: must be a mapping, got [...]``;
+- a JSON document that does not parse (:func:`validate_json`): ``{source}: not JSON ({why})``;
+- a document of another format (its model's ``format`` is a one-value ``Literal``):
+  ``{source}: format 'x/2', this edge-mcepl reads x/1``, before anything else.
+
+A mapping field (``dict[K, V]``) names its entries like fields (``files.topology.file.text``); a
+key outside a ``Literal`` key type is an unknown key, listed with the known ones.
 
 A union field (``"auto"`` or a ratio, a ratio or a list of ratios) reports the member the value
 got furthest into — a list with one bad item names that item (``retention.conv[1]``) — and when
@@ -35,6 +44,7 @@ no member took the value's type it lists them all (``expected 'auto' or a number
 
 from __future__ import annotations
 
+import json
 import types
 import typing
 from collections.abc import Mapping
@@ -42,7 +52,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal, TypeGuard, TypeVar, Union
 
 import annotated_types
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails
 
@@ -52,7 +62,13 @@ M = TypeVar("M", bound=BaseModel)
 _S = TypeVar("_S", bound="StrictModel")
 _UNKNOWN_KEY_ERRORS = {"extra_forbidden", "invalid_key"}  # invalid_key: not a string
 _RANGE_ERRORS = {"greater_than", "greater_than_equal", "less_than", "less_than_equal"}
+_LENGTH_ERRORS = {"too_short", "too_long", "string_too_short", "string_too_long"}
 _MAX_SHOWN = 60  # characters of a value's repr in a message: a long list must not flood the line
+_KEY = "[key]"  # the location part pydantic appends when a mapping's key, not its value, was refused
+
+# Field types shared by several structures (the lab envelope, run directories, checkpoints, credentials).
+Fingerprint = Annotated[str, Field(pattern=r"^[0-9a-f]{32}$", description="32 hex digits (a weights fingerprint)")]
+AgentId = Annotated[int, Field(ge=0)]
 
 
 class StrictModel(BaseModel):
@@ -71,10 +87,44 @@ class StrictModel(BaseModel):
 
 def validate(model: type[M], raw: Any, source: str) -> M:
     """``raw`` (plain data: mappings, lists, scalars) as a ``model``, or a one-line UserError naming ``source``."""
+    _check_format(model, raw, source)
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
         raise user_error(exc, model, source) from None
+
+
+def validate_json(model: type[M], data: str | bytes, source: str) -> M:
+    """A JSON document as a ``model``, read with JSON's own types, or a one-line UserError naming ``source``.
+
+    For a JSON file or message rather than :func:`validate` on its parsed form: an object's keys
+    are strings, so an int-keyed mapping (agent ids) takes ``"0"`` there, and an array fills a
+    tuple — both still refused in Python data, where they would be mistakes. (The document is
+    parsed twice, once to check its format: pydantic reads JSON's types only from the text.)
+    """
+    try:
+        raw = json.loads(data)
+    except ValueError as exc:  # JSONDecodeError, or bytes that are not UTF-8
+        raise UserError(f"{source}: not JSON ({exc})") from None
+    _check_format(model, raw, source)
+    try:
+        return model.model_validate_json(data)
+    except ValidationError as exc:
+        raise user_error(exc, model, source) from None
+
+
+def _check_format(model: type[BaseModel], raw: Any, source: str) -> None:
+    """Refuse a document of another format before looking at its fields, when ``model`` declares its own.
+
+    A model whose ``format`` field is a one-value ``Literal`` (``"edge-mcepl-run/1"``) names its
+    schema and version; the fields of another format belong to another schema, so an unknown or a
+    missing key would be a misleading message.
+    """
+    info = model.model_fields.get("format")
+    annotation = info.annotation if info is not None else None
+    expected = typing.get_args(annotation) if typing.get_origin(annotation) is Literal else ()
+    if len(expected) == 1 and isinstance(raw, Mapping) and raw.get("format") != expected[0]:
+        raise UserError(f"{source}: format {raw.get('format')!r}, this edge-mcepl reads {expected[0]}")
 
 
 def set_dotted(mapping: Mapping[str, Any], dotted: str, value: Any) -> dict[str, Any]:
@@ -100,14 +150,14 @@ def user_error(exc: ValidationError, model: type[BaseModel], source: str) -> Use
     error = _first_error(exc.errors(), model)
     spot = _locate(model, error["loc"])
     kind, value = error["type"], error["input"]
-    if kind in _UNKNOWN_KEY_ERRORS:
-        known = ", ".join(sorted(spot.parent.model_fields))
-        return UserError(f"{source}: unknown key '{spot.dotted}' (known: {known})")
+    if _is_unknown_key(error):
+        known = typing.get_args(_strip(spot.annotation)) if spot.is_key else sorted(spot.parent.model_fields)
+        return UserError(f"{source}: unknown key '{spot.dotted}' (known: {', '.join(known)})")
     if kind == "missing":
         return UserError(f"{source}: missing key '{spot.dotted}'")
     if kind in _RANGE_ERRORS:
         detail = f"{_shown(value, spot.annotation)} is outside {_interval(spot.annotation)}"
-    elif kind in ("too_short", "too_long"):
+    elif kind in _LENGTH_ERRORS:
         detail = f"expected {_length(error)}, got {_shown(value, Any)}"
     elif kind in ("value_error", "assertion_error"):
         detail = str(error.get("ctx", {}).get("error", error["msg"]))
@@ -131,11 +181,12 @@ class _Spot:
     field_loc: tuple  # the part of the error location that leads to that field
     annotation: Any  # the type at that place (a union member when the location picked one)
     parent: type[BaseModel]  # the model holding that field (or the unknown key)
+    is_key: bool = False  # the error is about a mapping's key (``annotation`` is the key type), not a value
 
 
 def _first_error(errors: list[ErrorDetails], model: type[BaseModel]) -> ErrorDetails:
     """An unknown key first; else the first error, or, for a union field, its most telling member error."""
-    unknown = [e for e in errors if e["type"] in _UNKNOWN_KEY_ERRORS]
+    unknown = [e for e in errors if _is_unknown_key(e)]
     if unknown:
         return unknown[0]
     spot = _locate(model, errors[0]["loc"])
@@ -150,12 +201,17 @@ def _first_error(errors: list[ErrorDetails], model: type[BaseModel]) -> ErrorDet
     return best
 
 
+def _is_unknown_key(error: ErrorDetails) -> bool:
+    """A key the model has no field for, or a mapping key outside its ``Literal`` key type."""
+    return error["type"] in _UNKNOWN_KEY_ERRORS or (error["type"] == "literal_error" and error["loc"][-1:] == (_KEY,))
+
+
 def _is_type_error(error: ErrorDetails) -> bool:
     return error["type"].endswith("_type") or error["type"] in ("literal_error", "string_pattern_mismatch")
 
 
 def _locate(model: type[BaseModel], loc: tuple) -> _Spot:
-    """Follow an error location through model fields, list items, optional values and union members."""
+    """Follow an error location through model fields, mapping entries, list items, optional values and union members."""
     dotted, field, field_loc, parent = "", "", (), model
     annotation: Any = model
     for i, part in enumerate(loc):
@@ -165,8 +221,14 @@ def _locate(model: type[BaseModel], loc: tuple) -> _Spot:
             field, field_loc = dotted, loc[: i + 1]
             info = base.model_fields.get(str(part))
             annotation = _annotated(info) if info is not None else Any
+        elif typing.get_origin(base) is dict:  # an entry: its key, then (unless the key was refused) its value
+            key_type, value_type = typing.get_args(base)
+            dotted = f"{dotted}.{part}" if dotted else str(part)
+            if loc[i + 1: i + 2] == (_KEY,):
+                return _Spot(dotted, field, field_loc, key_type, parent, is_key=True)
+            annotation = value_type
         elif isinstance(part, int) and typing.get_origin(base) in (list, tuple):
-            dotted, annotation = f"{dotted}[{part}]", typing.get_args(base)[0]
+            dotted, annotation = f"{dotted}[{part}]", _item_type(base, part)
         elif isinstance(part, str) and _is_union(base):
             annotation = _member_for_tag(base, part)
             if annotation is None:
@@ -174,6 +236,13 @@ def _locate(model: type[BaseModel], loc: tuple) -> _Spot:
         else:
             break
     return _Spot(dotted, field, field_loc, annotation, parent)
+
+
+def _item_type(sequence: Any, index: int) -> Any:
+    """The type of item ``index`` of a list or tuple type (a fixed-length tuple has one per place)."""
+    args = typing.get_args(sequence)
+    fixed = typing.get_origin(sequence) is tuple and Ellipsis not in args
+    return args[index] if fixed and index < len(args) else args[0]
 
 
 def _annotated(info: FieldInfo) -> Any:
@@ -290,15 +359,18 @@ def _interval(annotation: Any) -> str:
 
 
 def _number(bound: Any) -> str:
-    """An int bound exactly (a seed's 2⁶³ − 1 must not round), a float one briefly (``1e-06``)."""
-    return str(bound) if isinstance(bound, int) else f"{bound:g}"
+    """An int bound exactly (a seed's 2⁶³ − 1 must not round), a float briefly (``0.01``, ``1e6``, ``1e-6``)."""
+    if isinstance(bound, int):
+        return str(bound)
+    mantissa, e, exponent = f"{bound:g}".partition("e")
+    return f"{mantissa}e{int(exponent)}" if e else mantissa
 
 
 def _length(error: ErrorDetails) -> str:
-    ctx = error.get("ctx", {})
-    if error["type"] == "too_short":
-        return f"at least {ctx.get('min_length')} item(s)"
-    return f"at most {ctx.get('max_length')} item(s)"
+    ctx, unit = error.get("ctx", {}), "character(s)" if isinstance(error["input"], str) else "item(s)"
+    if error["type"].endswith("too_short"):
+        return f"at least {ctx.get('min_length')} {unit}"
+    return f"at most {ctx.get('max_length')} {unit}"
 
 
 def _shown(value: Any, annotation: Any) -> str:

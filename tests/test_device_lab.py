@@ -6,14 +6,18 @@ Also the lab-config envelope and the documented precedence between the lab confi
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import textwrap
+from typing import Any
 
 import pytest
 
 from edge_mcepl.cli import main
 from edge_mcepl.config import load_config
-from edge_mcepl.devicelab.envelope import LabSettings, explicit_keys, make_envelope, parse_envelope
+from edge_mcepl.devicelab.envelope import explicit_keys, make_envelope, parse_envelope
 from edge_mcepl.devicelab.plan import plan_agent
+from edge_mcepl.devicelab.schema import LabMessage, LabSettings
 from edge_mcepl.errors import UserError
 from edge_mcepl.metrics import read_metrics
 from edge_mcepl.nn.zoo import build_model
@@ -121,11 +125,11 @@ def test_envelope_round_trip_embeds_files_and_validates(tmp_path):
     payload = json.dumps(envelope).encode()
     graph.unlink()  # a remote device does not have the coordinator's files
     env = parse_envelope(payload, "t", tmp_path / "device-files")
-    assert env.config.topology.file.startswith(str(tmp_path / "device-files"))
+    assert str(env.config.topology.file).startswith(str(tmp_path / "device-files"))
     assert env.config == config.__class__(**{**config.__dict__, "topology": env.config.topology})
-    assert env.neighbours == {0: [1, 2], 1: [0, 3], 2: [0, 3], 3: [1, 2]}
-    assert (env.settings.round_deadline_s, env.settings.max_staleness) == (7, 2)
-    assert "topology.file" in env.explicit and "retention.conv" not in env.explicit
+    assert env.message.neighbours == {0: [1, 2], 1: [0, 3], 2: [0, 3], 3: [1, 2]}
+    assert (env.message.settings.round_deadline_s, env.message.settings.max_staleness) == (7, 2)
+    assert "topology.file" in env.message.explicit and "retention.conv" not in env.message.explicit
     with pytest.raises(UserError, match="is for lab 't'"):
         parse_envelope(payload, "other", tmp_path / "x")
     bad = dict(envelope, config={**envelope["config"], "rounds": -1})
@@ -133,6 +137,58 @@ def test_envelope_round_trip_embeds_files_and_validates(tmp_path):
         parse_envelope(json.dumps(bad).encode(), "t", tmp_path / "y")
     with pytest.raises(UserError, match="format 'pickle'"):
         parse_envelope(json.dumps(dict(envelope, format="pickle")).encode(), "t", tmp_path / "z")
+
+
+def test_a_made_envelope_is_its_model_dumped_and_round_trips(tmp_path):
+    config = tiny_lab_config()
+    envelope = make_envelope(config, ["retention.conv"], LabSettings(round_deadline_s=7.5))
+    assert list(envelope) == ["format", "lab", "run_id", "fingerprint", "num_classes", "config", "files", "explicit",
+                              "settings", "neighbours", "published_at"]  # docs/wire-format.md, in that order
+    assert envelope["settings"] == {"round_deadline_s": 7.5, "max_staleness": 1, "start_timeout_s": 600.0}
+    assert list(envelope["neighbours"]) == [str(i) for i in range(config.agents)]  # JSON object keys are strings
+    payload = json.dumps(envelope).encode()
+    assert LabMessage.model_validate_json(payload).model_dump(mode="json") == envelope
+    env = parse_envelope(payload, "test", tmp_path / "f")
+    assert env.message.model_dump(mode="json") == envelope and env.config == config
+
+
+def test_envelope_unknown_keys_and_wrong_types_name_the_topic_and_the_dotted_field(tmp_path):
+    envelope = make_envelope(tiny_lab_config(), [], LabSettings())
+    settings = envelope["settings"]
+    cases: list[tuple[dict[str, Any], str]] = [
+        ({"published": "now"}, "unknown key 'published' (known: config, explicit, files, fingerprint, format, "),
+        ({"settings": {**settings, "deadline_s": 3}}, "unknown key 'settings.deadline_s' (known: max_staleness, "),
+        ({"files": {"data.data_dir": {"name": "d", "text": ""}}},
+         "unknown key 'files.data.data_dir' (known: data.classes_file, "),
+        ({"settings": {**settings, "max_staleness": 1.5}}, "settings.max_staleness: expected an int, got 1.5"),
+        ({"settings": {**settings, "round_deadline_s": 0}}, "settings.round_deadline_s: 0.0 is outside [0.01, 1e6]"),
+        ({"neighbours": {"0": [1, "2"]}}, "neighbours.0[1]: expected an int, got '2'"),
+        ({"files": {"topology.file": {"name": "g.txt"}}}, "missing key 'files.topology.file.text'"),
+        ({"config": [1]}, "config: expected a mapping, got [1]"),
+        ({"config": {**envelope["config"], "data": 3}}, "data: expected a mapping to set 'data.data_dir' in, got 3"),
+    ]
+    for changed, expected in cases:
+        with pytest.raises(UserError) as err:
+            parse_envelope(json.dumps({**envelope, **changed}).encode(), "test", tmp_path / "f")
+        line = str(err.value)
+        assert "\n" not in line and line.startswith("lab config on edge-mcepl/test/config: ") and expected in line, line
+
+
+def test_lab_settings_options_are_one_line_errors_before_anything_starts(tmp_path, capsys):
+    lab_yaml = write_yaml(tmp_path / "lab.yaml", tiny_raw())
+    for command, expected in [
+        (["broker", str(lab_yaml), "--dir", str(tmp_path / "b"), "--round-deadline", "0"],
+         "command line: round_deadline_s: 0.0 is outside [0.01, 1e6]"),
+        (["lab", str(lab_yaml), "--out", str(tmp_path / "out"), "--max-staleness", "-1"],
+         "command line: max_staleness: -1 is outside [0, 1000]"),
+    ]:
+        assert main(command) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and expected in err[0], err
+    assert not (tmp_path / "b").exists() and not (tmp_path / "out").exists()
+    code = "import sys, edge_mcepl.commands.broker, edge_mcepl.devicelab.schema; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"  # the settings model needs no torch
 
 
 def test_retention_precedence_lab_explicit_then_profile_then_default(tmp_path):

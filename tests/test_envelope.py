@@ -7,9 +7,9 @@ import struct
 import numpy as np
 import pytest
 
-from edge_mcepl.wire.masks import decode_masks, encode_masks
 from edge_mcepl.wire.dense import decode_weights, encode_weights
 from edge_mcepl.wire.envelope import COMMON, FIXED, CodecError, read_common_header
+from edge_mcepl.wire.masks import decode_masks, encode_masks
 from edge_mcepl.wire.sparse import decode_sparse_weights, encode_sparse_weights
 
 FP = bytes(range(16))

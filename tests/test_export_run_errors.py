@@ -6,9 +6,10 @@ import json
 
 import pytest
 
-from conftest import tiny_lab_config
 from edge_mcepl.cli import main
 from edge_mcepl.simulator import Simulator
+
+from conftest import tiny_lab_config
 
 
 @pytest.fixture

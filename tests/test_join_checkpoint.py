@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import numpy as np
 import pytest
 
-from conftest import tiny_lab_config
 from edge_mcepl.checkpoint import load_checkpoint, restore_agent, save_checkpoint
 from edge_mcepl.errors import UserError
 from edge_mcepl.simulator import Simulator
+
+from conftest import tiny_lab_config
 
 
 def quiet(config):
@@ -76,3 +80,27 @@ def test_damaged_checkpoints_are_one_line_errors(tmp_path, damage):
     with pytest.raises(UserError) as err:
         load_checkpoint(path)
     assert "\n" not in str(err.value) and str(path) in str(err.value)
+
+
+def test_checkpoint_metadata_refuses_unknown_keys_and_wrong_types_naming_the_field(tmp_path):
+    sim = quiet(tiny_lab_config())
+    path = tmp_path / "c.npz"
+    save_checkpoint(path, sim.agents[0], 0, lab="t", run_id="r")
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    meta = json.loads(bytes(arrays["meta"]))
+    assert load_checkpoint(path).meta.model_dump(mode="json") == meta  # what save wrote is the model
+    bad_shape = {**meta["rule_arrays"], "scores_0": [meta["rule_arrays"]["scores_0"][0], [3, "x"]]}
+    cases: list[tuple[dict[str, Any], str]] = [
+        ({"learning_rate": 1}, "unknown key 'learning_rate' (known: agent_id, batch_size, "),
+        ({"next_round": "3"}, "next_round: expected an int, got '3'"),
+        ({"rule_arrays": bad_shape}, "rule_arrays.scores_0[1][1]: expected an int, got 'x'"),
+    ]
+    for changed, expected in cases:
+        text = json.dumps({**meta, **changed}).encode()
+        np.savez(path, **{**arrays, "meta": np.frombuffer(text, dtype=np.uint8)})
+        with pytest.raises(UserError) as err:
+            load_checkpoint(path)
+        line = str(err.value)
+        assert "\n" not in line and line.startswith(f"{path}: ") and expected in line, line
+        assert line.endswith("delete it (or pass --fresh) to start this agent over")

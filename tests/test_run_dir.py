@@ -4,16 +4,25 @@ from __future__ import annotations
 
 import json
 import os
+from typing import Any
 
 import pytest
 
-from conftest import tiny_lab_config
 from edge_mcepl.atomic import atomic_file, atomic_write
 from edge_mcepl.errors import UserError
-from edge_mcepl.simulator import Simulator
 from edge_mcepl.metrics import read_metrics, to_jsonl
-from edge_mcepl.run_dir import (AgentRecord, RunIdentity, agent_dir, merge_lab_run, read_agent_result, read_state,
-                                write_agent_result)
+from edge_mcepl.run_dir import (
+    AgentRecord,
+    RunIdentity,
+    agent_dir,
+    merge_lab_run,
+    read_agent_result,
+    read_state,
+    write_agent_result,
+)
+from edge_mcepl.simulator import Simulator
+
+from conftest import tiny_lab_config
 
 
 @pytest.fixture(scope="module")
@@ -34,24 +43,23 @@ def one_line_error(call) -> str:
 def test_merging_device_folders_gives_the_simulators_run_directory(simulated, tmp_path):
     config, sim = simulated
     state = read_state(sim)
-    identity = RunIdentity(*(state[k] for k in ("model", "num_classes", "weights_seed", "fingerprint", "rounds")))
+    identity = RunIdentity.of(state)
     rows = read_metrics(sim / "metrics.jsonl")
     lab = tmp_path / "lab"
-    for entry in state["agents"]:
-        folder = agent_dir(lab, entry["id"])
+    for entry in state.agents:
+        folder = agent_dir(lab, entry.id)
         folder.mkdir(parents=True)
-        (folder / "metrics.jsonl").write_text(to_jsonl([r for r in rows if r["agent"] == entry["id"]]) + '{"torn')
-        record = AgentRecord(entry["id"], entry["retention_conv"], entry["retention_linear"], entry["neighbours"],
-                             entry["classes"])
-        write_agent_result(folder, identity, record, (sim / "final" / entry["mask_file"]).read_bytes(),
+        (folder / "metrics.jsonl").write_text(to_jsonl([r for r in rows if r["agent"] == entry.id]) + '{"torn')
+        write_agent_result(folder, identity, AgentRecord.of(entry), (sim / "final" / entry.mask_file).read_bytes(),
                            lab="t", run_id="r", profile="rpi4", notes=[])
     merge_lab_run(lab, config)
     merged = read_state(lab)
-    assert [{k: v for k, v in a.items() if k != "profile"} for a in merged["agents"]] == state["agents"]
-    assert {a["profile"] for a in merged["agents"]} == {"rpi4"}
-    assert {k: v for k, v in merged.items() if k != "agents"} == {k: v for k, v in state.items() if k != "agents"}
-    for entry in state["agents"]:
-        assert (lab / "final" / entry["mask_file"]).read_bytes() == (sim / "final" / entry["mask_file"]).read_bytes()
+    assert [a.replace(profile=None) for a in merged.agents] == state.agents
+    assert {a.profile for a in merged.agents} == {"rpi4"}
+    assert merged.model_dump(exclude={"agents"}) == state.model_dump(exclude={"agents"})
+    assert "profile" not in json.loads((sim / "final" / "state.json").read_text())["agents"][0]  # a simulated run
+    for entry in state.agents:
+        assert (lab / "final" / entry.mask_file).read_bytes() == (sim / "final" / entry.mask_file).read_bytes()
     assert read_metrics(lab / "metrics.jsonl") == rows  # the torn last lines were skipped
     for name in ("config.yaml", "summary.txt"):
         assert (lab / name).read_text() == (sim / name).read_text()
@@ -62,26 +70,60 @@ def test_a_bad_state_file_names_the_file_and_the_field(simulated, tmp_path):
     run = tmp_path / "run"
     (run / "final").mkdir(parents=True)
     state = json.loads((sim / "final" / "state.json").read_text())
+    entry = state["agents"][0]
     path = run / "final" / "state.json"
-    for field, value, expected in [("num_classes", "ten", "field 'num_classes' is 'ten', expected int"),
-                                   ("agents", [{"id": 0}], "missing field 'agents[0].mask_file'"),
-                                   ("agents", [{"id": True, "mask_file": "m"}], "field 'agents[0].id' is True"),
-                                   ("fingerprint", "zz", "fingerprint 'zz' is not hex")]:
+    for field, value, expected in [
+        ("num_classes", "ten", "num_classes: expected an int, got 'ten'"),
+        ("agents", [{k: v for k, v in entry.items() if k != "mask_file"}], "missing key 'agents[0].mask_file'"),
+        ("agents", [dict(entry, id=True)], "agents[0].id: expected an int, got True"),
+        ("fingerprint", "zz", "fingerprint: expected 32 hex digits (a weights fingerprint), got 'zz'"),
+        ("format", "edge-mcepl-run/2", "format 'edge-mcepl-run/2', this edge-mcepl reads edge-mcepl-run/1"),
+    ]:
         path.write_text(json.dumps(dict(state, **{field: value})))
         line = one_line_error(lambda: read_state(run))
-        assert str(path) in line and expected in line, line
+        assert line.startswith(f"{path}: ") and expected in line, line
 
 
 def test_a_bad_agent_result_names_the_file_and_the_field(tmp_path):
-    identity = RunIdentity("small-cnn", 10, 5, "00" * 16, 3)
-    write_agent_result(tmp_path, identity, AgentRecord(1, 0.3, 0.9, [0, 2], [1, 2, 3]), b"mask")
-    info, mask = read_agent_result(tmp_path)
-    assert (info["id"], info["rounds"], mask) == (1, 3, b"mask")
-    info["retention_conv"] = None
-    (tmp_path / "agent.json").write_text(json.dumps(info))
+    identity = RunIdentity(model="small-cnn", num_classes=10, weights_seed=5, fingerprint="00" * 16, rounds=3)
+    record = AgentRecord(id=1, retention_conv=0.3, retention_linear=0.9, neighbours=[0, 2], classes=[1, 2, 3])
+    write_agent_result(tmp_path, identity, record, b"mask")
+    result = read_agent_result(tmp_path)
+    assert result is not None
+    info, mask = result
+    assert (info.id, info.rounds, mask) == (1, 3, b"mask")
+    assert (RunIdentity.of(info), AgentRecord.of(info)) == (identity, record)  # the writer's models, read back
+    raw = json.loads((tmp_path / "agent.json").read_text())
+    (tmp_path / "agent.json").write_text(json.dumps(dict(raw, retention_conv=None)))
     line = one_line_error(lambda: read_agent_result(tmp_path))
-    assert str(tmp_path / "agent.json") in line and "field 'retention_conv' is None, expected float" in line
+    assert str(tmp_path / "agent.json") in line and "retention_conv: expected a number, got None" in line
     assert read_agent_result(tmp_path / "absent") is None  # an agent that did not finish
+
+
+def test_run_files_refuse_unknown_keys_and_wrong_types_naming_the_file_and_the_dotted_field(simulated, tmp_path):
+    _, sim = simulated
+    state = json.loads((sim / "final" / "state.json").read_text())
+    entry = state["agents"][0]
+    run = tmp_path / "run"
+    (run / "final").mkdir(parents=True)
+    path = run / "final" / "state.json"
+    cases: list[tuple[dict[str, Any], str]] = [
+        ({"agents": [dict(entry, mask="m")]}, "unknown key 'agents[0].mask' (known: classes, id, mask_file, "),
+        ({"agents": [dict(entry, neighbours=[1, "2"])]}, "agents[0].neighbours[1]: expected an int, got '2'"),
+    ]
+    for changed, expected in cases:
+        path.write_text(json.dumps({**state, **changed}))
+        line = one_line_error(lambda: read_state(run))
+        assert line.startswith(f"{path}: ") and expected in line, line
+    identity = RunIdentity.of(read_state(sim))
+    write_agent_result(tmp_path, identity, AgentRecord.of(read_state(sim).agents[0]), b"mask", lab="t")
+    raw = json.loads((tmp_path / "agent.json").read_text())
+    cases = [({"learning_rate": 0.1}, "unknown key 'learning_rate' (known: classes, fingerprint, "),
+             ({"notes": ["ok", 3]}, "notes[1]: expected a string, got 3")]
+    for changed, expected in cases:
+        (tmp_path / "agent.json").write_text(json.dumps({**raw, **changed}))
+        line = one_line_error(lambda: read_agent_result(tmp_path))
+        assert line.startswith(f"{tmp_path / 'agent.json'}: ") and expected in line, line
 
 
 def test_atomic_writes_keep_secrets_private_and_the_old_file_on_failure(tmp_path):

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Literal
 
 import pytest
 from pydantic import Field, ValidationError, model_validator
 
 from edge_mcepl.errors import UserError
-from edge_mcepl.validation import StrictModel, set_dotted, validate
+from edge_mcepl.validation import StrictModel, set_dotted, validate, validate_json
 
 
 class Section(StrictModel):
@@ -81,7 +82,7 @@ def test_valid_values_floats_from_ints_and_frozen():
     assert doc.section.share == 1.0 and isinstance(doc.section.share, float)
     assert doc.section.shares == [1.0, 0.25] and doc.section.ratio == 1.0
     with pytest.raises(ValidationError):
-        doc.name = "other"  # frozen
+        doc.name = "other"  # type: ignore[misc]  # frozen: refused at run time too
 
 
 def test_replace_revalidates_and_copies():
@@ -104,3 +105,54 @@ def test_set_dotted_copies_and_never_mutates():
     assert set_dotted(original, "e", 5)["e"] == 5 and original["e"] == 3
     with pytest.raises(ValueError, match="'e.f'"):
         set_dotted(original, "e.f", 1)
+
+
+class Entry(StrictModel):
+    text: str = Field(min_length=1)
+
+
+class Message(StrictModel):
+    format: Literal["test-message/1"]
+    files: dict[Literal["a.txt", "b.txt"], Entry] = {}
+    peers: dict[Annotated[int, Field(ge=0)], list[int]] = {}
+    arrays: dict[str, tuple[str, list[int]]] = {}
+    deadline: float = Field(1.0, ge=0.01, le=1e6)
+
+
+def json_message(raw) -> str:
+    with pytest.raises(UserError) as err:
+        validate_json(Message, raw if isinstance(raw, bytes) else json.dumps(raw), "msg.json")
+    text = str(err.value)
+    assert "\n" not in text and text.startswith("msg.json: ")
+    return text.removeprefix("msg.json: ")
+
+
+def test_json_documents_read_with_json_types():
+    doc = validate_json(Message, json.dumps({"format": "test-message/1", "peers": {"0": [1]},
+                                             "arrays": {"w": ["<f4", [2, 3]]}}), "msg.json")
+    assert doc.peers == {0: [1]} and doc.arrays == {"w": ("<f4", [2, 3])}
+    assert doc.model_dump(mode="json")["peers"] == {"0": [1]}  # and written back as JSON has them
+    with pytest.raises(UserError, match="peers.0: expected an int, got '0'"):
+        validate(Message, {"format": "test-message/1", "peers": {"0": [1]}}, "data")  # Python data: a mistake
+
+
+@pytest.mark.parametrize("changed, expected", [
+    ({"files": {"c.txt": {"text": "x"}}}, "unknown key 'files.c.txt' (known: a.txt, b.txt)"),
+    ({"files": {"a.txt": {}}}, "missing key 'files.a.txt.text'"),
+    ({"files": {"a.txt": {"text": ""}}}, "files.a.txt.text: expected at least 1 character(s), got ''"),
+    ({"peers": {"x": []}}, "peers.x: expected an int, got 'x'"),
+    ({"peers": {"1": [0, "2"]}}, "peers.1[1]: expected an int, got '2'"),
+    ({"arrays": {"w": ["<f4", [2, "3"]]}}, "arrays.w[1][1]: expected an int, got '3'"),
+    ({"arrays": {"w": [4, [2]]}}, "arrays.w[0]: expected a string, got 4"),
+    ({"deadline": 0}, "deadline: 0.0 is outside [0.01, 1e6]"),
+    ({"format": "test-message/2", "other": 1}, "format 'test-message/2', this edge-mcepl reads test-message/1"),
+])
+def test_mapping_entries_and_formats_are_named_like_fields(changed, expected):
+    assert json_message({"format": "test-message/1", **changed}) == expected
+
+
+def test_documents_that_are_not_json_or_not_objects():
+    assert json_message(b"\x80 not json").startswith("not JSON (")
+    assert json_message(b"{").startswith("not JSON (")
+    assert json_message([1]) == "must be a mapping, got [1]"
+    assert json_message({}) == "format None, this edge-mcepl reads test-message/1"  # before 'missing key'

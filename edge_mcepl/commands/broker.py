@@ -15,6 +15,7 @@ from ..errors import UserError
 
 if TYPE_CHECKING:  # imported when the command runs: `edge-mcepl --help` stays fast
     from ..comm.broker.launcher import BrokerHandle
+    from ..devicelab.schema import LabSettings
 
 RUN_STATE_FILE = "lab-run.json"  # the published config's run id and digest, in the broker's directory
 
@@ -29,10 +30,14 @@ def add_lab_settings(p: argparse.ArgumentParser) -> None:
                    help="seconds an agent waits for its neighbours to come online before round 0 (default 600)")
 
 
-def lab_settings(args: argparse.Namespace):
-    from ..devicelab.envelope import LabSettings
+def lab_settings(args: argparse.Namespace) -> LabSettings:
+    """The options of :func:`add_lab_settings`, validated like the envelope's ``settings`` (no torch needed)."""
+    from ..devicelab.schema import LabSettings
+    from ..validation import validate
 
-    return LabSettings(args.round_deadline, args.max_staleness, args.start_timeout).check("command line")
+    options = {"round_deadline_s": args.round_deadline, "max_staleness": args.max_staleness,
+               "start_timeout_s": args.start_timeout}
+    return validate(LabSettings, options, "command line")
 
 
 def register(sub: argparse._SubParsersAction) -> None:

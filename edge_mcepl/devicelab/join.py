@@ -43,10 +43,11 @@ from ..nn.layers import MaskedConv2d
 from ..nn.weights import FixedWeights, generate_fixed_weights
 from ..nn.zoo import MaskedNetwork, build_model
 from ..profiles import load_profile
-from ..run_dir import FINAL_MASK_FILE, METRICS_FILE, AgentRecord, RunIdentity, write_agent_result
-from ..simulator import build_agent, build_topology_for
-from .envelope import LabEnvelope, LabSettings, parse_envelope
+from ..run_dir import FINAL_MASK_FILE, METRICS_FILE, RunIdentity, write_agent_result
+from ..simulator import agent_record, build_agent, build_topology_for
+from .envelope import parse_envelope
 from .plan import AgentPlan, plan_agent
+from .schema import LabMessage, LabSettings
 
 EXIT_NEW_RUN = 3
 
@@ -110,7 +111,7 @@ class Join:
     """The phases of one device's part in a lab; each method leaves what the next one needs on ``self``."""
 
     # set by fetch_config
-    env: LabEnvelope
+    envelope: LabMessage  # the lab config message as published (its config: self.config, planned)
     plan: AgentPlan
     config: LabConfig
     settings: LabSettings
@@ -160,13 +161,14 @@ class Join:
                 raise KeyboardInterrupt
             raise UserError(f"no lab config for lab {lab!r} on {self.address.url} after {opts.config_timeout:g} s "
                             f"(topic {config_topic(lab)}; is `edge-mcepl broker CONFIG.yaml` running for this lab?)")
-        self.env = env = parse_envelope(payload, lab, self.state_dir / "lab-files", opts.data_dir)
+        env = parse_envelope(payload, lab, self.state_dir / "lab-files", opts.data_dir)
+        self.envelope = env.message
         if not 0 <= me < env.config.agents:
             raise UserError(f"--agent-id {me}: lab {lab!r} has agents 0..{env.config.agents - 1}")
         self.plan = plan_agent(env, me, self.profile, opts.threads)
-        self.config, self.settings = self.plan.config, env.settings
-        self.say(f"agent {me}: run {env.run_id}, {self.config.agents} agents, {self.config.rounds} rounds, model "
-                 f"{self.config.model}, deadline {self.settings.round_deadline_s:g} s, max staleness "
+        self.config, self.settings = self.plan.config, self.envelope.settings
+        self.say(f"agent {me}: run {self.envelope.run_id}, {self.config.agents} agents, {self.config.rounds} rounds, "
+                 f"model {self.config.model}, deadline {self.settings.round_deadline_s:g} s, max staleness "
                  f"{self.settings.max_staleness}")
         for note in self.plan.notes:
             self.say(f"agent {me}: {note}")
@@ -181,9 +183,10 @@ class Join:
                                  lambda line: self.say(f"agent {me}: {line}"))
             template, fixed = self._fixed_weights(data)
             topology = build_topology_for(config)
-            if self.env.neighbours and list(topology.neighbours(me)) != self.env.neighbours.get(me):
+            published, computed = self.envelope.neighbours, list(topology.neighbours(me))
+            if published and computed != published.get(me):
                 raise UserError(f"topology mismatch: the lab says agent {me}'s neighbours are "
-                                f"{self.env.neighbours.get(me)}, this device computed {list(topology.neighbours(me))}")
+                                f"{published.get(me)}, this device computed {computed}")
             self.agent = agent = build_agent(config, data, topology, fixed, me)
             # Keep only this agent's test images (same images, same order: identical evaluation).
             indices = agent.test_indices.cpu().numpy()
@@ -207,7 +210,7 @@ class Join:
                 p.unlink(missing_ok=True)
         if self.ckpt_path.exists():
             ckpt = load_checkpoint(self.ckpt_path)
-            restore_agent(self.agent, ckpt, str(self.ckpt_path), lab=self.lab, run_id=self.env.run_id)
+            restore_agent(self.agent, ckpt, str(self.ckpt_path), lab=self.lab, run_id=self.envelope.run_id)
             self.start = ckpt.next_round
             self.say(f"agent {self.me}: resuming from checkpoint {self.ckpt_path} after round {self.start} of "
                      f"{self.config.rounds}")
@@ -218,8 +221,8 @@ class Join:
     def connect(self) -> None:
         """A persistent session (masks sent while away are queued), the neighbours' topics, status online."""
         lab, me, agent = self.lab, self.me, self.agent
-        offline = status_payload("offline", me, run_id=self.env.run_id, reason="connection lost")
-        client_id = f"edge-mcepl-{lab}-{self.env.run_id[:8]}-agent-{me}"
+        offline = status_payload("offline", me, run_id=self.envelope.run_id, reason="connection lost")
+        client_id = f"edge-mcepl-{lab}-{self.envelope.run_id[:8]}-agent-{me}"
         self.conn = conn = MqttConnection(self.address, self.opts.mqtt, client_id, persistent=True,
                                           will=(status_topic(lab, me), offline), name=f"agent {me}")
         self.transport = MqttTransport(conn, lab, me, max_staleness=self.settings.max_staleness)
@@ -230,8 +233,9 @@ class Join:
         conn.subscribe([status_topic(lab, j) for j in agent.neighbours] + [config_topic(lab)])
         conn.connect()
         self.transport.set_round(self.start)
-        self.info = {"run_id": self.env.run_id, "rounds": self.config.rounds, "retention": agent.rule.retention.conv,
-                     "profile": self.profile.name if self.profile else None, "pid": os.getpid()}
+        self.info = {"run_id": self.envelope.run_id, "rounds": self.config.rounds,
+                     "retention": agent.rule.retention.conv, "profile": self.profile.name if self.profile else None,
+                     "pid": os.getpid()}
         conn.publish(status_topic(lab, me), status_payload("online", me, round=self.start, **self.info), retain=True)
 
     def wait_for_neighbours(self) -> None:
@@ -259,7 +263,7 @@ class Join:
                 if row is None:  # interrupted while gathering: not complete; the checkpoint is the last one
                     break
                 metrics.write([row])
-                save_checkpoint(self.ckpt_path, self.agent, t + 1, lab=self.lab, run_id=self.env.run_id)
+                save_checkpoint(self.ckpt_path, self.agent, t + 1, lab=self.lab, run_id=self.envelope.run_id)
                 self.done_rounds = t + 1
                 if "accuracy" in row:
                     self.last_eval.update(accuracy=row["accuracy"], eval_round=t + 1)
@@ -281,13 +285,13 @@ class Join:
             self.say(f"agent {me}: {name}: stopped after round {self.done_rounds}/{config.rounds}; checkpoint "
                      f"{self.ckpt_path} is current — run the same command again to resume")
             return self._close("offline", 128 + (self.stop.signum or 2), reason=name)
-        rule = self.agent.rule
-        identity = RunIdentity(config.model, self.env.num_classes, config.seed, self.env.fingerprint, config.rounds)
-        record = AgentRecord(me, rule.retention.conv, rule.retention.linear, list(self.agent.neighbours), self.classes)
-        mask = self.agent.encode_message(config.rounds) if rule.learns_masks else None
-        mask_path = write_agent_result(self.state_dir, identity, record, mask, lab=self.lab, run_id=self.env.run_id,
-                                       profile=self.profile.name if self.profile else None,
-                                       notes=list(self.plan.notes))
+        message = self.envelope
+        identity = RunIdentity(model=config.model, num_classes=message.num_classes, weights_seed=config.seed,
+                               fingerprint=message.fingerprint, rounds=config.rounds)
+        mask = self.agent.encode_message(config.rounds) if self.agent.rule.learns_masks else None
+        mask_path = write_agent_result(self.state_dir, identity, agent_record(self.agent, self.classes), mask,
+                                       lab=self.lab, run_id=message.run_id,
+                                       profile=self.profile.name if self.profile else None, notes=list(self.plan.notes))
         self.say(f"agent {me}: done — {config.rounds} rounds; "
                  + (f"final mask {mask_path}" if mask_path else f"{config.algorithm.name} learns weights: no mask"))
         return self._close("done", 0)
@@ -298,9 +302,9 @@ class Join:
         config = self.config
         template = build_model(config.model, data.train.num_classes)
         fixed = generate_fixed_weights(template, config.model, config.seed)
-        if fixed.fingerprint_hex != self.env.fingerprint:
-            raise UserError(f"weights fingerprint mismatch: the lab's is {self.env.fingerprint}, this device generated "
-                            f"{fixed.fingerprint_hex} (model {config.model}, seed {config.seed}, "
+        if fixed.fingerprint_hex != self.envelope.fingerprint:
+            raise UserError(f"weights fingerprint mismatch: the lab's is {self.envelope.fingerprint}, this device "
+                            f"generated {fixed.fingerprint_hex} (model {config.model}, seed {config.seed}, "
                             f"{data.train.num_classes} classes, torch {torch.__version__}) — refusing to train")
         return template, fixed
 
@@ -350,7 +354,7 @@ class Join:
     def _on_status(self, _topic: str, payload: bytes) -> None:  # paho thread
         try:
             st = json.loads(payload)
-            if isinstance(st, dict) and st.get("run_id") == self.env.run_id:
+            if isinstance(st, dict) and st.get("run_id") == self.envelope.run_id:
                 self.statuses[int(st["agent"])] = st
         except (ValueError, KeyError, TypeError):
             pass
@@ -360,7 +364,7 @@ class Join:
             new_run = json.loads(payload).get("run_id")
         except (ValueError, AttributeError):
             return
-        if new_run and new_run != self.env.run_id and not self.new_run:
+        if new_run and new_run != self.envelope.run_id and not self.new_run:
             self.new_run = new_run
             self.stop.event.set()
 

@@ -31,7 +31,8 @@ from ..config import LabConfig, load_config
 from ..errors import UserError
 from ..profiles import load_profile
 from ..run_dir import FINAL_DIR, agent_dir, merge_lab_run
-from .envelope import LabSettings, explicit_keys, make_envelope, publish_envelope
+from .envelope import explicit_keys, make_envelope, publish_envelope
+from .schema import LabSettings
 
 LAB_INFO_FILE = "lab.json"
 EXIT_INTERRUPTED = 130

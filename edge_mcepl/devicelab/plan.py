@@ -33,7 +33,7 @@ def plan_agent(env: LabEnvelope, agent_id: int, profile: DeviceProfile | None = 
     config = env.config
     conv, linear = config.retention.for_agent(agent_id)
     notes = []
-    if "retention.conv" in env.explicit:
+    if "retention.conv" in env.message.explicit:
         notes.append(f"retention {conv:g} (conv) / {linear:g} (linear): set by the lab config"
                      + (f"; profile {profile.name}'s retention_ratio not used" if profile else ""))
     elif profile is not None:
@@ -43,7 +43,7 @@ def plan_agent(env: LabEnvelope, agent_id: int, profile: DeviceProfile | None = 
         notes.append(f"retention {conv:g} (conv) / {linear:g} (linear): {decision.detail}")
     else:
         notes.append(f"retention {conv:g} (conv) / {linear:g} (linear): lab default (no profile)")
-    if profile is not None and profile.batch_size and "algorithm.batch_size" not in env.explicit:
+    if profile is not None and profile.batch_size and "algorithm.batch_size" not in env.message.explicit:
         config = config.replace(algorithm=config.algorithm.replace(batch_size=profile.batch_size))
         notes.append(f"batch size {profile.batch_size}: from profile {profile.name}")
     chosen = threads or (profile.training_threads if profile is not None else config.threads)

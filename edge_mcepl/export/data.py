@@ -62,8 +62,8 @@ class RunData:
         if not 0 <= agent_id < len(lab.partitions):
             return f"the partition has {len(lab.partitions)} agents, not agent {agent_id}"
         part = lab.partitions[agent_id]
-        recorded = self.run.agent(agent_id).get("classes")
-        if recorded is not None and tuple(recorded) != tuple(part.classes):
+        recorded = self.run.agent(agent_id).classes
+        if tuple(recorded) != tuple(part.classes):
             return (f"partition mismatch: the run recorded classes {tuple(recorded)} for agent {agent_id}, "
                     f"rebuilding the partition gives {tuple(part.classes)}")
         test_idx = np.array(part.test_indices)  # writable copies: torch indexes with them

@@ -15,6 +15,7 @@ from .. import __version__
 from ..atomic import atomic_write
 from ..config import DataConfig
 from ..data import preprocessing
+from ..run_dir import AgentEntry
 from .prune import LayerReport, LRNReport, PrunedNetwork
 
 FORMAT = "edge-mcepl-export/1"
@@ -86,24 +87,24 @@ def preprocessing_entry(data: DataConfig, input_shape: tuple[int, ...]) -> dict:
     return entry
 
 
-def build_manifest(*, agent: dict, run, pruned: PrunedNetwork, files: dict, verification: dict,
+def build_manifest(*, agent: AgentEntry, run, pruned: PrunedNetwork, files: dict, verification: dict,
                    accuracy: dict, quantization: dict | None, align: int = 1) -> dict:
     mask_ones = sum(r.mask_ones for r in pruned.layers)
     masked = sum(r.params - (r.filters if r.kind == "linear" else 0) for r in pruned.layers)
     return {
         "format": FORMAT,
-        "agent": int(agent["id"]),
-        "profile": agent.get("profile"),
+        "agent": agent.id,
+        "profile": agent.profile,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "run": {"dir": str(run.run_dir), "name": run.config.name, "rounds": run.state.get("rounds"),
+        "run": {"dir": str(run.run_dir), "name": run.config.name, "rounds": run.state.rounds,
                 "preset": run.config.algorithm.preset, "group_lasso": run.config.algorithm.group_lasso,
                 "min_kept_per_filter": run.config.algorithm.min_kept_per_filter,
-                "mask_file": agent.get("mask_file"), "classes": agent.get("classes")},
+                "mask_file": agent.mask_file, "classes": agent.classes},
         "model": {"name": run.model_name, "num_classes": run.num_classes, "input_shape": list(pruned.input_shape),
                   "elu_logits": pruned.elu_logits, "weights_seed": run.weights_seed,
                   "weights_fingerprint": run.fingerprint.hex(), "input": "input", "output": "logits",
                   "opset": 17},
-        "retention": {"conv": agent.get("retention_conv"), "linear": agent.get("retention_linear"),
+        "retention": {"conv": agent.retention_conv, "linear": agent.retention_linear,
                       "mask_density": _ratio(mask_ones, masked)},
         "preprocessing": preprocessing_entry(run.config.data, pruned.input_shape),
         **size_summary(pruned),

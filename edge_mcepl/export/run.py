@@ -19,14 +19,14 @@ from ..errors import UserError
 from ..nn.layers import FixedMask
 from ..nn.weights import FixedWeights, generate_fixed_weights, load_fixed_weights
 from ..nn.zoo import MaskedNetwork, build_model
-from ..run_dir import final_mask_path, read_config, read_state
+from ..run_dir import AgentEntry, RunState, final_mask_path, read_config, read_state
 from ..wire.masks import CodecError, decode_masks
 
 
 @dataclass(frozen=True)
 class RunInfo:
     run_dir: Path
-    state: dict
+    state: RunState
     config: LabConfig
     model_name: str
     num_classes: int
@@ -35,11 +35,11 @@ class RunInfo:
 
     @property
     def agent_ids(self) -> list[int]:
-        return [int(a["id"]) for a in self.state["agents"]]
+        return [a.id for a in self.state.agents]
 
-    def agent(self, agent_id: int) -> dict:
-        for entry in self.state["agents"]:
-            if int(entry["id"]) == agent_id:
+    def agent(self, agent_id: int) -> AgentEntry:
+        for entry in self.state.agents:
+            if entry.id == agent_id:
                 return entry
         raise UserError(f"{self.run_dir}: no agent {agent_id} in this run (agents: "
                         f"{', '.join(map(str, self.agent_ids))})")
@@ -53,10 +53,10 @@ def load_run(run_dir: str | Path) -> RunInfo:
     """Parse and validate ``RUN_DIR/final/state.json`` and ``RUN_DIR/config.yaml``."""
     run_dir = Path(run_dir)
     state, config = read_state(run_dir), read_config(run_dir)
-    if config.model != state["model"]:
-        raise UserError(f"{run_dir}: config.yaml says model {config.model!r}, state.json {state['model']!r}")
-    return RunInfo(run_dir, state, config, state["model"], state["num_classes"], state["weights_seed"],
-                   bytes.fromhex(state["fingerprint"]))
+    if config.model != state.model:
+        raise UserError(f"{run_dir}: config.yaml says model {config.model!r}, state.json {state.model!r}")
+    return RunInfo(run_dir, state, config, state.model, state.num_classes, state.weights_seed,
+                   bytes.fromhex(state.fingerprint))
 
 
 def regenerate_weights(run: RunInfo) -> tuple[MaskedNetwork, FixedWeights]:

@@ -12,12 +12,15 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import yaml
+from pydantic import Field, model_validator
 
 from ...atomic import atomic_write
 from ...errors import UserError
-from ..topics import lab_prefix
+from ...validation import AgentId, StrictModel, validate
+from ..topics import LAB_NAME_RE, lab_prefix
 
 ADMIN_USER = "lab-admin"
 
@@ -25,6 +28,33 @@ ADMIN_USER = "lab-admin"
 def agent_user(agent_id: int) -> str:
     return f"agent-{agent_id}"
 
+
+class _Admin(StrictModel):
+    username: Literal[ADMIN_USER]  # type: ignore[valid-type]
+    password: str = Field(min_length=1)
+
+
+class _AgentUser(StrictModel):
+    username: str
+    password: str = Field(min_length=1)
+
+
+class CredentialsFile(StrictModel):
+    """The YAML shape of ``credentials.yaml`` (what ``edge-mcepl broker`` writes and ``join --credentials`` reads)."""
+
+    lab: str = Field(pattern=LAB_NAME_RE.pattern, description="a lab name of 1–64 letters, digits, '_', '.' or '-'")
+    broker: str = ""  # the connection string, for the person handing out the file
+    admin: _Admin
+    agents: dict[AgentId, _AgentUser] = {}
+
+    @model_validator(mode="after")
+    def _usernames(self) -> CredentialsFile:
+        """Each entry's user name is the one the ACL gives that agent: a hand-edited name would not be used."""
+        for agent_id, entry in self.agents.items():
+            if entry.username != agent_user(agent_id):
+                raise ValueError(f"agents.{agent_id}.username: {entry.username!r} is not agent {agent_id}'s user "
+                                 f"{agent_user(agent_id)!r}")
+        return self
 
 
 @dataclass
@@ -49,23 +79,24 @@ class LabCredentials:
         return agent_user(agent_id), self.agents[agent_id]
 
     def save(self, path: Path) -> None:
-        data = {"lab": self.lab, "broker": self.broker_url,
-                "admin": {"username": ADMIN_USER, "password": self.admin_password},
-                "agents": {i: {"username": agent_user(i), "password": p} for i, p in sorted(self.agents.items())}}
+        data = CredentialsFile(lab=self.lab, broker=self.broker_url,
+                               admin=_Admin(username=ADMIN_USER, password=self.admin_password),
+                               agents={i: _AgentUser(username=agent_user(i), password=p)
+                                       for i, p in sorted(self.agents.items())})
         atomic_write(path, "# edge-mcepl lab credentials: hand each device only its own entry.\n"
-                     + yaml.safe_dump(data, sort_keys=False), mode=0o600)
+                     + yaml.safe_dump(data.model_dump(), sort_keys=False), mode=0o600)
 
     @classmethod
     def load(cls, path: str | Path) -> LabCredentials:
         path = Path(path)
         try:
             raw = yaml.safe_load(path.read_text())
-            agents = {int(i): str(entry["password"]) for i, entry in (raw.get("agents") or {}).items()}
-            return cls(str(raw["lab"]), str(raw["admin"]["password"]), agents, str(raw.get("broker") or ""))
         except OSError as exc:
             raise UserError(f"{path}: cannot read credentials ({exc.strerror})") from None
-        except (yaml.YAMLError, KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise UserError(f"{path}: not an edge-mcepl credentials file ({type(exc).__name__}: {exc})") from None
+        except yaml.YAMLError as exc:
+            raise UserError(f"{path}: invalid YAML ({str(exc).splitlines()[0]})") from None
+        data = validate(CredentialsFile, raw, str(path))
+        return cls(data.lab, data.admin.password, {i: entry.password for i, entry in data.agents.items()}, data.broker)
 
 
 class LabAcl:
