@@ -245,11 +245,24 @@ def policy_retention(profile: DeviceProfile, model_name: str, linear_retention: 
     clamped = min(max(raw, R_MIN), R_MAX)
     r = round(math.floor(clamped / R_STEP + 1e-9) * R_STEP, 2)
     r = max(r, R_MIN)
-    bound = "latency" if r_latency <= r_memory else "memory"
-    note = " (cannot meet its budget even at the minimum)" if raw < R_MIN else ""
-    return RetentionDecision(r, "policy", f"{profile.name}: auto → {r:g} for {model_name} (latency bound "
-                             f"{r_latency:.3f}, memory bound {r_memory:.3f}; {bound}-bound, clamped to "
-                             f"[{R_MIN}, {R_MAX}], floored to {R_STEP}){note}")
+    return RetentionDecision(r, "policy", f"{profile.name}: auto → {r:g} for {model_name} "
+                             f"({binding_constraint(r_latency, r_memory)}; latency bound {r_latency:.3f}, memory "
+                             f"bound {r_memory:.3f}; clamped to [{R_MIN}, {R_MAX}], floored to {R_STEP})")
+
+
+def binding_constraint(r_latency: float, r_memory: float) -> str:
+    """What sets the retention: the tighter budget, unless the clamp to [R_MIN, R_MAX] overrides it.
+
+    Naming the clamp matters: at the cap both budgets would allow more (a faster device changes
+    nothing), at the floor the budget cannot be met at all.
+    """
+    tighter = "latency" if r_latency <= r_memory else "memory"
+    raw = min(r_latency, r_memory)
+    if raw > R_MAX:
+        return f"capped at R_MAX = {R_MAX}: both budgets allow more"
+    if raw < R_MIN:
+        return f"raised to the floor R_MIN = {R_MIN}: the {tighter} budget cannot be met even at the minimum"
+    return f"{tighter}-bound"
 
 
 # ---------------------------------------------------------------------------------------------

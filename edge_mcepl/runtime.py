@@ -5,13 +5,15 @@ of ``edge-mcepl infer`` / ``bench-infer``) must never import torch — a test ru
 a fresh interpreter and checks ``sys.modules``. Everything here works on the files
 ``edge-mcepl export`` writes: input ``input`` (float32 N×C×H×W, dynamic N), output ``logits``, and
 ``manifest.json``, whose ``preprocessing`` recipe turns raw uint8 images into that input.
+Image files (a camera's PNG/JPEG frames) are read with Pillow, imported only when images are given,
+so a device that feeds ``.npy`` batches needs nothing beyond onnxruntime and numpy.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +32,11 @@ class ModelInfo:
     input_name: str
     input_shape: tuple[int | None, ...]  # per-example shape (C, H, W); None where symbolic
     num_classes: int | None
+
+    def takes(self, shape: tuple[int, ...]) -> bool:
+        """Whether the model takes examples of ``shape`` (a symbolic dimension takes any size)."""
+        return len(shape) == len(self.input_shape) and all(
+            want is None or want == got for want, got in zip(self.input_shape, shape))
 
 
 def open_session(path: str | Path, threads: int = 1) -> ort.InferenceSession:
@@ -58,6 +65,16 @@ def model_info(session: ort.InferenceSession) -> ModelInfo:
     return ModelInfo(inp.name, shape, classes)
 
 
+def _load_npy(path: Path, culprit: str) -> np.ndarray:
+    """The array in ``path``; ``culprit`` starts the error line (the path, or the option and the path)."""
+    try:
+        return np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise UserError(f"{culprit}: file not found") from None
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{culprit}: not a readable .npy array ({exc})") from None
+
+
 def load_inputs(path: str | Path, info: ModelInfo | None = None,
                 preprocessing: Mapping | None = None) -> np.ndarray:
     """A ``.npy`` array as float32 N×C×H×W model inputs (a single image becomes N = 1).
@@ -65,14 +82,11 @@ def load_inputs(path: str | Path, info: ModelInfo | None = None,
     Without ``preprocessing`` the array must already be normalised like the training data, so
     integer arrays are refused: raw 0…255 pixels fed as they are give confident nonsense. With the
     manifest's ``preprocessing``, the array must be raw uint8 images (:func:`preprocess_uint8`).
+    An empty batch or a NaN/infinite value is refused too: onnxruntime would answer with nothing,
+    or with a class for garbage, and a device would act on it.
     """
     path = Path(path)
-    try:
-        x = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise UserError(f"{path}: inputs file not found") from None
-    except (OSError, ValueError) as exc:
-        raise UserError(f"{path}: not a readable .npy array ({exc})") from None
+    x = _load_npy(path, f"{path} (inputs)")
     if preprocessing is not None:
         try:
             x = preprocess_uint8(x, preprocessing)
@@ -87,9 +101,38 @@ def load_inputs(path: str | Path, info: ModelInfo | None = None,
         x = x[None]
     if x.ndim != 4:
         raise UserError(f"{path}: inputs must be N×C×H×W, got shape {x.shape}")
-    if info is not None and any(want is not None and want != got for want, got in zip(info.input_shape, x.shape[1:])):
+    if info is not None and not info.takes(x.shape[1:]):
         raise UserError(f"{path}: inputs are {x.shape[1:]} per example, the model takes {info.input_shape}")
-    return np.ascontiguousarray(x, dtype=np.float32)
+    if len(x) == 0:
+        raise UserError(f"{path}: no inputs (shape {x.shape})")
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    bad = ~np.isfinite(x)
+    if bad.any():
+        raise UserError(f"{path}: {int(bad.sum())} NaN or infinite value(s), the first in input "
+                        f"{int(np.argwhere(bad)[0][0])}; the model needs finite inputs")
+    return x
+
+
+def load_labels(path: str | Path, count: int, num_classes: int | None) -> np.ndarray:
+    """``--labels``: one integer class in [0, ``num_classes``) per input, checked before inference runs.
+
+    A float or out-of-range label would only ever compare unequal, and the accuracy would be a
+    wrong number rather than an error. ``num_classes`` None (a symbolic output size): only negative
+    labels are refused.
+    """
+    culprit = f"--labels {path}"
+    labels = _load_npy(Path(path), culprit).reshape(-1)
+    if labels.dtype.kind not in "iu":
+        raise UserError(f"{culprit}: labels must be integers (class indices), got dtype {labels.dtype}")
+    if len(labels) != count:
+        raise UserError(f"{culprit}: {len(labels)} labels for {count} inputs")
+    limit = np.inf if num_classes is None else num_classes
+    outside = np.flatnonzero((labels < 0) | (labels >= limit))
+    if outside.size:
+        i = int(outside[0])
+        raise UserError(f"{culprit}: label {labels[i]} (input {i}) is not one of the model's classes "
+                        f"[0, {limit})")
+    return labels.astype(np.int64)
 
 
 def load_preprocessing(model: str | Path, manifest: str | Path | None = None) -> dict:
@@ -106,6 +149,12 @@ def load_preprocessing(model: str | Path, manifest: str | Path | None = None) ->
     return entry
 
 
+def _require_raw(preprocessing: Mapping) -> None:
+    if preprocessing.get("raw") is None:
+        raise UserError(f"the model was trained on {preprocessing.get('dataset')} data, there is no uint8 "
+                        f"preprocessing: {preprocessing.get('rule')}")
+
+
 def preprocess_uint8(images: np.ndarray, preprocessing: Mapping) -> np.ndarray:
     """Raw uint8 images → the float32 N×C×H×W inputs the training loader made of them, bit for bit.
 
@@ -113,9 +162,7 @@ def preprocess_uint8(images: np.ndarray, preprocessing: Mapping) -> np.ndarray:
     ``images`` is N×C×H×W, N×H×W×C (a camera's usual layout), or one image of either layout;
     N×C×H×W is assumed when both readings fit (C = H = W).
     """
-    if preprocessing.get("raw") is None:
-        raise UserError(f"the model was trained on {preprocessing.get('dataset')} data, there is no uint8 "
-                        f"preprocessing: {preprocessing.get('rule')}")
+    _require_raw(preprocessing)
     shape = tuple(preprocessing["input"]["shape"])
     x = images[None] if images.ndim == len(shape) else images
     if x.ndim == 4 and x.shape[1:] != shape and x.shape[1:] == (*shape[1:], shape[0]):
@@ -124,6 +171,77 @@ def preprocess_uint8(images: np.ndarray, preprocessing: Mapping) -> np.ndarray:
         raise UserError(f"images are {images.shape}; expected N×{'×'.join(map(str, shape))} or "
                         f"N×{'×'.join(map(str, (*shape[1:], shape[0])))} (or one image)")
     return apply_steps(x, [Step.from_dict(step) for step in preprocessing["steps"]])
+
+
+IMAGE_MODES = {1: "L", 3: "RGB"}  # model channels → the Pillow mode an image is converted to
+
+
+def image_files(inputs: Sequence[str | Path]) -> list[Path]:
+    """The files ``inputs`` names: each file as given, each folder's files in sorted name order.
+
+    A folder is read flat (no subfolders), skipping hidden files (``.DS_Store`` and the like); the
+    order is plain character order of the names, so frame numbers need zero padding to sort.
+    """
+    files: list[Path] = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            found = sorted((p for p in item.iterdir() if p.is_file() and not p.name.startswith(".")),
+                           key=lambda p: p.name)
+            if not found:
+                raise UserError(f"{item}: no image files in this folder")
+            files += found
+        elif item.is_file():
+            files.append(item)
+        else:
+            raise UserError(f"{item}: no such file or folder")
+    return files
+
+
+def read_image(path: Path, channels: int, height: int, width: int) -> np.ndarray:
+    """One image file as the uint8 C×H×W pixels the manifest's steps apply to.
+
+    Rotated upright by its EXIF orientation (a camera's portrait frames), converted with Pillow to
+    RGB or grayscale ("L": ITU-R 601-2 luma; alpha dropped), and resized to H×W with Pillow's
+    bilinear filter (``Image.resize``, antialiased when shrinking; the aspect ratio is not kept,
+    nothing is cropped) unless it already is H×W. 16-bit and float images are refused: the
+    preprocessing is defined on 8-bit values, and Pillow would clip them.
+    """
+    try:
+        from PIL import Image, ImageOps
+    except ImportError:
+        raise UserError(f"{path}: reading images needs Pillow (pip install pillow), or pass a .npy batch") from None
+    mode = IMAGE_MODES.get(channels)
+    if mode is None:
+        raise UserError(f"{path}: the model takes {channels}-channel inputs; image files can feed 1 (grayscale) "
+                        "or 3 (RGB) channels only — pass a .npy batch")
+    try:
+        with Image.open(path) as image:
+            if image.mode.startswith(("I", "F")):
+                raise UserError(f"{path}: {image.mode} image (16-bit or float); the model's preprocessing takes 8-bit "
+                                "pixels — convert it to 8 bits per channel")
+            image = ImageOps.exif_transpose(image).convert(mode)
+            if image.size != (width, height):
+                image = image.resize((width, height), Image.Resampling.BILINEAR)
+            pixels = np.asarray(image, dtype=np.uint8)
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise UserError(f"{path}: not a readable image ({exc})") from None
+    return pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
+
+
+def load_images(paths: Sequence[Path], preprocessing: Mapping, info: ModelInfo | None = None) -> np.ndarray:
+    """Image files → the float32 N×C×H×W input the model was trained on, through the manifest's ``preprocessing``.
+
+    The images are made the manifest's input size, so that size must be the model's (a ``--manifest``
+    of another export is refused before any file is read).
+    """
+    _require_raw(preprocessing)  # no image can feed a model trained on synthetic float32 data
+    shape = tuple(preprocessing["input"]["shape"])
+    if info is not None and not info.takes(shape):
+        raise UserError(f"the manifest's input shape {shape} is not the model's {info.input_shape} "
+                        "(a manifest of another export?)")
+    channels, height, width = shape
+    pixels = np.stack([read_image(path, channels, height, width) for path in paths])
+    return preprocess_uint8(pixels, preprocessing)
 
 
 def run_logits(session: ort.InferenceSession, x: np.ndarray, batch_size: int = 256) -> np.ndarray:

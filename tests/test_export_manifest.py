@@ -47,6 +47,10 @@ def test_manifest_fields_with_data_and_int8(tmp_path, capsys):
     assert m["files"]["int8"]["bytes"] == (folder / "model.int8.onnx").stat().st_size < m["files"]["model"]["bytes"]
     assert "agent's train images" in q["calibration"]
     assert q["accuracy"]["change"] == q["accuracy"]["int8"] - q["accuracy"]["fp32"]
+    # Printed as an accuracy and its change in points, never a signed number that reads as an accuracy.
+    points = f"{100 * q['accuracy']['change']:+.2f}".replace("-", "\u2212")
+    printed, int8_kb = capsys.readouterr().out, m["files"]["int8"]["bytes"] / 1e3
+    assert f"int8 {int8_kb:.0f} kB, accuracy {q['accuracy']['int8']:.4f} ({points} points vs fp32)" in printed
     for batch in ("batch_1", "batch_64"):
         assert q["latency"][batch]["fp32"]["p50_ms"] > 0 and q["latency"][batch]["int8"]["p50_ms"] > 0
     assert 0 <= q["vs_fp32"]["argmax_agreement"] <= 1

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from edge_mcepl.data.preprocessing import manifest_entry
 from edge_mcepl.export.graph import trace_ops
@@ -26,9 +27,10 @@ class NoTorch:
             raise ImportError("torch must not be imported on the inference path")
 sys.meta_path.insert(0, NoTorch())
 from edge_mcepl.cli import main
-model, inputs, preds, raw = sys.argv[1:5]
+model, inputs, preds, raw, frames = sys.argv[1:6]
 assert main(["infer", model, inputs, "--out", preds]) == 0
 assert main(["infer", model, raw, "--raw-uint8"]) == 0  # the manifest's preprocessing, beside the model
+assert main(["infer", model, frames]) == 0  # image files, read with Pillow
 assert main(["bench-infer", model, "--batch", "1", "--batch", "4", "--seconds", "0.05"]) == 0
 assert "torch" not in sys.modules, "torch was imported"
 print("TORCH-FREE OK")
@@ -47,12 +49,14 @@ def test_infer_and_bench_never_import_torch(tmp_path):
                tmp_path / "dense.onnx")
     np.save(tmp_path / "x.npy", np.random.default_rng(0).standard_normal((6, 1, 28, 28)).astype(np.float32))
     np.save(tmp_path / "raw.npy", np.random.default_rng(1).integers(0, 256, (3, 28, 28, 1)).astype(np.uint8))
+    (tmp_path / "frames").mkdir()
+    Image.fromarray(np.zeros((30, 40, 3), np.uint8)).save(tmp_path / "frames" / "frame.jpg")
     (tmp_path / "manifest.json").write_text(json.dumps({"preprocessing": manifest_entry("mnist", (1, 28, 28))}))
 
     result = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path / "model.onnx"), str(tmp_path / "x.npy"),
-                             str(tmp_path / "pred.npy"), str(tmp_path / "raw.npy")], capture_output=True, text=True,
-                            timeout=120, env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)},
-                            cwd=tmp_path)
+                             str(tmp_path / "pred.npy"), str(tmp_path / "raw.npy"), str(tmp_path / "frames")],
+                            capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                            env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)})
     assert result.returncode == 0, result.stdout + result.stderr
     assert "TORCH-FREE OK" in result.stdout
     assert "vs dense" in result.stdout  # the sibling dense.onnx was found and compared

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from ..errors import UserError
+from .paths import existing_folder, writable_folder
 
 DEFAULT_ROOT = Path("export")
 
@@ -38,12 +39,12 @@ def run(args: argparse.Namespace) -> int:
     if args.align < 1:
         raise UserError(f"--align must be ≥ 1, got {args.align}")
     run_dir = Path(args.run_dir)
-    exporter = Exporter(run_dir, data_dir=args.data_dir and str(Path(args.data_dir).resolve()), threads=args.threads,
-                        align=args.align)
+    data_dir = args.data_dir and str(existing_folder("--data-dir", args.data_dir).resolve())
+    out_root = writable_folder("--out", args.out if args.out else DEFAULT_ROOT / run_dir.resolve().name)
+    exporter = Exporter(run_dir, data_dir=data_dir, threads=args.threads, align=args.align)
     agents = args.agent if args.agent else exporter.run.agent_ids
     for agent_id in agents:
         exporter.run.agent(agent_id)  # unknown ids fail before anything is written
-    out_root = Path(args.out) if args.out else DEFAULT_ROOT / run_dir.resolve().name
     print(f"edge-mcepl export: {run_dir} ({exporter.run.model_name}, weights fingerprint "
           f"{exporter.run.fingerprint.hex()} verified) → {out_root}/")
     failures = []
@@ -57,15 +58,26 @@ def run(args: argparse.Namespace) -> int:
             print(f"  NOT exported: {exc}", file=sys.stderr)
             continue
         print(_summary_line(m))
+        if "why_none_removed" in m["filters"]:
+            print(f"             no filter removed (as large as dense.onnx): {m['filters']['why_none_removed']}")
         print(f"             → {out_root / agent_dir_name(agent_id)}/")
     if failures:
         raise UserError(f"{len(failures)} of {len(agents)} agents could not be exported; first: {failures[0]}")
     return 0
 
 
+def _points(change: float) -> str:
+    """An accuracy change in percentage points with a true minus sign: "−0.27", never a "-0.0027" accuracy."""
+    return f"{100 * change:+.2f}".replace("-", "\u2212")
+
+
 def _summary_line(m: dict) -> str:
     acc = m["accuracy"]
-    acc_text = f"accuracy {acc['pruned_onnx']:.4f}" if "pruned_onnx" in acc else f"accuracy skipped ({acc['skipped']})"
+    if "pruned_onnx" in acc:
+        where = " on synthetic data (the run's dataset)" if m["preprocessing"]["dataset"] == "synthetic" else ""
+        acc_text = f"accuracy {acc['pruned_onnx']:.4f}{where}"
+    else:
+        acc_text = f"accuracy skipped ({acc['skipped']})"
     kept = " ".join(f"{r['filters_kept']}/{r['filters']}" for r in m["layers"])
     line = (f"  agent {m['agent']:3d}: filters {kept}  params {m['params']['ratio']:.3f}×  "
             f"MACs {m['macs']['ratio']:.3f}×  "
@@ -75,5 +87,5 @@ def _summary_line(m: dict) -> str:
         q = m["quantization"]
         line += f"  int8 {m['files']['int8']['bytes'] / 1e3:.0f} kB"
         if "accuracy" in q:
-            line += f" (accuracy {q['accuracy']['change']:+.4f})"
+            line += f", accuracy {q['accuracy']['int8']:.4f} ({_points(q['accuracy']['change'])} points vs fp32)"
     return line

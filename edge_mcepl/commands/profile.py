@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..atomic import atomic_write
 from ..errors import UserError
+from .paths import writable_file
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -34,6 +35,8 @@ def detect(args: argparse.Namespace) -> int:
 
     if not 0.05 <= args.seconds <= 600:
         raise UserError(f"--seconds {args.seconds}: must be in [0.05, 600]")
+    if args.out:
+        writable_file("--out", args.out)  # before the benchmark, not after it
     if args.out and Path(args.out).exists() and not args.force:
         raise UserError(f"--out {args.out}: exists; pass --force to overwrite")
     profile = detect_profile(args.seconds, args.name)

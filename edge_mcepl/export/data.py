@@ -2,7 +2,8 @@
 
 The run's ``config.yaml`` names the dataset and the partition; rebuilding the partition with the
 same config and seed gives every agent its exact test (and train) indices back. Data is optional
-for export: when it cannot be found the manifest records why accuracy was skipped.
+for export: when it cannot be found the manifest records why accuracy was skipped (it is never
+replaced by synthetic data).
 """
 
 from __future__ import annotations
@@ -31,7 +32,6 @@ class RunData:
                  log=lambda message: None) -> None:
         self.run, self.input_shape, self.data_dir, self.log = run, input_shape, data_dir, log
         self._loaded: LabData | None = None
-        self._note = ""
         self._error: str | None = None
 
     def _load(self) -> LabData | None:
@@ -41,17 +41,14 @@ class RunData:
         data = config.data
         if self.data_dir is not None:
             data = data.replace(data_dir=self.data_dir)
+        # Never the synthetic fallback, even where the run's config allowed it: a CIFAR-10 model scored
+        # on synthetic images gives a number that means nothing. (A simulated run that did fall back
+        # recorded dataset "synthetic" in its config.yaml, and is scored on that synthetic data.)
         strict = config.replace(data=data.replace(fallback_to_synthetic=False))
         try:
             self._loaded = load_lab_data(strict, self.input_shape, self.log)
         except UserError as exc:
-            if not data.fallback_to_synthetic:
-                self._error = str(exc)
-                return None
-            # The run's config allowed the same fallback; the run log said whether it used it.
-            self._note = f" (synthetic fallback as the run's config allows: {exc})"
-            fallback = config.replace(data=data.replace(dataset="synthetic"))
-            self._loaded = load_lab_data(fallback, self.input_shape, self.log)
+            self._error = str(exc)
         return self._loaded
 
     def agent(self, agent_id: int, calibration_size: int = 256) -> AgentData | str:
@@ -69,4 +66,4 @@ class RunData:
         test_idx = np.array(part.test_indices)  # writable copies: torch indexes with them
         train_idx = np.array(part.train_indices[:calibration_size])
         return AgentData(lab.test.images[test_idx].numpy(), lab.test.labels[test_idx].numpy(),
-                         lab.train.images[train_idx].numpy(), lab.description + self._note)
+                         lab.train.images[train_idx].numpy(), lab.description)

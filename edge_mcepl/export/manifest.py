@@ -88,7 +88,12 @@ def preprocessing_entry(data: DataConfig, input_shape: tuple[int, ...]) -> dict:
 
 
 def build_manifest(*, agent: AgentEntry, run, pruned: PrunedNetwork, files: dict, verification: dict,
-                   accuracy: dict, quantization: dict | None, align: int = 1) -> dict:
+                   accuracy: dict, quantization: dict | None, align: int = 1,
+                   why_none_removed: str | None = None) -> dict:
+    """The manifest; ``why_none_removed`` (when no filter was removed) is kept under ``filters``."""
+    sizes = size_summary(pruned)
+    if why_none_removed is not None:
+        sizes["filters"]["why_none_removed"] = why_none_removed
     mask_ones = sum(r.mask_ones for r in pruned.layers)
     masked = sum(r.params - (r.filters if r.kind == "linear" else 0) for r in pruned.layers)
     return {
@@ -107,7 +112,7 @@ def build_manifest(*, agent: AgentEntry, run, pruned: PrunedNetwork, files: dict
         "retention": {"conv": agent.retention_conv, "linear": agent.retention_linear,
                       "mask_density": _ratio(mask_ones, masked)},
         "preprocessing": preprocessing_entry(run.config.data, pruned.input_shape),
-        **size_summary(pruned),
+        **sizes,
         "channel_alignment": align,
         "layers": [r.to_dict() for r in pruned.layers],
         "lrn_windows": [r.to_dict() for r in pruned.lrns],

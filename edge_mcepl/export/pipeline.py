@@ -44,13 +44,15 @@ class Exporter:
         self.threads, self.verify_inputs, self.align, self.log = threads, verify_inputs, align, log
         torch.set_num_threads(threads)
 
-    def prune(self, agent_id: int, remove: bool = True) -> tuple[PrunedNetwork, list[np.ndarray]]:
+    def prune(self, agent_id: int, remove: bool = True,
+              align: int | None = None) -> tuple[PrunedNetwork, list[np.ndarray]]:
+        """The agent's network with dead filters removed (``align``: default the exporter's)."""
         masks = load_agent_masks(self.run, agent_id, self.template)
         weights, by_layer = layer_arrays(self.template, self.fixed, masks)
         try:
             net = prune_network(self.ops, weights, by_layer, input_shape=self.template.input_shape,
                                 num_classes=self.run.num_classes, elu_logits=self.run.elu_logits, remove=remove,
-                                align=self.align)
+                                align=self.align if align is None else align)
         except UserError as exc:
             raise UserError(f"agent {agent_id}: {exc}") from None
         return net, masks
@@ -94,8 +96,10 @@ class Exporter:
                 files["int8"] = file_entry(tmp / INT8_FILE)
             elif quantize is not None:
                 raise UserError(f"--quantize {quantize!r}: only int8 is supported")
+            why = self._why_none_removed(agent_id) if pruned.filters_removed == 0 else None
             manifest = build_manifest(agent=entry, run=self.run, pruned=pruned, files=files, align=self.align,
-                                      verification=verification, accuracy=accuracy, quantization=quantization)
+                                      verification=verification, accuracy=accuracy, quantization=quantization,
+                                      why_none_removed=why)
             write_manifest(manifest, tmp / MANIFEST_FILE)
             if final.exists():
                 shutil.rmtree(final)
@@ -104,6 +108,23 @@ class Exporter:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
         return manifest
+
+    def _why_none_removed(self, agent_id: int) -> str:
+        """Why nothing was removed, and what would change that: a model as large as the dense one is
+        otherwise a puzzle (the advice is docs/export.md's tuning results)."""
+        dead = self.prune(agent_id, align=1)[0].filters_removed if self.align > 1 else 0
+        if dead:
+            return (f"{dead} dead filter(s) kept, as --align {self.align} prunes a layer only when a whole block of "
+                    f"{self.align} filters goes (--align 1 removes them; onnxruntime may run a partial block slower)")
+        threshold = self.run.config.algorithm.min_kept_per_filter
+        if not threshold:
+            return ("the run has no filter-drop rule (algorithm.min_kept_per_filter unset, as in the reference "
+                    "preset), so no filter died; train with --preset structured (threshold 20, for alexnet-cifar) "
+                    "or set algorithm.min_kept_per_filter (small-cnn: 1, its conv1 filters have 9 weights) — "
+                    "docs/export.md")
+        return (f"no filter kept {threshold} or fewer weights (algorithm.min_kept_per_filter) at retention "
+                f"{self.run.agent(agent_id).retention_conv:g}; a lower retention or a higher threshold removes "
+                "filters — docs/export.md")
 
     @torch.no_grad()
     def _masked_logits(self, masks: list[np.ndarray], inputs: np.ndarray) -> np.ndarray:
