@@ -137,8 +137,12 @@ model quantises its input at fixed steps, so it can change predictions. A run wh
 
 On a device: `edge-mcepl infer MODEL.onnx IMAGES.npy --raw-uint8` takes uint8 N×C×H×W or
 N×H×W×C and applies the `preprocessing` of the `manifest.json` beside the model (or `--manifest
-FILE`); without `--raw-uint8` it refuses integer arrays. From Python, torch-free:
-`edge_mcepl.runtime.preprocess_uint8(images, manifest["preprocessing"])`.
+FILE`); without `--raw-uint8` it refuses integer arrays. `edge-mcepl infer MODEL.onnx FRAMES/`
+(or image files) reads PNG/JPEG files with Pillow — upright by EXIF orientation, converted to RGB
+or grayscale (`L`), resized bilinearly to the model's H×W when their size differs — and applies the
+same steps (README, "Running a model on real inputs"). From Python, torch-free:
+`edge_mcepl.runtime.preprocess_uint8(images, manifest["preprocessing"])`, or
+`edge_mcepl.runtime.load_images(paths, manifest["preprocessing"])` for image files.
 
 ## What MACs and parameters count
 
