@@ -1,4 +1,4 @@
-"""Torch-free inference on a device: onnxruntime + numpy, nothing else.
+"""Torch-free inference on a device: onnxruntime + numpy, and Pillow for image files.
 
 An edge device may only have onnxruntime and numpy installed, so this module (and the CLI path
 of ``edge-mcepl infer`` / ``bench-infer``) must never import torch — a test runs the commands in

@@ -110,8 +110,11 @@ class Exporter:
         return manifest
 
     def _why_none_removed(self, agent_id: int) -> str:
-        """Why nothing was removed, and what would change that: a model as large as the dense one is
-        otherwise a puzzle (the advice is docs/export.md's tuning results)."""
+        """Why no filter was removed, and what would change that (the advice of docs/export.md's tuning).
+
+        Without it a model.onnx exactly as large as dense.onnx is a puzzle: the reason is in the run's
+        settings or in ``--align``, not in the export.
+        """
         dead = self.prune(agent_id, align=1)[0].filters_removed if self.align > 1 else 0
         if dead:
             return (f"{dead} dead filter(s) kept, as --align {self.align} prunes a layer only when a whole block of "
@@ -119,7 +122,7 @@ class Exporter:
         threshold = self.run.config.algorithm.min_kept_per_filter
         if not threshold:
             return ("the run has no filter-drop rule (algorithm.min_kept_per_filter unset, as in the reference "
-                    "preset), so no filter died; train with --preset structured (threshold 20, for alexnet-cifar) "
+                    "preset, or 0), so no filter died; train with --preset structured (threshold 20, for alexnet-cifar) "
                     "or set algorithm.min_kept_per_filter (small-cnn: 1, its conv1 filters have 9 weights) — "
                     "docs/export.md")
         return (f"no filter kept {threshold} or fewer weights (algorithm.min_kept_per_filter) at retention "
