@@ -8,7 +8,7 @@ One idea per module:
 - :mod:`.onnx_export` — the pruned network as an ONNX graph of standard ops;
 - :mod:`.run` — reading a run directory: state, config, masks, regenerated weights;
 - :mod:`.verify` — onnxruntime against the masked torch model; size and parameter checks;
-- :mod:`.accuracy` — the agent's local test accuracy with the exported model;
+- :mod:`.data` — the agent's local test images, for the exported model's accuracy;
 - :mod:`.quantize` — optional int8 via onnxruntime's quantization tools;
 - :mod:`.manifest` — ``manifest.json``;
 - :mod:`.pipeline` — one agent end to end (what ``edge-mcepl export`` calls).
