@@ -38,6 +38,9 @@ RUN_FORMAT = "edge-mcepl-run/1"
 CONFIG_FILE, METRICS_FILE, SUMMARY_FILE = "config.yaml", "metrics.jsonl", "summary.txt"
 FINAL_DIR, STATE_FILE = "final", "state.json"
 AGENT_INFO_FILE, FINAL_MASK_FILE = "agent.json", "final_mask.mcpl"  # in a device's state folder
+# `edge-mcepl lab` serialises its agents' data loading with this lock (join --load-lock), one file per slot
+# (LOAD_LOCK.0, LOAD_LOCK.1); they are scratch, removed by the merge once every agent has exited.
+LOAD_LOCK = ".data-load.lock"
 
 _P = TypeVar("_P", bound="_Part")
 
@@ -164,7 +167,7 @@ def write_agent_result(state_dir: Path, identity: RunIdentity, record: AgentReco
 
 
 def merge_lab_run(run_dir: Path, config: LabConfig) -> str:
-    """Merge a device lab's agent folders into the run format above; returns the summary table.
+    """Merge a device lab's agent folders into the run format above (its agents have exited); returns the summary.
 
     Agents that did not finish contribute their metrics rows but no mask.
     """
@@ -183,6 +186,8 @@ def merge_lab_run(run_dir: Path, config: LabConfig) -> str:
                 agents.append((AgentEntry.of_record(AgentRecord.of(info), info.profile), mask))
     rows.sort(key=lambda r: (r["round"], r["agent"]))
     write_metrics(run_dir / METRICS_FILE, rows)
+    for lock in run_dir.glob(f"{LOAD_LOCK}.*"):
+        lock.unlink()
     as_run, differences = config_as_run(config, finished)
     write_config(run_dir, as_run, [f"NOT reproducible by `edge-mcepl simulate` of this file: {d}" for d in differences])
     if identity is not None and agents:

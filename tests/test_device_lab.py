@@ -136,6 +136,7 @@ def test_a_lab_runs_config_records_the_agents_threads_and_names_what_one_config_
     assert f"cannot reproduce this run: {difference}" in printed
     agent = json.loads((out / "agents" / "agent_000" / "agent.json").read_text())
     assert agent["settings"] == {"threads": recorded.threads, "batch_size": 4, "device": "cpu"}
+    assert not list(out.glob(".data-load.lock*"))  # the agents' data-load lock files went with them
 
 
 def test_lab_refuses_a_non_empty_out_dir_and_a_bad_profile_before_starting(tmp_path, capsys):
