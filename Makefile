@@ -1,6 +1,7 @@
 # Two entry points (see README): `make demo` runs the demo lab, `make test` runs the tests.
-# Both create/refresh a local virtualenv in .venv. torch is installed on its own first, pinned to
-# the CPU build, so nothing ever pulls the multi-GB CUDA wheels.
+# Both create/refresh a local virtualenv in .venv with every extra (pyproject.toml); `make test` also
+# makes sure mosquitto is installed (scripts/ensure-mosquitto.sh). torch is installed on its own
+# first, pinned to the CPU build, so nothing ever pulls the multi-GB CUDA wheels.
 
 VENV ?= .venv
 PYTHON ?= python3
@@ -9,25 +10,29 @@ STAMP := $(VENV)/.installed-stamp
 DATA_DIR ?=
 ARGS ?=
 
-.PHONY: demo test lint bench clean-venv
+.PHONY: demo test lint mosquitto bench clean-venv
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check "torch==2.13.0"
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[test]"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[all,test]"
 	touch $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/edge-mcepl simulate examples/demo.yaml $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(ARGS)
 
-# The quality gates run first: ruff (pyflakes, pycodestyle, bugbear, isort, pyupgrade, complexity) and
-# mypy, both at zero; configuration in pyproject.toml.
-test: lint
+# mosquitto first (the device-lab tests need it: installed here, or one line saying what to run), then the
+# quality gates: ruff (pyflakes, pycodestyle, bugbear, isort, pyupgrade, complexity) and mypy, both at
+# zero; configuration in pyproject.toml.
+test: mosquitto lint
 	$(BIN)/python -m pytest -q $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check edge_mcepl tests benchmarks
 	$(BIN)/mypy
+
+mosquitto:
+	sh scripts/ensure-mosquitto.sh
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/round_time.py $(ARGS)

@@ -46,7 +46,7 @@ from edge_mcepl.comm.client import BrokerAddress, MqttConnection, MqttOptions  #
 from edge_mcepl.config import load_config  # noqa: E402
 from edge_mcepl.devicelab.envelope import LabSettings, explicit_keys, make_envelope, publish_envelope  # noqa: E402
 from edge_mcepl.nn.zoo import build_model  # noqa: E402
-from edge_mcepl.run_dir import agent_dir, merge_lab_run  # noqa: E402
+from edge_mcepl.run_dir import LOAD_LOCK, agent_dir, merge_lab_run  # noqa: E402
 from edge_mcepl.simulator import build_topology_for  # noqa: E402
 from edge_mcepl.wire.masks import message_size  # noqa: E402
 
@@ -104,7 +104,7 @@ def main() -> int:
         procs.append(subprocess.Popen(
             [sys.executable, "-m", "edge_mcepl.cli", "join", "--broker", handle.url, "--lab", config.name,
              "--agent-id", str(i), "--credentials", str(handle.credentials_file), "--state-dir", str(state),
-             "--threads", "1", "--data-dir", args.data_dir, "--load-lock", str(run_dir / ".load.lock")],
+             "--threads", "1", "--data-dir", args.data_dir, "--load-lock", str(run_dir / LOAD_LOCK)],
             stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT))
         log.close()
     codes = [p.wait() for p in procs]

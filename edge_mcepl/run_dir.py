@@ -2,7 +2,7 @@
 
 ::
 
-    RUN_DIR/config.yaml                  the fully resolved config (rerun it to reproduce the run)
+    RUN_DIR/config.yaml                  the fully resolved config, as it ran (rerun it to reproduce the run)
     RUN_DIR/metrics.jsonl                one row per (round, agent)
     RUN_DIR/summary.txt                  the per-agent table printed at the end
     RUN_DIR/final/state.json             RUN_FORMAT: model, weights seed, fingerprint, rounds, one entry per agent
@@ -11,21 +11,25 @@
 A device lab adds ``lab.json``, ``broker/`` and ``agents/agent_NNN/``: each ``join`` process's own
 state folder, where a finished agent leaves ``agent.json`` (what ``final/state.json`` needs from it)
 and ``final_mask.mcpl``; :func:`merge_lab_run` turns those into the files above, so export cannot
-tell a device lab's run from a simulated one. Every file is written atomically, and reading
-validates: a defect is one :class:`~edge_mcepl.errors.UserError` line naming the file and the field.
+tell a device lab's run from a simulated one. A lab's ``config.yaml`` says what its agents ran
+(:func:`config_as_run`): their retention ratios, and their threads, batch size and device when they
+all agree; a setting they do not agree on cannot be one config's value, so the file's first line
+says which differ (each agent's ``agent.json`` has its own). Every file is written atomically, and
+reading validates: a defect is one :class:`~edge_mcepl.errors.UserError` line naming the file and the field.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, Field
 
 from .atomic import atomic_write
-from .config import LabConfig, Ratio, config_from_dict
+from .config import DEVICE_PATTERN, LabConfig, Ratio, config_from_dict
 from .errors import UserError
 from .metrics import read_completed_rows, summary_table, write_metrics
 from .validation import AgentId, Fingerprint, StrictModel, validate_json
@@ -34,6 +38,9 @@ RUN_FORMAT = "edge-mcepl-run/1"
 CONFIG_FILE, METRICS_FILE, SUMMARY_FILE = "config.yaml", "metrics.jsonl", "summary.txt"
 FINAL_DIR, STATE_FILE = "final", "state.json"
 AGENT_INFO_FILE, FINAL_MASK_FILE = "agent.json", "final_mask.mcpl"  # in a device's state folder
+# `edge-mcepl lab` serialises its agents' data loading with this lock (join --load-lock), one file per slot
+# (LOAD_LOCK.0, LOAD_LOCK.1); they are scratch, removed by the merge once every agent has exited.
+LOAD_LOCK = ".data-load.lock"
 
 _P = TypeVar("_P", bound="_Part")
 
@@ -85,6 +92,21 @@ class RunState(RunIdentity):
     agents: list[AgentEntry]
 
 
+class AgentSettings(StrictModel):
+    """What a device's plan (devicelab/plan.py) chose besides its retention: the torch threads, batch size, device."""
+
+    threads: int = Field(ge=1, le=1024)
+    batch_size: int = Field(ge=1, le=1_000_000)
+    device: Annotated[str, Field(pattern=f"^({DEVICE_PATTERN})$")]
+
+    @classmethod
+    def of_config(cls, config: LabConfig) -> AgentSettings:
+        return cls(threads=config.threads, batch_size=config.algorithm.batch_size, device=config.device)
+
+
+SETTING_KEYS = {"threads": "threads", "batch_size": "algorithm.batch_size", "device": "device"}  # in a LabConfig
+
+
 class AgentResult(AgentRecord, RunIdentity):
     """A finished device's ``agent.json``: the run's identity as that device saw it, its record, and notes."""
 
@@ -94,6 +116,7 @@ class AgentResult(AgentRecord, RunIdentity):
     run_id: str = ""
     profile: str | None = None
     notes: list[str] = []  # how its retention, batch size and threads were decided
+    settings: AgentSettings | None = None  # None: written before edge-mcepl recorded them (the lab config's)
 
 
 def mask_file(agent_id: int) -> str:
@@ -109,8 +132,10 @@ def agent_dir(run_dir: Path, agent_id: int) -> Path:
 # -- writing --------------------------------------------------------------------------------------
 
 
-def write_config(run_dir: Path, config: LabConfig) -> None:
-    atomic_write(run_dir / CONFIG_FILE, yaml.safe_dump(config.to_dict(), sort_keys=False))
+def write_config(run_dir: Path, config: LabConfig, comments: list[str] | None = None) -> None:
+    """``config.yaml``; ``comments`` become its first lines (``# …``), which a reader of the YAML skips."""
+    header = "".join(f"# {line}\n" for line in comments or [])
+    atomic_write(run_dir / CONFIG_FILE, header + yaml.safe_dump(config.to_dict(), sort_keys=False))
 
 
 def write_summary(run_dir: Path, summary: str) -> None:
@@ -142,12 +167,13 @@ def write_agent_result(state_dir: Path, identity: RunIdentity, record: AgentReco
 
 
 def merge_lab_run(run_dir: Path, config: LabConfig) -> str:
-    """Merge a device lab's agent folders into the run format above; returns the summary table.
+    """Merge a device lab's agent folders into the run format above (its agents have exited); returns the summary.
 
     Agents that did not finish contribute their metrics rows but no mask.
     """
     rows: list[dict[str, Any]] = []
     agents: list[tuple[AgentEntry, bytes]] = []
+    finished: dict[int, AgentResult] = {}
     identity: RunIdentity | None = None
     for i in range(config.agents):
         folder = agent_dir(run_dir, i)
@@ -155,17 +181,46 @@ def merge_lab_run(run_dir: Path, config: LabConfig) -> str:
         result = read_agent_result(folder)
         if result is not None:
             info, mask = result
-            identity = identity or RunIdentity.of(info)
+            finished[i], identity = info, identity or RunIdentity.of(info)
             if mask is not None:
                 agents.append((AgentEntry.of_record(AgentRecord.of(info), info.profile), mask))
     rows.sort(key=lambda r: (r["round"], r["agent"]))
     write_metrics(run_dir / METRICS_FILE, rows)
-    write_config(run_dir, config)
+    for lock in run_dir.glob(f"{LOAD_LOCK}.*"):
+        lock.unlink()
+    as_run, differences = config_as_run(config, finished)
+    write_config(run_dir, as_run, [f"NOT reproducible by `edge-mcepl simulate` of this file: {d}" for d in differences])
     if identity is not None and agents:
         write_final_state(run_dir / FINAL_DIR, identity, agents)
     summary = summary_table(rows) if rows else "no metrics were written"
+    if differences:
+        summary += f"\nNOTE: {run_dir / CONFIG_FILE} cannot reproduce this run: " + "; ".join(differences)
     write_summary(run_dir, summary)
     return summary
+
+
+def config_as_run(config: LabConfig, finished: Mapping[int, AgentResult]) -> tuple[LabConfig, list[str]]:
+    """The lab's ``config`` with what its finished agents ran, and one line per setting they did not agree on.
+
+    A profile may give an agent its own retention (a per-agent ``retention.conv`` list says that),
+    batch size or threads, and every device trains on its CPU; an agent that did not finish is
+    taken to have run the lab config's values. Threads matter: torch's CPU kernels split their sums
+    by thread, and the rounding can flip which weights a mask keeps.
+    """
+    values: dict[str, Any] = {}
+    conv = [finished[i].retention_conv if i in finished else config.retention.for_agent(i)[0]
+            for i in range(config.agents)]
+    if any(r != config.retention.for_agent(i)[0] for i, r in enumerate(conv)):
+        values["retention.conv"] = conv[0] if len(set(conv)) == 1 else conv
+    differences = []
+    for name, key in SETTING_KEYS.items():
+        chosen = {i: getattr(r.settings, name) for i, r in finished.items() if r.settings is not None}
+        if len(set(chosen.values())) == 1:
+            values[key] = next(iter(chosen.values()))
+        elif chosen:
+            differences.append(f"the agents ran different {key} (" + ", ".join(
+                f"agent {i}: {v}" for i, v in sorted(chosen.items())) + ")")
+    return config_from_dict(config.to_dict(), "the lab's config as it ran", values), differences
 
 
 # -- reading --------------------------------------------------------------------------------------

@@ -55,6 +55,6 @@ def tiny_lab_config(**overrides):
 
 
 def pytest_runtest_setup(item):
-    """A real-broker test without mosquitto is a failure, not a silent skip (CI installs it: .ci/run)."""
+    """A real-broker test without mosquitto is a failure, not a silent skip (`make test` installs it first)."""
     if item.get_closest_marker("mosquitto") and find_mosquitto() is None:
-        pytest.fail("mosquitto is required for this test: apt-get install mosquitto (.ci/run does)")
+        pytest.fail("mosquitto is required for this test: run scripts/ensure-mosquitto.sh (make test does)")

@@ -86,3 +86,14 @@ def test_non_empty_out_dir_is_refused(tmp_path, capsys):
     assert main(["simulate", str(config), "--out", str(out), "--no-progress"]) == 2
     assert "--out" in one_error_line(capsys)
     assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
+
+
+def test_missing_data_says_which_command_fetches_it(tmp_path, capsys):
+    for dataset in ("cifar10", "mnist"):
+        config = tmp_path / f"{dataset}.yaml"
+        config.write_text(TINY.replace("dataset: synthetic", f"dataset: {dataset}"))
+        argv = ["simulate", str(config), "--data-dir", str(tmp_path / "empty"), "--out", str(tmp_path / dataset)]
+        assert main(argv) == 2
+        line = one_error_line(capsys)
+        assert f"{dataset} not found (looked in {tmp_path / 'empty'})" in line
+        assert f"`edge-mcepl download {dataset}`" in line

@@ -6,6 +6,7 @@ Also the lab-config envelope and the documented precedence between the lab confi
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -22,6 +23,7 @@ from edge_mcepl.errors import UserError
 from edge_mcepl.metrics import read_metrics
 from edge_mcepl.nn.zoo import build_model
 from edge_mcepl.profiles import load_profile
+from edge_mcepl.run_dir import read_config
 from edge_mcepl.simulator import Simulator
 from edge_mcepl.wire.masks import decode_masks
 
@@ -92,6 +94,10 @@ def test_lab_over_mosquitto_with_profiles_matches_the_simulator_bit_for_bit(tmp_
     assert (out / "summary.txt").read_text().strip() and (out / "config.yaml").is_file()
     lab_info = json.loads((out / "lab.json").read_text())
     assert lab_info["broker"].startswith("mosquitto") and set(lab_info["exit_codes"].values()) == {0}
+    # Its config.yaml says what ran (each profile's retention), so simulating it gives the lab's masks.
+    recorded = read_config(out)
+    assert recorded.retention.conv == [0.2, 0.4, 0.2, 0.4]
+    assert masks_of(simulate(recorded, tmp_path / "again"))[1] == lab_masks
 
 
 def test_lab_over_the_builtin_python_broker_matches_the_simulator(tmp_path, capsys):
@@ -103,6 +109,34 @@ def test_lab_over_the_builtin_python_broker_matches_the_simulator(tmp_path, caps
     sim_dir = simulate(tiny_lab_config(name="py", agents=3, rounds=3, eval_every=3, **{"topology.kind": "complete"}),
                        tmp_path)
     assert masks_of(out)[1] == masks_of(sim_dir)[1]
+
+
+def test_a_lab_runs_config_records_the_agents_threads_and_names_what_one_config_cannot_hold(tmp_path, capsys):
+    # No `threads` in the lab's YAML: `lab` gives each process cores ÷ agents. One profile sets a batch size.
+    raw = tiny_raw(name="rec", agents=2, rounds=2, eval_every=2, threads=None, **{"algorithm.batch_size": None})
+    profile = textwrap.dedent("""\
+        name: {name}
+        hardware: {{cores: 1, memory_mb: 1024, gflops: 5.0, uplink_mbps: 10.0}}
+        budget: {{inference_latency_ms: 10.0, model_memory_mb: 16.0}}
+        training: {{threads: 1, batch_size: {batch}}}
+        retention_ratio: 0.3
+        """)
+    (tmp_path / "a.yaml").write_text(profile.format(name="a", batch=4))
+    (tmp_path / "b.yaml").write_text(profile.format(name="b", batch="null"))
+    out = tmp_path / "run"
+    assert main(["lab", str(write_yaml(tmp_path / "lab.yaml", raw)), "--out", str(out), "--broker-kind", "python",
+                 "--profiles", f"{tmp_path / 'a.yaml'},{tmp_path / 'b.yaml'}", "--round-deadline", "120"]) == 0
+    printed = capsys.readouterr().out
+    recorded = read_config(out)
+    assert recorded.threads == max(1, (os.cpu_count() or 1) // 2)  # what the agents ran, not the default 2
+    assert recorded.retention.conv == 0.3 and recorded.algorithm.batch_size == 128  # the lab's: agents disagree
+    difference = "the agents ran different algorithm.batch_size (agent 0: 4, agent 1: 128)"
+    assert (out / "config.yaml").read_text().splitlines()[0] == (
+        f"# NOT reproducible by `edge-mcepl simulate` of this file: {difference}")
+    assert f"cannot reproduce this run: {difference}" in printed
+    agent = json.loads((out / "agents" / "agent_000" / "agent.json").read_text())
+    assert agent["settings"] == {"threads": recorded.threads, "batch_size": 4, "device": "cpu"}
+    assert not list(out.glob(".data-load.lock*"))  # the agents' data-load lock files went with them
 
 
 def test_lab_refuses_a_non_empty_out_dir_and_a_bad_profile_before_starting(tmp_path, capsys):

@@ -16,6 +16,7 @@ import time
 import numpy as np
 import pytest
 
+from edge_mcepl.cli import main
 from edge_mcepl.comm.broker.credentials import ADMIN_USER
 from edge_mcepl.comm.broker.launcher import free_port, start_broker
 from edge_mcepl.comm.client import BrokerAddress, MqttConnection, MqttOptions, fetch_retained, status_payload
@@ -62,6 +63,15 @@ def test_wrong_credentials_are_refused(broker):
         connect(broker, "nobody", "x", "intruder-2")
     # the right password for the same user is accepted: the refusal was about the password
     agent_conn(broker, 0).close()
+
+
+@pytest.mark.parametrize("port", [99999, -1])
+def test_a_bad_port_is_one_line_and_writes_nothing(tmp_path, capsys, port):
+    folder = tmp_path / "broker"
+    assert main(["broker", "--lab", LAB, "--agents", "2", "--port", str(port), "--dir", str(folder)]) == 2
+    assert capsys.readouterr().err == (f"edge-mcepl: error: --port {port}: must be a TCP port, 1..65535 "
+                                       "(or 0: any free port)\n")
+    assert not folder.exists()  # no credentials folder left behind
 
 
 def test_unreachable_broker_is_one_line(tmp_path):

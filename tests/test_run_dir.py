@@ -13,8 +13,11 @@ from edge_mcepl.errors import UserError
 from edge_mcepl.metrics import read_metrics, to_jsonl
 from edge_mcepl.run_dir import (
     AgentRecord,
+    AgentResult,
+    AgentSettings,
     RunIdentity,
     agent_dir,
+    config_as_run,
     merge_lab_run,
     read_agent_result,
     read_state,
@@ -63,6 +66,24 @@ def test_merging_device_folders_gives_the_simulators_run_directory(simulated, tm
     assert read_metrics(lab / "metrics.jsonl") == rows  # the torn last lines were skipped
     for name in ("config.yaml", "summary.txt"):
         assert (lab / name).read_text() == (sim / name).read_text()
+
+
+def test_the_config_as_run_holds_each_agents_retention_and_the_settings_the_agents_agree_on():
+    config = tiny_lab_config(agents=3, threads=2, device="cuda")
+    identity = RunIdentity(model="small-cnn", num_classes=10, weights_seed=5, fingerprint="00" * 16, rounds=3)
+
+    def result(i: int, retention: float, threads: int, batch_size: int) -> AgentResult:
+        record = AgentRecord(id=i, retention_conv=retention, retention_linear=0.9, neighbours=[], classes=[])
+        return AgentResult(format="edge-mcepl-run/1", **dict(identity), **dict(record), mask=True,
+                           settings=AgentSettings(threads=threads, batch_size=batch_size, device="cpu"))
+
+    as_run, differences = config_as_run(config, {0: result(0, 0.2, 1, 8), 1: result(1, 0.4, 1, 8)})
+    assert as_run.retention.conv == [0.2, 0.4, 0.3]  # agent 2 did not finish: the lab's value
+    assert (as_run.threads, as_run.algorithm.batch_size, as_run.device, differences) == (1, 8, "cpu", [])
+    assert as_run.replace(retention=config.retention, threads=2, device="cuda") == config  # nothing else moved
+    as_run, differences = config_as_run(config, {0: result(0, 0.3, 4, 8), 2: result(2, 0.3, 1, 8)})
+    assert (as_run.retention, as_run.threads) == (config.retention, 2)
+    assert differences == ["the agents ran different threads (agent 0: 4, agent 2: 1)"]
 
 
 def test_a_bad_state_file_names_the_file_and_the_field(simulated, tmp_path):

@@ -61,3 +61,40 @@ def test_infer_and_bench_never_import_torch(tmp_path):
     assert "TORCH-FREE OK" in result.stdout
     assert "vs dense" in result.stdout  # the sibling dense.onnx was found and compared
     assert np.load(tmp_path / "pred.npy").shape == (6,)
+
+
+# A machine where torch is not installed (`pip install edge-mcepl`, the runtime only): a sitecustomize
+# makes every import of torch fail as a missing module does.
+NOT_INSTALLED = """
+import sys
+class NotInstalled:
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+sys.meta_path.insert(0, NotInstalled())
+"""
+
+
+def without_torch(tmp_path, *args: str, cli: bool = True) -> subprocess.CompletedProcess:
+    """``edge-mcepl ARGS`` (``cli=False``: ``python ARGS``) in a fresh interpreter that has no torch."""
+    site = tmp_path / "site"
+    site.mkdir(exist_ok=True)
+    (site / "sitecustomize.py").write_text(NOT_INSTALLED)
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": f"{site}:{ROOT}"}
+    return subprocess.run([sys.executable, *(["-m", "edge_mcepl.cli"] if cli else []), *args], capture_output=True,
+                          text=True, timeout=120, env=env, cwd=ROOT)
+
+
+def test_without_torch_the_cli_runs_and_a_training_command_names_its_pip_extra(tmp_path):
+    stand_in = without_torch(tmp_path, "-c", "import torch", cli=False)
+    assert "ModuleNotFoundError: No module named 'torch'" in stand_in.stderr  # as on a runtime-only install
+    helped = without_torch(tmp_path, "--help")
+    assert helped.returncode == 0 and "bench-infer" in helped.stdout, helped.stderr
+    assert without_torch(tmp_path, "--version").stdout.startswith("edge-mcepl ")
+    assert without_torch(tmp_path, "infer", "--help").returncode == 0
+    for argv, extra in [(["simulate", "examples/demo.yaml"], "lab"), (["join", "--broker", "mqtt://h:1", "--lab", "x",
+                         "--agent-id", "0"], "lab"), (["export", "runs/none"], "all")]:
+        result = without_torch(tmp_path, *argv)
+        assert result.returncode == 2, result.stderr
+        assert result.stderr == (f"edge-mcepl: error: {argv[0]} needs torch, which is not installed: "
+                                 f"pip install 'edge-mcepl[{extra}]'\n")

@@ -28,6 +28,8 @@ CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
 FOLDER_NAME = "cifar-10-batches-py"
 TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_FILE = "test_batch"
+# How a missing-data error says to get it: the command first (its default --dest ./data is searched).
+FETCH = "fetch it with `edge-mcepl download cifar10` (from Python: edge_mcepl.data.cifar10.download_cifar10)"
 NUM_CLASSES = 10
 _PIXELS = 3 * 32 * 32
 
@@ -121,8 +123,7 @@ def _locate_folder(data_dir: Path) -> Path:
             return candidate
     raise UserError(
         f"no CIFAR-10 batches in {data_dir} (expected {FOLDER_NAME}/ or data_batch_1..5 and "
-        f"test_batch there); pass --data-dir pointing at it, or fetch it with "
-        "edge_mcepl.data.cifar10.download_cifar10"
+        f"test_batch there); pass --data-dir pointing at it, or {FETCH}"
     )
 
 
@@ -139,7 +140,7 @@ def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     if not path.is_file():
         raise UserError(
             f"missing CIFAR-10 batch {path}; pass --data-dir pointing at a complete "
-            f"{FOLDER_NAME} folder, or fetch it with download_cifar10"
+            f"{FOLDER_NAME} folder, or {FETCH}"
         )
     try:
         with open(path, "rb") as f:

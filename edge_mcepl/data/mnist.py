@@ -26,6 +26,8 @@ MNIST_MD5 = {
     "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
 }
 FOLDER_NAME = "mnist"
+# How a missing-data error says to get it: the command first (it writes ./data/mnist, which is searched).
+FETCH = "fetch them with `edge-mcepl download mnist` (from Python: edge_mcepl.data.mnist.download_mnist)"
 NUM_CLASSES = 10
 _IMAGES_MAGIC = 0x00000803  # unsigned bytes, 3 dimensions
 _LABELS_MAGIC = 0x00000801  # unsigned bytes, 1 dimension
@@ -80,8 +82,7 @@ def _locate_folder(data_dir: Path) -> Path:
             return candidate
     raise UserError(
         f"no MNIST idx files in {data_dir} (expected train-/t10k- images/labels idx files, "
-        "optionally .gz); pass --data-dir pointing at them, or fetch them with "
-        "edge_mcepl.data.mnist.download_mnist"
+        f"optionally .gz); pass --data-dir pointing at them, or {FETCH}"
     )
 
 
@@ -110,7 +111,7 @@ def _require(folder: Path, stem: str) -> Path:
     if path is None:
         raise UserError(
             f"missing MNIST file {folder / stem}[.gz]; pass --data-dir pointing at the four idx "
-            "files, or fetch them with download_mnist"
+            f"files, or {FETCH}"
         )
     return path
 

@@ -43,7 +43,7 @@ from ..nn.layers import MaskedConv2d
 from ..nn.weights import FixedWeights, generate_fixed_weights
 from ..nn.zoo import MaskedNetwork, build_model
 from ..profiles import load_profile
-from ..run_dir import FINAL_MASK_FILE, METRICS_FILE, RunIdentity, write_agent_result
+from ..run_dir import FINAL_MASK_FILE, METRICS_FILE, AgentSettings, RunIdentity, write_agent_result
 from ..simulator import agent_record, build_agent, build_topology_for
 from .envelope import parse_envelope
 from .plan import AgentPlan, plan_agent
@@ -291,7 +291,8 @@ class Join:
         mask = self.agent.encode_message(config.rounds) if self.agent.rule.learns_masks else None
         mask_path = write_agent_result(self.state_dir, identity, agent_record(self.agent, self.classes), mask,
                                        lab=self.lab, run_id=message.run_id,
-                                       profile=self.profile.name if self.profile else None, notes=list(self.plan.notes))
+                                       profile=self.profile.name if self.profile else None, notes=list(self.plan.notes),
+                                       settings=AgentSettings.of_config(config))
         self.say(f"agent {me}: done — {config.rounds} rounds; "
                  + (f"final mask {mask_path}" if mask_path else f"{config.algorithm.name} learns weights: no mask"))
         return self._close("done", 0)

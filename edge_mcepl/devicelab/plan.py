@@ -20,11 +20,14 @@ from .envelope import LabEnvelope
 
 @dataclass(frozen=True)
 class AgentPlan:
-    """This device's config and threads, and the reasons, which join prints: a lab's operator must see why."""
+    """This device's config and the reasons, which join prints: a lab's operator must see why."""
 
-    config: LabConfig  # the lab config with this device's retention / batch size applied
-    threads: int
+    config: LabConfig  # the lab config with this device's retention, batch size, threads and device: what it runs
     notes: tuple[str, ...]  # one line each: what decided retention, batch size, threads
+
+    @property
+    def threads(self) -> int:
+        return self.config.threads
 
 
 def plan_agent(env: LabEnvelope, agent_id: int, profile: DeviceProfile | None = None,
@@ -47,6 +50,7 @@ def plan_agent(env: LabEnvelope, agent_id: int, profile: DeviceProfile | None = 
         config = config.replace(algorithm=config.algorithm.replace(batch_size=profile.batch_size))
         notes.append(f"batch size {profile.batch_size}: from profile {profile.name}")
     chosen = threads or (profile.training_threads if profile is not None else config.threads)
+    config = config.replace(threads=chosen)
     notes.append(f"threads {chosen}: "
                  + ("--threads" if threads else f"profile {profile.name}" if profile else "lab config"))
     if config.device != "cpu":
@@ -54,4 +58,4 @@ def plan_agent(env: LabEnvelope, agent_id: int, profile: DeviceProfile | None = 
         config = config.replace(device="cpu")
         notes.append(f"device cpu: a device lab trains on each device's CPU (the lab's device {env.config.device!r} "
                      "applies to the simulator)")
-    return AgentPlan(config, chosen, tuple(notes))
+    return AgentPlan(config, tuple(notes))

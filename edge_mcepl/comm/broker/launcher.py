@@ -19,6 +19,7 @@ from .mosquitto import Listener, find_mosquitto, start_mosquitto
 from .python_broker import DEFAULT_MESSAGE_LIMIT, PythonBroker
 
 BROKER_KINDS = ("auto", "mosquitto", "python")
+MAX_PORT = 65535
 
 
 @dataclass
@@ -59,17 +60,20 @@ def start_broker(directory: str | Path, lab: str, n_agents: int, *, kind: str = 
     keeps the passwords devices already hold), else generated. ``port=0`` picks a free port.
     """
     check_lab_name(lab)
+    # Checked before anything is written: a bad value must not leave a credentials folder behind.
+    if not 0 <= port <= MAX_PORT:
+        raise UserError(f"--port {port}: must be a TCP port, 1..{MAX_PORT} (or 0: any free port)")
+    if kind not in BROKER_KINDS:
+        raise UserError(f"--broker-kind {kind}: expected auto, mosquitto or python")
+    binary = find_mosquitto()
+    if kind == "mosquitto" and binary is None:
+        raise UserError("--broker-kind mosquitto: mosquitto is not installed (Debian: apt-get install mosquitto)")
     directory = Path(directory).resolve()
     directory.mkdir(parents=True, exist_ok=True)
     cred_file = directory / "credentials.yaml"
     creds = _lab_credentials(cred_file, lab, n_agents)
     if port == 0:
         port = free_port(host)
-    binary = find_mosquitto()
-    if kind == "mosquitto" and binary is None:
-        raise UserError("--broker-kind mosquitto: mosquitto is not installed (Debian: apt-get install mosquitto)")
-    if kind not in BROKER_KINDS:
-        raise UserError(f"--broker-kind {kind}: expected auto, mosquitto or python")
     acl = LabAcl(lab, n_agents)
     if kind == "python" or binary is None:
         if tls_cert:
