@@ -176,12 +176,11 @@ def _plan(config_path: str, overrides: dict[str, Any], opts: LabOptions) -> _Pla
     if recorded and envelope_digest(envelope) != recorded.digest:
         raise UserError(f"--resume: {config_path} (or a file it names) changed since run {recorded.run_id} started; "
                         "restore it, or start a new run")
-    port = opts.port if opts.port is not None else recorded.port if recorded else 0
-    if recorded:
-        return _Plan(config_path, config, run_overrides, explicit, recorded.profiles, settings, envelope,
-                     recorded.broker_kind, port, opts.verbose or recorded.verbose, recorded, run_dir)
-    return _Plan(config_path, config, run_overrides, explicit, profiles or {}, settings, envelope,
-                 opts.broker_kind or "auto", port, opts.verbose)
+    return _Plan(config_path=config_path, config=config, overrides=run_overrides, explicit=explicit,
+                 profiles=recorded.profiles if recorded else profiles or {}, settings=settings, envelope=envelope,
+                 broker_kind=recorded.broker_kind if recorded else opts.broker_kind or "auto",
+                 port=opts.port if opts.port is not None else recorded.port if recorded else 0,
+                 verbose=opts.verbose or bool(recorded and recorded.verbose), recorded=recorded, run_dir=run_dir)
 
 
 def _read_record(out: str | None) -> tuple[LabRecord, Path]:
@@ -234,6 +233,7 @@ def _option(key: str) -> str:
 
 
 def _dotted(values: dict[str, Any], key: str) -> Any:
+    """``values["data"]["data_dir"]`` for ``data.data_dir``."""
     for part in key.split("."):
         values = values[part]
     return values
