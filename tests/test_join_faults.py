@@ -7,13 +7,11 @@ polls with generous timeouts (nothing asserts how long anything took).
 from __future__ import annotations
 
 import json
-import random
 import re
 import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable
 
 from edge_mcepl.cli import main
 from edge_mcepl.comm.broker.credentials import ADMIN_USER
@@ -216,10 +214,14 @@ def test_agents_stopped_a_round_apart_resume_to_the_simulators_masks(tmp_path):
     dirs = [tmp_path / f"agent{i}" for i in range(2)]
     procs: dict[int, subprocess.Popen] = {}
     try:
-        publish_lab(handle, raw, LabSettings(round_deadline_s=3, max_staleness=1, start_timeout_s=60))
+        publish_lab(handle, raw, LabSettings(round_deadline_s=10, max_staleness=1, start_timeout_s=60))
         procs = {i: start_join(handle.url, lab, i, handle.credentials_file, dirs[i]) for i in range(2)}
         wait_until(lambda: min(len(rows(d)) for d in dirs) >= 2, 120, "two rounds each", procs.values())
-        _freeze_one_round_behind(procs[1], lambda: [len(rows(d)) for d in dirs])
+        procs[0].send_signal(signal.SIGSTOP)
+        time.sleep(0.5)  # agent 1 publishes its mask for round t and waits for agent 0's
+        procs[1].send_signal(signal.SIGSTOP)
+        procs[0].send_signal(signal.SIGCONT)  # agent 0 completes round t and waits for agent 1's mask for t + 1
+        wait_until(lambda: len(rows(dirs[0])) == len(rows(dirs[1])) + 1, 20, "agent 0 a round ahead")
         procs[0].send_signal(signal.SIGTERM)
         assert procs[0].wait(30) == 128 + signal.SIGTERM
         # Pending until it runs again, so round t is not completed; but agent 0's mask for it, waiting
@@ -231,6 +233,9 @@ def test_agents_stopped_a_round_apart_resume_to_the_simulators_masks(tmp_path):
         procs = {i: start_join(handle.url, lab, i, handle.credentials_file, dirs[i]) for i in range(2)}
         codes = {i: p.wait(120) for i, p in procs.items()}
     finally:
+        for p in procs.values():
+            if p.poll() is None:
+                p.send_signal(signal.SIGCONT)
         stop_all(procs.values())
         handle.stop()
     assert codes == {0: 0, 1: 0}, {i: log_text(dirs[i])[-2000:] for i in codes}
@@ -242,16 +247,3 @@ def test_agents_stopped_a_round_apart_resume_to_the_simulators_masks(tmp_path):
         sim.run_round(t)
     for i in range(2):
         assert (dirs[i] / "final_mask.mcpl").read_bytes() == sim.agents[i].encode_message(rounds), f"agent {i}"
-
-
-def _freeze_one_round_behind(proc: subprocess.Popen, done: Callable[[], list[int]]) -> None:
-    """SIGSTOP ``proc`` (agent 1) at a moment agent 0 then completes one round more than it: retried until so."""
-    for _ in range(200):
-        proc.send_signal(signal.SIGSTOP)
-        time.sleep(0.4)  # agent 0 completes the round agent 1 has published its mask for, if it has
-        rounds = done()
-        if rounds[0] == rounds[1] + 1:
-            return
-        proc.send_signal(signal.SIGCONT)
-        time.sleep(random.uniform(0.0, 0.05))
-    raise AssertionError("agent 1 was never frozen a round behind agent 0")

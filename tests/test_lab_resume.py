@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 import pytest
 
 from edge_mcepl.cli import main
@@ -26,7 +27,18 @@ from edge_mcepl.metrics import read_metrics
 from edge_mcepl.run_dir import agent_dir
 
 from conftest import tiny_lab_config
-from labsupport import ROOT, comparable, masks_of, needs_mosquitto, profile_file, rows, simulate, tiny_raw, write_yaml
+from labsupport import (
+    ROOT,
+    comparable,
+    masks_of,
+    needs_mosquitto,
+    profile_file,
+    rows,
+    simulate,
+    tiny_raw,
+    wait_until,
+    write_yaml,
+)
 
 pytestmark = needs_mosquitto
 
@@ -124,6 +136,27 @@ def test_an_agent_that_cannot_come_back_stops_the_lab_naming_it_and_its_error(in
     assert f"resume with: edge-mcepl lab {interrupted.yaml} --out {out} --resume" in captured.out
     lab_json = json.loads((out / "lab.json").read_text())
     assert lab_json["exit_codes"]["1"] == 2 and len(lab_json["sessions"]) == 2
+
+
+def test_a_join_stopped_by_a_signal_stops_the_lab_as_interrupted(interrupted, tmp_path):
+    """One join SIGTERM'd from outside has checkpointed: the lab stops the rest and says how to resume."""
+    out = tmp_path / "run"
+    shutil.copytree(interrupted.out, out)
+    before = len(rows(agent_dir(out, 0)))
+    proc = lab_process([str(interrupted.yaml), "--out", str(out), "--resume"], tmp_path / "console.txt")
+    try:
+        wait_until(lambda: len(rows(agent_dir(out, 0))) > before, 60, "a resumed round", [proc])
+        joins = {int(c.cmdline()[c.cmdline().index("--agent-id") + 1]): c for c in psutil.Process(proc.pid).children()
+                 if "join" in c.cmdline()}
+        joins[0].send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 130
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    printed = (tmp_path / "console.txt").read_text()
+    assert "agent 0's join process was stopped by SIGTERM — stopping the other agents" in printed
+    assert f"resume with: edge-mcepl lab {interrupted.yaml} --out {out} --resume" in printed
+    assert json.loads((out / "lab.json").read_text())["exit_codes"] == {"0": 143, "1": 143}
 
 
 def test_the_printed_hint_resumes_verbatim_to_the_simulators_masks(interrupted, capsys):

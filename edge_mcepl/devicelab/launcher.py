@@ -49,7 +49,8 @@ from .schema import LabSettings
 
 LAB_INFO_FILE = "lab.json"
 EXIT_INTERRUPTED = 130
-STOP_GRACE_S = 10.0  # after Ctrl-C: how long the joins may take to stop on their own
+STOPPED_BY_SIGNAL = {128 + signal.SIGINT: "SIGINT", 128 + signal.SIGTERM: "SIGTERM"}  # a join's exit status then
+STOP_GRACE_S = 3.0  # after Ctrl-C: how long the joins may take to stop on their own (most stop at once)
 ERROR_PREFIX = "edge-mcepl: error: "  # how the CLI prints a UserError: the line a failed join's log explains itself in
 
 
@@ -338,10 +339,9 @@ def _run_agents(lab: _Lab, envelope: dict, say: Callable[[str], None]) -> _Endin
         admin.subscribe([status_topic(name, "+")])
         _start_joins(lab, procs, logs)
         say(f"started {len(procs)} join processes (logs: {lab.run_dir}/agents/agent_NNN/join.log)")
-        ending.failed = _watch(procs, statuses, lab.config.rounds, say)
-        if ending.failed is not None:
-            say(f"edge-mcepl lab: agent {ending.failed}'s join process failed — stopping the other agents (they "
-                "checkpoint) and the broker")
+        first = _watch(procs, statuses, lab.config.rounds, say)
+        if first is not None:
+            ending = _stopping_early(first, procs[first].returncode, say)
     except KeyboardInterrupt:
         ending.interrupted = True
         say("edge-mcepl lab: interrupted — stopping the agents (they checkpoint) and the broker")
@@ -351,6 +351,21 @@ def _run_agents(lab: _Lab, envelope: dict, say: Callable[[str], None]) -> _Endin
         broker.stop()
     ending.codes = {i: p.returncode for i, p in procs.items()}
     return ending
+
+
+def _stopping_early(agent: int, code: int, say: Callable[[str], None]) -> _Ending:
+    """Why the lab stops when ``agent``'s process has ended early: a signal stopped it, or it failed.
+
+    Stopped by SIGINT/SIGTERM (say a Ctrl-C the lab itself ignored), it has checkpointed: the run
+    resumes as it is, like one interrupted here.
+    """
+    if code in STOPPED_BY_SIGNAL:
+        say(f"edge-mcepl lab: agent {agent}'s join process was stopped by {STOPPED_BY_SIGNAL[code]} — stopping the "
+            "other agents (they checkpoint) and the broker")
+        return _Ending({}, interrupted=True)
+    say(f"edge-mcepl lab: agent {agent}'s join process failed — stopping the other agents (they checkpoint) and the "
+        "broker")
+    return _Ending({}, failed=agent)
 
 
 def _file_status(statuses: dict[int, dict], run_id: str, payload: bytes) -> None:  # paho thread
