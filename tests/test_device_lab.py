@@ -83,7 +83,8 @@ def test_lab_refuses_a_missing_data_folder_before_starting(tmp_path, capsys):
     for args in ([str(from_config)], [str(from_cli), "--data-dir", str(missing)]):
         assert main(["lab", *args, "--out", str(tmp_path / "out")]) == 2
         err = capsys.readouterr().err.strip().splitlines()
-        assert err == [f"edge-mcepl: error: mnist: data folder {missing} does not exist (data.data_dir, or --data-dir)"]
+        assert err == [f"edge-mcepl: error: mnist not found: data folder {missing} does not exist "
+                       "(data.data_dir, or --data-dir)"]
     assert not (tmp_path / "out").exists()
 
 
@@ -95,7 +96,7 @@ def test_lab_console_says_what_data_it_uses_and_the_agents_use_the_same(tmp_path
     assert main(["lab", str(write_yaml(tmp_path / "lab.yaml", tiny_raw(**setting))), "--out", str(out),
                  "--broker-kind", "python"]) == 0
     printed = capsys.readouterr().out
-    assert f"NOTE: mnist: data folder {tmp_path / 'no-mnist'} does not exist" in printed
+    assert f"NOTE: mnist not found: data folder {tmp_path / 'no-mnist'} does not exist" in printed
     assert "NOTE: falling back to SYNTHETIC data" in printed
     assert "data: synthetic (1, 28, 28) data (120 train / 40 test images)" in printed
     for i in range(2):  # the agents were pointed at the same missing folder (not left to find MNIST elsewhere)
