@@ -1,4 +1,4 @@
-"""Helpers for the device-lab tests: a tiny lab config, join subprocesses, waiting with a timeout."""
+"""Helpers for the device-lab tests: a tiny lab config, join subprocesses, waiting with a timeout, comparisons."""
 
 from __future__ import annotations
 
@@ -6,11 +6,16 @@ import json
 import os
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
 import pytest
 import yaml
+
+from edge_mcepl.nn.zoo import build_model
+from edge_mcepl.simulator import Simulator
+from edge_mcepl.wire.masks import decode_masks
 
 # Real-broker tests fail (never skip) without mosquitto: see pytest_runtest_setup in conftest.py.
 needs_mosquitto = pytest.mark.mosquitto
@@ -38,6 +43,19 @@ def tiny_raw(**overrides) -> dict:
 def write_yaml(path: Path, raw: dict) -> Path:
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path
+
+
+def profile_file(folder: Path, name: str, retention: float) -> str:
+    """A device profile with a fixed retention ratio (and one thread), written to ``folder/NAME.yaml``."""
+    path = folder / f"{name}.yaml"
+    path.write_text(textwrap.dedent(f"""\
+        name: {name}
+        hardware: {{cores: 1, memory_mb: 1024, gflops: 5.0, uplink_mbps: 10.0}}
+        budget: {{inference_latency_ms: 10.0, model_memory_mb: 16.0}}
+        training: {{threads: 1, batch_size: null}}
+        retention_ratio: {retention}
+        """))
+    return str(path)
 
 
 def start_join(broker_url: str, lab: str, agent_id: int, credentials: Path, state_dir: Path,
@@ -89,3 +107,30 @@ def stop_all(procs) -> None:
         if p.poll() is None:
             p.kill()
             p.wait()
+
+
+# Fields that depend on wall-clock time or exist only in a device lab (the rest must match the simulator).
+TIMING_OR_DEVICE_ONLY = {"train_seconds", "round_seconds", "gather_seconds", "aggregate_seconds", "eval_seconds",
+                         "published_at", "arrivals", "stale", "duplicates", "late", "degree"}
+
+
+def simulate(config, tmp_path):
+    sim = Simulator(config, log=lambda _: None)
+    sim.run(tmp_path / "sim", progress=False)
+    return tmp_path / "sim"
+
+
+def masks_of(run_dir):
+    state = json.loads((run_dir / "final" / "state.json").read_text())
+    shapes = build_model(state["model"], state["num_classes"]).layer_shapes()
+    out = {}
+    for agent in state["agents"]:
+        data = (run_dir / "final" / agent["mask_file"]).read_bytes()
+        msg = decode_masks(data, expected_fingerprint=bytes.fromhex(state["fingerprint"]), expected_shapes=shapes)
+        assert (msg.sender, msg.round) == (agent["id"], state["rounds"])
+        out[agent["id"]] = data
+    return state, out
+
+
+def comparable(rows):
+    return [{k: v for k, v in r.items() if k not in TIMING_OR_DEVICE_ONLY} for r in rows]

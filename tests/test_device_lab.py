@@ -21,52 +21,11 @@ from edge_mcepl.devicelab.plan import plan_agent
 from edge_mcepl.devicelab.schema import LabMessage, LabSettings
 from edge_mcepl.errors import UserError
 from edge_mcepl.metrics import read_metrics
-from edge_mcepl.nn.zoo import build_model
 from edge_mcepl.profiles import load_profile
 from edge_mcepl.run_dir import read_config
-from edge_mcepl.simulator import Simulator
-from edge_mcepl.wire.masks import decode_masks
 
 from conftest import tiny_lab_config
-from labsupport import needs_mosquitto, tiny_raw, write_yaml
-
-# Fields that depend on wall-clock time or exist only in a device lab (the rest must match the simulator).
-TIMING_OR_DEVICE_ONLY = {"train_seconds", "round_seconds", "gather_seconds", "aggregate_seconds", "eval_seconds",
-                         "published_at", "arrivals", "stale", "duplicates", "late", "degree"}
-
-
-def profile_file(tmp_path, name: str, retention: float):
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(textwrap.dedent(f"""\
-        name: {name}
-        hardware: {{cores: 1, memory_mb: 1024, gflops: 5.0, uplink_mbps: 10.0}}
-        budget: {{inference_latency_ms: 10.0, model_memory_mb: 16.0}}
-        training: {{threads: 1, batch_size: null}}
-        retention_ratio: {retention}
-        """))
-    return str(path)
-
-
-def simulate(config, tmp_path):
-    sim = Simulator(config, log=lambda _: None)
-    sim.run(tmp_path / "sim", progress=False)
-    return tmp_path / "sim"
-
-
-def masks_of(run_dir):
-    state = json.loads((run_dir / "final" / "state.json").read_text())
-    shapes = build_model(state["model"], state["num_classes"]).layer_shapes()
-    out = {}
-    for agent in state["agents"]:
-        data = (run_dir / "final" / agent["mask_file"]).read_bytes()
-        msg = decode_masks(data, expected_fingerprint=bytes.fromhex(state["fingerprint"]), expected_shapes=shapes)
-        assert (msg.sender, msg.round) == (agent["id"], state["rounds"])
-        out[agent["id"]] = data
-    return state, out
-
-
-def comparable(rows):
-    return [{k: v for k, v in r.items() if k not in TIMING_OR_DEVICE_ONLY} for r in rows]
+from labsupport import comparable, masks_of, needs_mosquitto, profile_file, simulate, tiny_raw, write_yaml
 
 
 @needs_mosquitto
@@ -148,6 +107,36 @@ def test_lab_refuses_a_non_empty_out_dir_and_a_bad_profile_before_starting(tmp_p
     assert main(["lab", str(lab_yaml), "--out", str(tmp_path / "new"), "--profiles", "rpi4,toaster"]) == 2
     assert "toaster" in capsys.readouterr().err
     assert not (tmp_path / "new").exists()
+
+
+def test_lab_refuses_a_missing_data_folder_before_starting(tmp_path, capsys):
+    """A config's data_dir or a --data-dir that does not exist is a one-line error, not a silent search elsewhere."""
+    missing = tmp_path / "no-such-folder"
+    mnist = {"data.dataset": "mnist"}
+    from_config = write_yaml(tmp_path / "lab.yaml", tiny_raw(**mnist, **{"data.data_dir": "no-such-folder"}))
+    from_cli = write_yaml(tmp_path / "cli.yaml", tiny_raw(**mnist))
+    for args in ([str(from_config)], [str(from_cli), "--data-dir", str(missing)]):
+        assert main(["lab", *args, "--out", str(tmp_path / "out")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err == [f"edge-mcepl: error: mnist not found: data folder {missing} does not exist "
+                       "(data.data_dir, or --data-dir)"]
+    assert not (tmp_path / "out").exists()
+
+
+def test_lab_console_says_what_data_it_uses_and_the_agents_use_the_same(tmp_path, capsys):
+    """A missing dataset the config lets fall back: the NOTE and the data line on the lab's console, as simulate's."""
+    setting = {"name": "fb", "agents": 2, "rounds": 2, "eval_every": 2, "topology.kind": "complete",
+               "data.dataset": "mnist", "data.data_dir": str(tmp_path / "no-mnist"), "data.fallback_to_synthetic": True}
+    out = tmp_path / "run"
+    assert main(["lab", str(write_yaml(tmp_path / "lab.yaml", tiny_raw(**setting))), "--out", str(out),
+                 "--broker-kind", "python"]) == 0
+    printed = capsys.readouterr().out
+    assert f"NOTE: mnist not found: data folder {tmp_path / 'no-mnist'} does not exist" in printed
+    assert "NOTE: falling back to SYNTHETIC data" in printed
+    assert "data: synthetic (1, 28, 28) data (120 train / 40 test images)" in printed
+    for i in range(2):  # the agents were pointed at the same missing folder (not left to find MNIST elsewhere)
+        assert "synthetic (1, 28, 28) data" in (out / "agents" / f"agent_{i:03d}" / "join.log").read_text()
+    assert masks_of(out)[1] == masks_of(simulate(tiny_lab_config(**setting), tmp_path))[1]
 
 
 def test_envelope_round_trip_embeds_files_and_validates(tmp_path):

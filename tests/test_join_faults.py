@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 import re
 import signal
+import subprocess
 import threading
+import time
 
 from edge_mcepl.cli import main
 from edge_mcepl.comm.broker.credentials import ADMIN_USER
@@ -197,3 +199,51 @@ def test_join_with_wrong_credentials_or_a_malformed_config_is_a_one_line_error(t
         assert "not JSON" in one_error_line(capsys)
     finally:
         handle.stop()
+
+
+def test_agents_stopped_a_round_apart_resume_to_the_simulators_masks(tmp_path):
+    """Agent 1 stops after receiving agent 0's mask for round t but before completing t; agent 0 completed t.
+
+    Agent 1's inbox died with it (QoS 1 acknowledged the mask on arrival) and agent 0 resumes at
+    t + 1: only agent 0 sending its last completed round's mask again lets agent 1 redo round t
+    with it — else agent 1 waits out the deadline and goes on without, and the masks differ.
+    """
+    lab, rounds = "a", 40
+    raw = tiny_raw(name=lab, agents=2, rounds=rounds, eval_every=100, **{"topology.kind": "complete"})
+    handle = start_broker(tmp_path / "broker", lab, 2, kind="mosquitto", port=0)
+    dirs = [tmp_path / f"agent{i}" for i in range(2)]
+    procs: dict[int, subprocess.Popen] = {}
+    try:
+        publish_lab(handle, raw, LabSettings(round_deadline_s=10, max_staleness=1, start_timeout_s=60))
+        procs = {i: start_join(handle.url, lab, i, handle.credentials_file, dirs[i]) for i in range(2)}
+        wait_until(lambda: min(len(rows(d)) for d in dirs) >= 2, 120, "two rounds each", procs.values())
+        procs[0].send_signal(signal.SIGSTOP)
+        time.sleep(0.5)  # agent 1 publishes its mask for round t and waits for agent 0's
+        procs[1].send_signal(signal.SIGSTOP)
+        procs[0].send_signal(signal.SIGCONT)  # agent 0 completes round t and waits for agent 1's mask for t + 1
+        wait_until(lambda: len(rows(dirs[0])) == len(rows(dirs[1])) + 1, 20, "agent 0 a round ahead")
+        procs[0].send_signal(signal.SIGTERM)
+        assert procs[0].wait(30) == 128 + signal.SIGTERM
+        # Pending until it runs again, so round t is not completed; but agent 0's mask for it, waiting
+        # on its socket, is read (and acknowledged) on the way out.
+        procs[1].send_signal(signal.SIGTERM)
+        procs[1].send_signal(signal.SIGCONT)
+        assert procs[1].wait(30) == 128 + signal.SIGTERM
+        stopped = [len(rows(d)) for d in dirs]
+        procs = {i: start_join(handle.url, lab, i, handle.credentials_file, dirs[i]) for i in range(2)}
+        codes = {i: p.wait(120) for i, p in procs.items()}
+    finally:
+        for p in procs.values():
+            if p.poll() is None:
+                p.send_signal(signal.SIGCONT)
+        stop_all(procs.values())
+        handle.stop()
+    assert codes == {0: 0, 1: 0}, {i: log_text(dirs[i])[-2000:] for i in codes}
+    assert stopped[0] == stopped[1] + 1, stopped
+    assert "deadline passed" not in log_text(dirs[1])
+    sim = Simulator(tiny_lab_config(name=lab, agents=2, rounds=rounds, eval_every=100, **{"topology.kind": "complete"}),
+                    log=lambda _: None)
+    for t in range(rounds):
+        sim.run_round(t)
+    for i in range(2):
+        assert (dirs[i] / "final_mask.mcpl").read_bytes() == sim.agents[i].encode_message(rounds), f"agent {i}"

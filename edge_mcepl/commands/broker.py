@@ -31,13 +31,17 @@ def add_lab_settings(p: argparse.ArgumentParser) -> None:
 
 
 def lab_settings(args: argparse.Namespace) -> LabSettings:
-    """The options of :func:`add_lab_settings`, validated like the envelope's ``settings`` (no torch needed)."""
+    """The options of :func:`add_lab_settings`, validated like the envelope's ``settings`` (no torch needed).
+
+    An option left None (``lab`` sets no defaults) takes the model's default and is absent from the
+    result's ``model_fields_set``, which says what was given (``lab --resume`` keeps the run's).
+    """
     from ..devicelab.schema import LabSettings
     from ..validation import validate
 
     options = {"round_deadline_s": args.round_deadline, "max_staleness": args.max_staleness,
                "start_timeout_s": args.start_timeout}
-    return validate(LabSettings, options, "command line")
+    return validate(LabSettings, {k: v for k, v in options.items() if v is not None}, "command line")
 
 
 def register(sub: argparse._SubParsersAction) -> None:

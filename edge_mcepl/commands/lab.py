@@ -15,9 +15,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--profiles", help="comma-separated device profiles assigned round-robin to the agents, "
                                       "e.g. rpi4,rpi5,laptop (bundled names or YAML files)")
     p.add_argument("--out", help="run directory (default runs/NAME-lab-TIMESTAMP)")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted lab in --out from its checkpoints")
-    p.add_argument("--broker-kind", default="auto", choices=("auto", "mosquitto", "python"))
-    p.add_argument("--port", type=int, default=0, help="broker port on 127.0.0.1 (default: a free one)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the interrupted lab in --out from its checkpoints, with the options it started with")
+    p.add_argument("--broker-kind", choices=("auto", "mosquitto", "python"),
+                   help="auto (default): mosquitto when installed, else the built-in Python broker")
+    p.add_argument("--port", type=int, help="broker port on 127.0.0.1 (default: a free one)")
     p.add_argument("--rounds", type=int)
     p.add_argument("--agents", type=int)
     p.add_argument("--seed", type=int)
@@ -27,7 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-dir", help="folder holding cifar-10-batches-py/ or the MNIST idx files")
     p.add_argument("--verbose", action="store_true", help="agents log MQTT details")
     add_lab_settings(p)
-    p.set_defaults(func=run)
+    # Not given stays None: a new lab takes the defaults, a resumed one the run's (lab.json).
+    p.set_defaults(func=run, round_deadline=None, max_staleness=None, start_timeout=None)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -38,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
                  "threads": args.threads, "data.data_dir": data_dir, "algorithm.preset": args.preset}
     if args.verbose:
         logging.getLogger("edge_mcepl").setLevel(logging.INFO)
-    profiles = [p.strip() for p in (args.profiles or "").split(",") if p.strip()]
+    profiles = None if args.profiles is None else [p.strip() for p in args.profiles.split(",") if p.strip()]
     return run_lab(args.config, overrides, LabOptions(
         out=args.out, profiles=profiles, broker_kind=args.broker_kind, port=args.port, settings=lab_settings(args),
-        data_dir=data_dir, resume=args.resume, join_args=["--verbose"] if args.verbose else []))
+        verbose=args.verbose, resume=args.resume))

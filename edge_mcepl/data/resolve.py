@@ -47,7 +47,12 @@ def candidate_dirs(data_dir: str | None) -> list[Path]:
 
 
 def load_dataset(dataset: str, data_dir: str | None) -> tuple[ArrayDataset, ArrayDataset, Path]:
-    """Load a real dataset from the first candidate dir that has it; UserError naming them all."""
+    """Load a real dataset from the first candidate dir that has it; UserError naming them all.
+
+    A folder named explicitly that does not exist is a typo, said as such (not "no dataset there").
+    """
+    if data_dir and not Path(data_dir).is_dir():
+        raise UserError(f"{dataset} not found: data folder {data_dir} does not exist (data.data_dir, or --data-dir)")
     loader = _LOADERS[dataset]
     errors = []
     for directory in candidate_dirs(data_dir):

@@ -2,9 +2,13 @@
 
 :class:`Join` runs the phases in order, one method each: fetch the lab config, build the agent
 (exactly as the simulator does, refusing a different weights fingerprint), restore its checkpoint,
-connect, wait for the neighbours, run the rounds, finish. A round is local step → publish → gather
-(round deadline, bounded staleness: the transport decides) → aggregate → consensus step →
-metrics row and checkpoint, so a restarted device resumes after its last completed round.
+connect, wait for the neighbours, send its last mask again, run the rounds, finish. A round is
+local step → publish → gather (round deadline, bounded staleness: the transport decides) →
+aggregate → consensus step → metrics row, last mask sent (``sent.mcpl``) and checkpoint, so a
+restarted device resumes after its last completed round — and first publishes that round's mask
+again: a neighbour one round behind may have received it before it stopped too, and lost it with
+its inbox (QoS 1 acknowledges on arrival), so a lab restarted together (``lab --resume``) goes on
+exactly where it stopped.
 SIGINT/SIGTERM set a flag the round loop checks at safe points; the exit status says how it ended
 (0 done, 3 the lab was restarted with a new config, 128 + signal interrupted).
 """
@@ -31,6 +35,7 @@ import torch
 
 from ..agent import Agent
 from ..allocator import keep_freed_memory
+from ..atomic import atomic_write
 from ..checkpoint import load_checkpoint, restore_agent, save_checkpoint
 from ..comm.client import BrokerAddress, MqttConnection, MqttOptions, fetch_retained, status_payload
 from ..comm.mqtt_transport import MqttTransport
@@ -45,11 +50,13 @@ from ..nn.zoo import MaskedNetwork, build_model
 from ..profiles import load_profile
 from ..run_dir import FINAL_MASK_FILE, METRICS_FILE, AgentSettings, RunIdentity, write_agent_result
 from ..simulator import agent_record, build_agent, build_topology_for
+from ..wire.envelope import CodecError, read_common_header
 from .envelope import parse_envelope
 from .plan import AgentPlan, plan_agent
 from .schema import LabMessage, LabSettings
 
 EXIT_NEW_RUN = 3
+SENT_FILE = "sent.mcpl"  # the mask of the last completed round, as published
 
 
 @dataclass
@@ -81,7 +88,8 @@ class StopFlag:
         previous = {}
 
         def handler(signum, _frame):
-            self.signum = signum
+            if self.signum is None:  # the first one says why (Ctrl-C, then `lab`'s SIGTERM to stragglers)
+                self.signum = signum
             self.event.set()
 
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -90,6 +98,16 @@ class StopFlag:
 
     def __bool__(self) -> bool:
         return self.event.is_set()
+
+
+class _Transport(MqttTransport):
+    """The MQTT transport, remembering the message it published last (saved with each completed round)."""
+
+    last_published = b""
+
+    def publish(self, sender: int, round: int, payload: bytes) -> None:
+        self.last_published = payload
+        super().publish(sender, round, payload)
 
 
 def default_state_dir(lab: str, agent_id: int) -> Path:
@@ -121,7 +139,7 @@ class Join:
     static: dict[str, Any]  # the metrics fields that do not change from round to round
     # set by connect
     conn: MqttConnection
-    transport: MqttTransport
+    transport: _Transport
     info: dict[str, Any]  # what every status message of this agent carries
 
     def __init__(self, opts: JoinOptions, stop: StopFlag) -> None:
@@ -131,6 +149,7 @@ class Join:
         self.profile = load_profile(opts.profile) if opts.profile else None
         self.state_dir = Path(opts.state_dir) if opts.state_dir else default_state_dir(self.lab, self.me)
         self.ckpt_path, self.metrics_path = self.state_dir / "checkpoint.npz", self.state_dir / METRICS_FILE
+        self.sent_path = self.state_dir / SENT_FILE
         self.statuses: dict[int, dict] = {}  # neighbours' latest status in this run (paho thread writes)
         self.new_run: str | None = None  # set when the lab publishes a config with another run id
         self.last_eval: dict[str, Any] = {}
@@ -145,6 +164,7 @@ class Join:
         self.restore_checkpoint()
         self.connect()
         self.wait_for_neighbours()
+        self.send_last_mask_again()
         self.run_rounds()
         return self.finish()
 
@@ -206,7 +226,7 @@ class Join:
     def restore_checkpoint(self) -> None:
         """Resume after the last completed round (``--fresh``: start over); metrics keep only those rounds."""
         if self.opts.fresh:
-            for p in (self.ckpt_path, self.metrics_path, self.state_dir / FINAL_MASK_FILE):
+            for p in (self.ckpt_path, self.metrics_path, self.sent_path, self.state_dir / FINAL_MASK_FILE):
                 p.unlink(missing_ok=True)
         if self.ckpt_path.exists():
             ckpt = load_checkpoint(self.ckpt_path)
@@ -225,7 +245,7 @@ class Join:
         client_id = f"edge-mcepl-{lab}-{self.envelope.run_id[:8]}-agent-{me}"
         self.conn = conn = MqttConnection(self.address, self.opts.mqtt, client_id, persistent=True,
                                           will=(status_topic(lab, me), offline), name=f"agent {me}")
-        self.transport = MqttTransport(conn, lab, me, max_staleness=self.settings.max_staleness)
+        self.transport = _Transport(conn, lab, me, max_staleness=self.settings.max_staleness)
         self.transport.stop = self.stop.event
         conn.on(status_topic(lab, "+"), self._on_status)
         conn.on(config_topic(lab), self._on_config)
@@ -252,6 +272,22 @@ class Join:
                 announced = True
             self.stop.event.wait(0.1)
 
+    def send_last_mask_again(self) -> None:
+        """A resumed agent's mask of its last completed round, published again (see the module docstring).
+
+        Once the neighbours are online (subscribed: a restarted built-in broker has no sessions to
+        queue it in). Only that round's, written before this run's checkpoint: never another run's.
+        """
+        if self.start == 0 or not self.sent_path.is_file():
+            return
+        payload = self.sent_path.read_bytes()
+        try:
+            header = read_common_header(payload)
+        except CodecError:
+            return
+        if (header.sender, header.round) == (self.me, self.start - 1):
+            self.conn.publish(mask_topic(self.lab, self.me), payload, qos=1)
+
     def run_rounds(self) -> None:
         """Every remaining round: a metrics row, a checkpoint and a status update after each."""
         metrics = MetricsLog(self.metrics_path)
@@ -263,6 +299,7 @@ class Join:
                 if row is None:  # interrupted while gathering: not complete; the checkpoint is the last one
                     break
                 metrics.write([row])
+                atomic_write(self.sent_path, self.transport.last_published, durable=True)  # before the checkpoint
                 save_checkpoint(self.ckpt_path, self.agent, t + 1, lab=self.lab, run_id=self.envelope.run_id)
                 self.done_rounds = t + 1
                 if "accuracy" in row:

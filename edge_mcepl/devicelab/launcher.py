@@ -2,17 +2,25 @@
 
 The agents are real processes talking through a real broker, exactly as on separate devices; only
 the machine is shared, so each gets ``cores ÷ agents`` threads (unless the lab sets ``threads``)
-and data loading is serialised (``--load-lock``). Progress comes from the agents' retained status
-messages. At the end the agents' state folders are merged into one run directory in the
-simulator's format (:func:`~edge_mcepl.run_dir.merge_lab_run`); an interrupted lab resumes from the
-agents' checkpoints with ``--resume``.
+and data loading is serialised (``--load-lock``). The data is resolved once here first, so the
+console says what the agents train on (or that they would not find it) before anything starts.
+Progress comes from the agents' retained status messages; an agent whose process fails stops the
+whole lab, since nobody here would restart it and its neighbours would wait on round deadlines.
+At the end the agents' state folders are merged into one run directory in the simulator's format
+(:func:`~edge_mcepl.run_dir.merge_lab_run`).
+
+``lab.json`` records everything the run was started with; ``--resume`` restores it (options given
+again must agree) and appends a session, so an interrupted lab continues from the agents'
+checkpoints exactly as it began.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
+import shlex
 import signal
 import subprocess
 import sys
@@ -22,35 +30,91 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from pydantic import Field
+
 from ..atomic import atomic_write
 from ..comm.broker.credentials import ADMIN_USER
 from ..comm.broker.launcher import BrokerHandle, start_broker
 from ..comm.client import BrokerAddress, MqttConnection, MqttOptions
 from ..comm.topics import check_lab_name, status_topic
 from ..config import LabConfig, load_config
+from ..data.resolve import load_lab_data
 from ..errors import UserError
+from ..nn.zoo import build_model
 from ..profiles import load_profile
 from ..run_dir import FINAL_DIR, agent_dir, merge_lab_run
-from .envelope import explicit_keys, make_envelope, publish_envelope
+from ..validation import AgentId, StrictModel, validate_json
+from .envelope import envelope_digest, explicit_keys, make_envelope, publish_envelope
 from .schema import LabSettings
 
 LAB_INFO_FILE = "lab.json"
 EXIT_INTERRUPTED = 130
+STOPPED_BY_SIGNAL = {128 + signal.SIGINT: "SIGINT", 128 + signal.SIGTERM: "SIGTERM"}  # a join's exit status then
+STOP_GRACE_S = 3.0  # after Ctrl-C: how long the joins may take to stop on their own (most stop at once)
+ERROR_PREFIX = "edge-mcepl: error: "  # how the CLI prints a UserError: the line a failed join's log explains itself in
 
 
 @dataclass
 class LabOptions:
-    """What ``edge-mcepl lab`` was asked to do, beyond the config and its overrides."""
+    """What ``edge-mcepl lab`` was given besides the config and its overrides; None: not given."""
 
     out: str | None = None
-    profiles: list[str] = field(default_factory=list)  # round-robin over agents; empty: no profiles
-    broker_kind: str = "auto"
-    port: int = 0
-    settings: LabSettings = field(default_factory=LabSettings)
-    data_dir: str | None = None
+    profiles: list[str] | None = None  # round-robin over agents; empty: no profiles
+    broker_kind: str | None = None  # None or "auto": mosquitto when installed, else the built-in broker
+    port: int | None = None  # None: a free one
+    settings: LabSettings = field(default_factory=LabSettings)  # its model_fields_set: the ones given
+    verbose: bool = False
     resume: bool = False
-    join_args: list[str] = field(default_factory=list)
     log: Callable[[str], None] = field(default=lambda line: print(line, flush=True))
+
+
+class LabSession(StrictModel):
+    """One start or resume of a lab: its broker and how its join processes ended."""
+
+    started_at: str
+    broker: str
+    broker_url: str
+    exit_codes: dict[AgentId, int] = {}  # empty until its processes have ended
+
+
+class LabRecord(StrictModel):
+    """``lab.json``: what the lab was started with — ``--resume`` restores all of it — and each session.
+
+    The run's fields are written once, when it starts; a resume only appends a session (and repeats
+    its broker and exit codes at the top, where readers of a finished run look).
+    """
+
+    run_id: str = Field(pattern=r"^[0-9a-f]{16}$", description="16 hex digits")
+    config: str  # the lab's YAML, resolved
+    overrides: dict[str, Any]  # config keys set on the command line: "rounds" (--rounds), "data.data_dir", ...
+    profiles: dict[AgentId, str]  # agent → --profile: a bundled name or a resolved file; none: no profiles
+    broker_kind: str  # what ran: mosquitto or python
+    port: int  # --port (0: a free one each session)
+    settings: LabSettings
+    verbose: bool
+    digest: str  # envelope_digest: the config, the files it names, the settings — a resume must publish the same
+    broker: str
+    broker_url: str
+    exit_codes: dict[AgentId, int] = {}
+    sessions: list[LabSession]
+
+
+@dataclass
+class _Plan:
+    """One session of a lab, decided and checked before anything starts: a new run's, or a resumed run's."""
+
+    config_path: str  # as given: the resume hint repeats it
+    config: LabConfig
+    overrides: dict[str, Any]  # the run's config keys from the command line
+    explicit: list[str]
+    profiles: dict[int, str]
+    settings: LabSettings
+    envelope: dict
+    broker_kind: str
+    port: int
+    verbose: bool
+    recorded: LabRecord | None = None  # the run --resume continues
+    run_dir: Path | None = None  # its directory
 
 
 @dataclass
@@ -63,87 +127,245 @@ class _Lab:
     run_id: str
     profiles: dict[int, str]
     broker: BrokerHandle
+    verbose: bool
+    log_offsets: dict[int, int] = field(default_factory=dict)  # where this session starts in each join.log
+
+
+@dataclass
+class _Ending:
+    """How a session's join processes ended."""
+
+    codes: dict[int, int]
+    interrupted: bool = False
+    failed: int | None = None  # the first agent whose process failed: the lab stopped the others then
 
 
 def run_lab(config_path: str, overrides: dict[str, Any], opts: LabOptions) -> int:
     """A broker plus one ``join`` process per agent on this machine; one run directory at the end."""
     say = opts.log
-    config = load_config(config_path, overrides)
-    check_lab_name(config.name, f"{config_path}: name")
-    explicit = explicit_keys(config_path, overrides)
-    for spec in opts.profiles:
-        load_profile(spec)  # validate before starting anything
-    run_dir, run_id = _run_dir(config, opts)
-    envelope = make_envelope(config, explicit, opts.settings, run_id)
-    profiles = {i: opts.profiles[i % len(opts.profiles)] for i in range(config.agents)} if opts.profiles else {}
-    lab_info = {"run_id": run_id, "config": str(Path(config_path).resolve()), "settings": envelope["settings"],
-                "profiles": {str(i): p for i, p in profiles.items()}}
-    broker = start_broker(run_dir / "broker", config.name, config.agents, kind=opts.broker_kind, port=opts.port)
-    lab_info.update(broker=broker.description, broker_url=broker.url)
-    atomic_write(run_dir / LAB_INFO_FILE, json.dumps(lab_info, indent=2))
-    say(f"edge-mcepl lab: {config.name}: {config.agents} agents, {config.rounds} rounds, model {config.model}; "
-        f"run {run_id}; fingerprint {envelope['fingerprint']}")
+    plan = _plan(config_path, overrides, opts)
+    config, envelope = plan.config, plan.envelope
+    say(f"edge-mcepl lab: {config.name}: {config.agents} agents, {config.rounds} rounds, model {config.model}, "
+        f"preset {config.algorithm.preset}, seed {config.seed}")
+    _say_data(config, say)
+    run_dir = plan.run_dir or _new_run_dir(config, opts.out)
+    say(f"{'resuming run' if plan.recorded else 'run'} {envelope['run_id']}; weights fingerprint "
+        f"{envelope['fingerprint']}; run directory {run_dir}")
+    broker = start_broker(run_dir / "broker", config.name, config.agents, kind=plan.broker_kind, port=plan.port)
+    record = _begin_session(plan, broker, run_dir)
     say(f"broker: {broker.description} at {broker.url}; credentials {broker.credentials_file}")
-    codes, interrupted = _run_agents(_Lab(config, explicit, run_dir, run_id, profiles, broker), envelope, opts)
-    lab_info["exit_codes"] = {str(i): c for i, c in codes.items()}
-    atomic_write(run_dir / LAB_INFO_FILE, json.dumps(lab_info, indent=2))
-    if interrupted:
-        say(f"resume with: edge-mcepl lab {config_path} --out {run_dir} --resume")
+    lab = _Lab(config, plan.explicit, run_dir, record.run_id, plan.profiles, broker, plan.verbose)
+    ending = _run_agents(lab, envelope, say)
+    _end_session(record, ending, run_dir)
+    resume = f"edge-mcepl lab {shlex.quote(config_path)} --out {shlex.quote(str(run_dir))} --resume"
+    return _conclude(lab, ending, resume, say)
+
+
+def _plan(config_path: str, overrides: dict[str, Any], opts: LabOptions) -> _Plan:
+    """A new run from the command line, or (``--resume``) the recorded run, with the options given checked."""
+    recorded, run_dir = _read_record(opts.out) if opts.resume else (None, None)
+    given = {k: v for k, v in overrides.items() if v is not None}
+    run_overrides = recorded.overrides if recorded else given
+    config = load_config(config_path, run_overrides)
+    check_lab_name(config.name, f"{config_path}: name")
+    profiles = _profiles(opts.profiles, config.agents) if opts.profiles is not None else None
+    if recorded:
+        _check_resume(recorded, opts, config_path, given, config, profiles)
+    settings = recorded.settings if recorded else opts.settings
+    explicit = explicit_keys(config_path, run_overrides)
+    envelope = make_envelope(config, explicit, settings, recorded.run_id if recorded else None)
+    if recorded and envelope_digest(envelope) != recorded.digest:
+        raise UserError(f"--resume: {config_path} (or a file it names) changed since run {recorded.run_id} started; "
+                        "restore it, or start a new run")
+    return _Plan(config_path=config_path, config=config, overrides=run_overrides, explicit=explicit,
+                 profiles=recorded.profiles if recorded else profiles or {}, settings=settings, envelope=envelope,
+                 broker_kind=recorded.broker_kind if recorded else opts.broker_kind or "auto",
+                 port=opts.port if opts.port is not None else recorded.port if recorded else 0,
+                 verbose=opts.verbose or bool(recorded and recorded.verbose), recorded=recorded, run_dir=run_dir)
+
+
+def _read_record(out: str | None) -> tuple[LabRecord, Path]:
+    """The ``lab.json`` of the run ``--resume`` continues, and its directory."""
+    if not out:
+        raise UserError("--resume needs --out RUN_DIR: the run directory of the lab to continue")
+    path = Path(out) / LAB_INFO_FILE
+    if not path.is_file():
+        raise UserError(f"--resume: {out} is not a lab run directory (no {LAB_INFO_FILE})")
+    return validate_json(LabRecord, path.read_bytes(), str(path)), Path(out)
+
+
+def _profiles(specs: list[str], agents: int) -> dict[int, str]:
+    """Agent → profile, round-robin, each validated now (before anything starts); files by their resolved path.
+
+    A resolved path keeps ``lab.json`` valid from another directory and makes two spellings of one
+    file the same profile when ``--resume`` compares them.
+    """
+    for spec in specs:
+        load_profile(spec)
+    resolved = [str(Path(s).resolve()) if Path(s).is_file() else s for s in specs]
+    return {i: resolved[i % len(resolved)] for i in range(agents)} if resolved else {}
+
+
+def _check_resume(record: LabRecord, opts: LabOptions, config_path: str, given: dict[str, Any], config: LabConfig,
+                  profiles: dict[int, str] | None) -> None:
+    """An option given with ``--resume`` must be the run's (a one-line error names it); the run's are used.
+
+    Config keys compare with the value the run has (``--rounds 6`` is fine when the YAML said 6);
+    ``--port`` and ``--verbose`` only concern this session's broker and logs.
+    """
+    values = config.to_dict()
+    pairs: list[tuple[str, Any, Any]] = [("config", str(Path(config_path).resolve()), record.config)]
+    pairs += [(_option(key), value, _dotted(values, key)) for key, value in given.items()]
+    if profiles is not None and profiles != record.profiles:  # shown as given, and the run's per agent
+        pairs.append(("--profiles", ",".join(opts.profiles or []) or "''", ",".join(record.profiles.values()) or "''"))
+    if opts.broker_kind not in (None, "auto"):
+        pairs.append(("--broker-kind", opts.broker_kind, record.broker_kind))
+    pairs += [(_option(name.removesuffix("_s")), getattr(opts.settings, name), getattr(record.settings, name))
+              for name in sorted(opts.settings.model_fields_set)]
+    for option, value, was in pairs:
+        if value != was:
+            raise UserError(f"--resume: {option} {value} differs from the run's {was} ({opts.out}/{LAB_INFO_FILE}); "
+                            "leave it out: a resumed lab keeps the options it started with")
+
+
+def _option(key: str) -> str:
+    """The command-line option for a dotted config key or a lab setting (``data.data_dir`` → ``--data-dir``)."""
+    return "--" + key.rsplit(".", 1)[-1].replace("_", "-")
+
+
+def _dotted(values: dict[str, Any], key: str) -> Any:
+    """``values["data"]["data_dir"]`` for ``data.data_dir``."""
+    for part in key.split("."):
+        values = values[part]
+    return values
+
+
+def _say_data(config: LabConfig, say: Callable[[str], None]) -> None:
+    """Resolve the data once, as every agent will, to put its source on the console (simulate's lines).
+
+    A missing dataset is thus a one-line error before anything starts, or the synthetic-fallback
+    NOTE when the config allows it; the agents read the same folder (``join --data-dir``). The
+    images are freed on return: each agent loads its own share.
+    """
+    data = load_lab_data(config, build_model(config.model).input_shape, say)
+    say(f"data: {data.description}")
+
+
+def _new_run_dir(config: LabConfig, out: str | None) -> Path:
+    """A new, empty run directory."""
+    run_dir = Path(out) if out else Path("runs") / f"{config.name}-lab-{time.strftime('%Y%m%d-%H%M%S')}"
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise UserError(f"--out {run_dir}: directory exists and is not empty; choose a new run directory "
+                        "(or --resume it)")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+def _begin_session(plan: _Plan, broker: BrokerHandle, run_dir: Path) -> LabRecord:
+    """``lab.json`` with this session appended (a new run's record first), written before the agents start."""
+    session = LabSession(started_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"), broker=broker.description,
+                         broker_url=broker.url)
+    record = plan.recorded or LabRecord(
+        run_id=plan.envelope["run_id"], config=str(Path(plan.config_path).resolve()), overrides=plan.overrides,
+        profiles=plan.profiles, broker_kind=broker.kind, port=plan.port, settings=plan.settings, verbose=plan.verbose,
+        digest=envelope_digest(plan.envelope), broker=broker.description, broker_url=broker.url, sessions=[])
+    record = record.replace(broker=session.broker, broker_url=session.broker_url, exit_codes={},
+                            sessions=[*record.sessions, session])
+    atomic_write(run_dir / LAB_INFO_FILE, record.model_dump_json(indent=2))
+    return record
+
+
+def _end_session(record: LabRecord, ending: _Ending, run_dir: Path) -> None:
+    """The exit codes into ``lab.json``: the latest session's and the top level's."""
+    *earlier, last = record.sessions
+    record = record.replace(exit_codes=ending.codes, sessions=[*earlier, last.replace(exit_codes=ending.codes)])
+    atomic_write(run_dir / LAB_INFO_FILE, record.model_dump_json(indent=2))
+
+
+def _conclude(lab: _Lab, ending: _Ending, resume: str, say: Callable[[str], None]) -> int:
+    """Merge a finished lab into the run directory; after Ctrl-C or a failed agent, how to resume."""
+    run_dir = lab.run_dir
+    if ending.failed is not None:
+        say(f"after fixing agent {ending.failed}'s problem, resume with: {resume}")
+        raise UserError(_failure(lab, ending.failed, ending.codes[ending.failed]))
+    if ending.interrupted:
+        say(f"resume with: {resume}")
         return EXIT_INTERRUPTED
-    summary = merge_lab_run(run_dir, config)
+    summary = merge_lab_run(run_dir, lab.config)
     if summary:
         say(summary)
-    failed = [i for i, c in codes.items() if c != 0]
-    if failed:
-        raise UserError(f"agents {failed} failed (exit codes {[codes[i] for i in failed]}); see "
-                        f"{run_dir}/agents/agent_NNN/join.log")
     final = (f"{run_dir}/final/ (masks for export)" if (run_dir / FINAL_DIR).is_dir()
-             else f"no final/ ({config.algorithm.name} learns weights, not masks: nothing to export)")
+             else f"no final/ ({lab.config.algorithm.name} learns weights, not masks: nothing to export)")
     say(f"wrote {run_dir}/metrics.jsonl, {final}, {run_dir}/summary.txt")
     return 0
 
 
-def _run_dir(config: LabConfig, opts: LabOptions) -> tuple[Path, str]:
-    """The run directory (new and empty, or one to resume) and its run id."""
-    run_dir = Path(opts.out) if opts.out else Path("runs") / f"{config.name}-lab-{time.strftime('%Y%m%d-%H%M%S')}"
-    if opts.resume:
-        if not (run_dir / LAB_INFO_FILE).is_file():
-            raise UserError(f"--resume: {run_dir} is not a lab run directory (no {LAB_INFO_FILE})")
-        run_id = json.loads((run_dir / LAB_INFO_FILE).read_text())["run_id"]
-    else:
-        if run_dir.exists() and any(run_dir.iterdir()):
-            raise UserError(f"--out {run_dir}: directory exists and is not empty; choose a new run directory "
-                            "(or --resume it)")
-        run_id = secrets.token_hex(8)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return run_dir, run_id
+def _failure(lab: _Lab, agent: int, code: int) -> str:
+    """One line: which agent's process failed, how, and the first error line of its log (this session's part)."""
+    log = agent_dir(lab.run_dir, agent) / "join.log"
+    how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with status {code}"
+    line = _error_line(log, lab.log_offsets.get(agent, 0))
+    return (f"agent {agent}: join process {how}" + (f": {line}" if line else "")
+            + f" — the lab stopped its other agents (they checkpointed); see {log}")
 
 
-def _run_agents(lab: _Lab, envelope: dict, opts: LabOptions) -> tuple[dict[int, int], bool]:
-    """Publish the config, run the join processes to the end (or Ctrl-C); their exit codes, and if interrupted."""
+def _error_line(log: Path, offset: int) -> str | None:
+    """A failed join's first error line (the CLI's one-line error, or the last line of a traceback), or None."""
+    try:
+        with open(log, "rb") as f:
+            f.seek(offset)
+            lines = [line.strip() for line in f.read().decode(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return None
+    errors = [line.removeprefix(ERROR_PREFIX) for line in lines if line.startswith(ERROR_PREFIX)]
+    if errors:
+        return errors[0]
+    return lines[-1] if any(line.startswith("Traceback") for line in lines) else None
+
+
+def _run_agents(lab: _Lab, envelope: dict, say: Callable[[str], None]) -> _Ending:
+    """Publish the config, run the join processes to the end, to Ctrl-C or to the first that fails."""
     name, broker = lab.config.name, lab.broker
     admin = MqttConnection(BrokerAddress.parse(broker.url), MqttOptions(ADMIN_USER, broker.credentials.admin_password),
                            f"edge-mcepl-{name}-lab-{secrets.token_hex(3)}", name="lab")
     procs: dict[int, subprocess.Popen] = {}
     logs: list[IO[str]] = []
-    interrupted = False
+    ending = _Ending({})
     try:
         admin.connect()
         publish_envelope(admin, envelope)
         statuses: dict[int, dict] = {}
         admin.on(status_topic(name, "+"), lambda _topic, payload: _file_status(statuses, lab.run_id, payload))
         admin.subscribe([status_topic(name, "+")])
-        _start_joins(lab, opts, procs, logs)
-        opts.log(f"started {len(procs)} join processes (logs: {lab.run_dir}/agents/agent_NNN/join.log)")
-        _watch(procs, statuses, lab.config.rounds, opts.log)
+        _start_joins(lab, procs, logs)
+        say(f"started {len(procs)} join processes (logs: {lab.run_dir}/agents/agent_NNN/join.log)")
+        first = _watch(procs, statuses, lab.config.rounds, say)
+        if first is not None:
+            ending = _stopping_early(first, procs[first].returncode, say)
     except KeyboardInterrupt:
-        interrupted = True
-        opts.log("edge-mcepl lab: interrupted — stopping the agents (they checkpoint) and the broker")
+        ending.interrupted = True
+        say("edge-mcepl lab: interrupted — stopping the agents (they checkpoint) and the broker")
     finally:
-        _stop_joins(procs, logs)
+        _stop_joins(procs, logs, STOP_GRACE_S if ending.interrupted else 0.0)
         admin.close()
         broker.stop()
-    return {i: p.returncode for i, p in procs.items()}, interrupted
+    ending.codes = {i: p.returncode for i, p in procs.items()}
+    return ending
+
+
+def _stopping_early(agent: int, code: int, say: Callable[[str], None]) -> _Ending:
+    """Why the lab stops when ``agent``'s process has ended early: a signal stopped it, or it failed.
+
+    Stopped by SIGINT/SIGTERM (say a Ctrl-C the lab itself ignored), it has checkpointed: the run
+    resumes as it is, like one interrupted here.
+    """
+    if code in STOPPED_BY_SIGNAL:
+        say(f"edge-mcepl lab: agent {agent}'s join process was stopped by {STOPPED_BY_SIGNAL[code]} — stopping the "
+            "other agents (they checkpoint) and the broker")
+        return _Ending({}, interrupted=True)
+    say(f"edge-mcepl lab: agent {agent}'s join process failed — stopping the other agents (they checkpoint) and the "
+        "broker")
+    return _Ending({}, failed=agent)
 
 
 def _file_status(statuses: dict[int, dict], run_id: str, payload: bytes) -> None:  # paho thread
@@ -155,7 +377,7 @@ def _file_status(statuses: dict[int, dict], run_id: str, payload: bytes) -> None
         pass
 
 
-def _start_joins(lab: _Lab, opts: LabOptions, procs: dict[int, subprocess.Popen], logs: list[IO[str]]) -> None:
+def _start_joins(lab: _Lab, procs: dict[int, subprocess.Popen], logs: list[IO[str]]) -> None:
     """One ``edge-mcepl join`` per agent, each with its state folder in the run directory."""
     config, broker = lab.config, lab.broker
     # The processes share this machine: the lab's `threads` if it sets it, else cores ÷ agents
@@ -168,18 +390,30 @@ def _start_joins(lab: _Lab, opts: LabOptions, procs: dict[int, subprocess.Popen]
         folder.mkdir(parents=True, exist_ok=True)
         cmd = [sys.executable, "-m", "edge_mcepl.cli", "join", "--broker", broker.url, "--lab", config.name,
                "--agent-id", str(i), "--credentials", str(broker.credentials_file), "--state-dir", str(folder),
-               "--load-lock", str(lock), "--threads", str(threads), *opts.join_args]
+               "--load-lock", str(lock), "--threads", str(threads)]
         if i in lab.profiles:
             cmd += ["--profile", lab.profiles[i]]
-        if opts.data_dir:
-            cmd += ["--data-dir", opts.data_dir]
-        log_file = open(folder / "join.log", "a")
+        if config.data.data_dir:  # the folder the launcher read, even where it is missing (a fallback)
+            cmd += ["--data-dir", config.data.data_dir]
+        if lab.verbose:
+            cmd.append("--verbose")
+        log_path = folder / "join.log"
+        lab.log_offsets[i] = log_path.stat().st_size if log_path.exists() else 0
+        log_file = open(log_path, "a")
         logs.append(log_file)
         procs[i] = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env)
 
 
-def _stop_joins(procs: dict[int, subprocess.Popen], logs: list[IO[str]]) -> None:
-    """SIGTERM whoever still runs (they checkpoint and say offline), then wait; kill after a minute."""
+def _stop_joins(procs: dict[int, subprocess.Popen], logs: list[IO[str]], grace: float = 0.0) -> None:
+    """SIGTERM whoever still runs after ``grace`` s (they checkpoint and say offline), then wait; kill after a minute.
+
+    After Ctrl-C the joins, which the terminal signalled too, are given the grace to stop on their
+    own: a second signal could reach one that has already put back the default handlers, and kill it.
+    """
+    deadline = time.monotonic() + grace
+    for p in procs.values():
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            p.wait(max(0.0, deadline - time.monotonic()))
     for p in procs.values():
         if p.poll() is None:
             p.send_signal(signal.SIGTERM)
@@ -220,15 +454,20 @@ class _Progress:
 
 
 def _watch(procs: dict[int, subprocess.Popen], statuses: dict[int, dict], rounds: int,
-           say: Callable[[str], None]) -> None:
-    """Print progress from the agents' retained status messages until every process has exited."""
-    progress, reported = _Progress(len(procs), rounds), set()
-    while any(p.poll() is None for p in procs.values()):
+           say: Callable[[str], None]) -> int | None:
+    """Print progress from the agents' retained status messages until every process has exited or one failed.
+
+    Returns the first agent whose process exited non-zero: nobody here restarts it, so its
+    neighbours would only wait for it on every round's deadline.
+    """
+    progress = _Progress(len(procs), rounds)
+    while (failed := _first_failed(procs)) is None and any(p.poll() is None for p in procs.values()):
         time.sleep(0.5)
         line = progress.line(dict(statuses))
         if line:
             say(line)
-        for i, p in procs.items():
-            if p.poll() not in (None, 0) and i not in reported:
-                reported.add(i)
-                say(f"agent {i}: join process exited with status {p.returncode} (see its join.log)")
+    return failed
+
+
+def _first_failed(procs: dict[int, subprocess.Popen]) -> int | None:
+    return next((i for i, p in sorted(procs.items()) if p.poll() not in (None, 0)), None)
