@@ -89,6 +89,7 @@ def test_non_empty_out_dir_is_refused(tmp_path, capsys):
 
 
 def test_missing_data_says_which_command_fetches_it(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()  # a folder that exists but holds no dataset (a missing folder is its own error)
     for dataset in ("cifar10", "mnist"):
         config = tmp_path / f"{dataset}.yaml"
         config.write_text(TINY.replace("dataset: synthetic", f"dataset: {dataset}"))
