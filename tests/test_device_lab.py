@@ -137,6 +137,7 @@ def test_lab_console_says_what_data_it_uses_and_the_agents_use_the_same(tmp_path
     for i in range(2):  # the agents were pointed at the same missing folder (not left to find MNIST elsewhere)
         assert "synthetic (1, 28, 28) data" in (out / "agents" / f"agent_{i:03d}" / "join.log").read_text()
     assert masks_of(out)[1] == masks_of(simulate(tiny_lab_config(**setting), tmp_path))[1]
+    assert read_config(out).data.dataset == "synthetic"  # the run's config.yaml records what was used
 
 
 def test_envelope_round_trip_embeds_files_and_validates(tmp_path):

@@ -37,12 +37,12 @@ from ..comm.broker.credentials import ADMIN_USER
 from ..comm.broker.launcher import BrokerHandle, start_broker
 from ..comm.client import BrokerAddress, MqttConnection, MqttOptions
 from ..comm.topics import check_lab_name, status_topic
-from ..config import LabConfig, load_config
+from ..config import DataConfig, LabConfig, load_config
 from ..data.resolve import load_lab_data
 from ..errors import UserError
 from ..nn.zoo import build_model
 from ..profiles import load_profile
-from ..run_dir import FINAL_DIR, agent_dir, merge_lab_run
+from ..run_dir import FINAL_DIR, LOAD_LOCK, agent_dir, merge_lab_run
 from ..validation import AgentId, StrictModel, validate_json
 from .envelope import envelope_digest, explicit_keys, make_envelope, publish_envelope
 from .schema import LabSettings
@@ -147,14 +147,15 @@ def run_lab(config_path: str, overrides: dict[str, Any], opts: LabOptions) -> in
     config, envelope = plan.config, plan.envelope
     say(f"edge-mcepl lab: {config.name}: {config.agents} agents, {config.rounds} rounds, model {config.model}, "
         f"preset {config.algorithm.preset}, seed {config.seed}")
-    _say_data(config, say)
+    used = _say_data(config, say)
     run_dir = plan.run_dir or _new_run_dir(config, opts.out)
     say(f"{'resuming run' if plan.recorded else 'run'} {envelope['run_id']}; weights fingerprint "
         f"{envelope['fingerprint']}; run directory {run_dir}")
     broker = start_broker(run_dir / "broker", config.name, config.agents, kind=plan.broker_kind, port=plan.port)
     record = _begin_session(plan, broker, run_dir)
     say(f"broker: {broker.description} at {broker.url}; credentials {broker.credentials_file}")
-    lab = _Lab(config, plan.explicit, run_dir, record.run_id, plan.profiles, broker, plan.verbose)
+    # The run's config.yaml records the data the agents used (a fallback says synthetic, as in simulate).
+    lab = _Lab(config.replace(data=used), plan.explicit, run_dir, record.run_id, plan.profiles, broker, plan.verbose)
     ending = _run_agents(lab, envelope, say)
     _end_session(record, ending, run_dir)
     resume = f"edge-mcepl lab {shlex.quote(config_path)} --out {shlex.quote(str(run_dir))} --resume"
@@ -240,15 +241,16 @@ def _dotted(values: dict[str, Any], key: str) -> Any:
     return values
 
 
-def _say_data(config: LabConfig, say: Callable[[str], None]) -> None:
+def _say_data(config: LabConfig, say: Callable[[str], None]) -> DataConfig:
     """Resolve the data once, as every agent will, to put its source on the console (simulate's lines).
 
     A missing dataset is thus a one-line error before anything starts, or the synthetic-fallback
     NOTE when the config allows it; the agents read the same folder (``join --data-dir``). The
-    images are freed on return: each agent loads its own share.
+    images are freed on return: each agent loads its own share. Returns the data config used.
     """
     data = load_lab_data(config, build_model(config.model).input_shape, say)
     say(f"data: {data.description}")
+    return data.config
 
 
 def _new_run_dir(config: LabConfig, out: str | None) -> Path:
@@ -384,7 +386,7 @@ def _start_joins(lab: _Lab, procs: dict[int, subprocess.Popen], logs: list[IO[st
     # (a profile's training.threads describes a real device, not a process among N on one CPU).
     threads = config.threads if "threads" in lab.explicit else max(1, (os.cpu_count() or 1) // config.agents)
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1")
-    lock = lab.run_dir / ".data-load.lock"
+    lock = lab.run_dir / LOAD_LOCK
     for i in range(config.agents):
         folder = agent_dir(lab.run_dir, i)
         folder.mkdir(parents=True, exist_ok=True)
