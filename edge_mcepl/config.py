@@ -17,12 +17,11 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from .algorithms.registry import RULE_NAMES
 from .errors import UserError
-from .validation import StrictModel, set_dotted, validate
+from .validation import StrictModel, read_yaml, set_dotted, validate
 from .wire.masks import MASK_CODECS
 
 ALGORITHMS: tuple[str, ...] = RULE_NAMES  # each rule reads its own knobs from the algorithm section
@@ -154,12 +153,7 @@ class LabConfig(StrictModel):
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> LabConfig:
     """Read a YAML lab config, apply dotted-key ``overrides`` (CLI options), validate."""
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read config ({exc.strerror})") from None
-    except yaml.YAMLError as exc:
-        raise UserError(f"{path}: invalid YAML ({str(exc).splitlines()[0]})") from None
+    raw = read_yaml(path, "config") or {}
     if isinstance(raw, dict):
         raw = _resolve_paths(raw, path.parent)
     return config_from_dict(raw, str(path), overrides)

@@ -57,11 +57,10 @@ from functools import cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import Field, field_validator
 
 from .errors import UserError
-from .validation import StrictModel, validate
+from .validation import StrictModel, read_yaml, validate
 
 BUNDLED_DIR = Path(__file__).resolve().parent / "device_profiles"
 EFFICIENCY = 0.3
@@ -163,13 +162,7 @@ def resolve_profile_path(spec: str | os.PathLike) -> Path:
 def load_profile(spec: str | os.PathLike) -> DeviceProfile:
     """Load and validate a profile given as a path or a bundled name."""
     path = resolve_profile_path(spec)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read profile ({exc.strerror})") from None
-    except yaml.YAMLError as exc:
-        raise UserError(f"{path}: invalid YAML ({str(exc).splitlines()[0]})") from None
-    return profile_from_dict(raw, str(path))
+    return profile_from_dict(read_yaml(path, "profile"), str(path))
 
 
 def profile_from_dict(raw: Any, source: str = "profile") -> DeviceProfile:

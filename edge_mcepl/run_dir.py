@@ -32,7 +32,7 @@ from .atomic import atomic_write
 from .config import DEVICE_PATTERN, LabConfig, Ratio, config_from_dict
 from .errors import UserError
 from .metrics import read_completed_rows, summary_table, write_metrics
-from .validation import AgentId, Fingerprint, StrictModel, validate_json
+from .validation import AgentId, Fingerprint, StrictModel, read_yaml, validate_json
 
 RUN_FORMAT = "edge-mcepl-run/1"
 CONFIG_FILE, METRICS_FILE, SUMMARY_FILE = "config.yaml", "metrics.jsonl", "summary.txt"
@@ -237,13 +237,7 @@ def read_state(run_dir: Path) -> RunState:
 def read_config(run_dir: Path) -> LabConfig:
     """``config.yaml``, validated like any lab config."""
     path = run_dir / CONFIG_FILE
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read the run's config ({exc.strerror}); export needs it for "
-                        "algorithm.elu_logits and the data") from None
-    except yaml.YAMLError as exc:
-        raise UserError(f"{path}: invalid YAML ({str(exc).splitlines()[0]})") from None
+    raw = read_yaml(path, "the run's config", "; export needs it for algorithm.elu_logits and the data")
     return config_from_dict(raw if isinstance(raw, dict) else {}, str(path))
 
 

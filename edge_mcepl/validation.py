@@ -49,9 +49,11 @@ import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any, Literal, TypeGuard, TypeVar, Union
 
 import annotated_types
+import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails
@@ -83,6 +85,16 @@ class StrictModel(BaseModel):
     def replace(self: _S, **changes: Any) -> _S:
         """A copy with ``changes``, validated like a new instance (``model_copy(update=...)`` is not)."""
         return type(self).model_validate({**dict(self), **changes})
+
+
+def read_yaml(path: Path, what: str, hint: str = "") -> Any:
+    """A YAML file's data for :func:`validate`; unreadable or invalid YAML is one line naming the file."""
+    try:
+        return yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read {what} ({exc.strerror}){hint}") from None
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path}: invalid YAML ({str(exc).splitlines()[0]})") from None
 
 
 def validate(model: type[M], raw: Any, source: str) -> M:

@@ -19,7 +19,7 @@ from pydantic import Field, model_validator
 
 from ...atomic import atomic_write
 from ...errors import UserError
-from ...validation import AgentId, StrictModel, validate
+from ...validation import AgentId, StrictModel, read_yaml, validate
 from ..topics import LAB_NAME_RE, lab_prefix
 
 ADMIN_USER = "lab-admin"
@@ -89,13 +89,7 @@ class LabCredentials:
     @classmethod
     def load(cls, path: str | Path) -> LabCredentials:
         path = Path(path)
-        try:
-            raw = yaml.safe_load(path.read_text())
-        except OSError as exc:
-            raise UserError(f"{path}: cannot read credentials ({exc.strerror})") from None
-        except yaml.YAMLError as exc:
-            raise UserError(f"{path}: invalid YAML ({str(exc).splitlines()[0]})") from None
-        data = validate(CredentialsFile, raw, str(path))
+        data = validate(CredentialsFile, read_yaml(path, "credentials"), str(path))
         return cls(data.lab, data.admin.password, {i: entry.password for i, entry in data.agents.items()}, data.broker)
 
 
