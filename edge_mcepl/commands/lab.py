@@ -34,7 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..devicelab.launcher import LabOptions, run_lab
+    from ..devicelab.launcher import run_lab
+    from ..devicelab.session import LabOptions
 
     data_dir = args.data_dir and str(Path(args.data_dir).resolve())
     overrides = {"rounds": args.rounds, "agents": args.agents, "seed": args.seed, "eval_every": args.eval_every,

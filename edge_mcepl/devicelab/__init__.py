@@ -10,5 +10,6 @@ Roles:
   refuses to train if the weights fingerprint differs, then runs rounds over MQTT with a round
   deadline, bounded staleness and a checkpoint after every round;
 - ``edge-mcepl lab`` (:mod:`.launcher`) does all of it on one machine: a broker, N join processes,
-  and one run directory in the simulator's format (:func:`edge_mcepl.run_dir.merge_lab_run`).
+  and one run directory in the simulator's format (:func:`edge_mcepl.run_dir.merge_lab_run`);
+  :mod:`.session` plans each start or ``--resume`` from the command line and ``lab.json``.
 """

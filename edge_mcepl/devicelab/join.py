@@ -11,6 +11,10 @@ its inbox (QoS 1 acknowledges on arrival), so a lab restarted together (``lab --
 exactly where it stopped.
 SIGINT/SIGTERM set a flag the round loop checks at safe points; the exit status says how it ended
 (0 done, 3 the lab was restarted with a new config, 128 + signal interrupted).
+
+Longer than most modules (≈ 430 lines) on purpose: it is one device's whole lifecycle, and every
+phase shares the same connection, transport, stop flag and state folder — split across modules,
+the order of the phases (which is what matters when a device restarts) would be hard to see.
 """
 
 from __future__ import annotations

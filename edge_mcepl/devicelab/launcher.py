@@ -11,7 +11,7 @@ At the end the agents' state folders are merged into one run directory in the si
 
 ``lab.json`` records everything the run was started with; ``--resume`` restores it (options given
 again must agree) and appends a session, so an interrupted lab continues from the agents'
-checkpoints exactly as it began.
+checkpoints exactly as it began (:mod:`.session` plans a session; this module runs it).
 """
 
 from __future__ import annotations
@@ -30,91 +30,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from pydantic import Field
-
-from ..atomic import atomic_write
 from ..comm.broker.credentials import ADMIN_USER
 from ..comm.broker.launcher import BrokerHandle, start_broker
 from ..comm.client import BrokerAddress, MqttConnection, MqttOptions
-from ..comm.topics import check_lab_name, status_topic
-from ..config import DataConfig, LabConfig, load_config
+from ..comm.topics import status_topic
+from ..config import DataConfig, LabConfig
 from ..data.resolve import load_lab_data
 from ..errors import UserError
 from ..nn.zoo import build_model
-from ..profiles import load_profile
 from ..run_dir import FINAL_DIR, LOAD_LOCK, agent_dir, merge_lab_run
-from ..validation import AgentId, StrictModel, validate_json
-from .envelope import envelope_digest, explicit_keys, make_envelope, publish_envelope
-from .schema import LabSettings
+from .envelope import publish_envelope
+from .session import LabOptions, begin_session, end_session, new_run_dir, plan_session
 
-LAB_INFO_FILE = "lab.json"
 EXIT_INTERRUPTED = 130
 STOPPED_BY_SIGNAL = {128 + signal.SIGINT: "SIGINT", 128 + signal.SIGTERM: "SIGTERM"}  # a join's exit status then
 STOP_GRACE_S = 3.0  # after Ctrl-C: how long the joins may take to stop on their own (most stop at once)
 ERROR_PREFIX = "edge-mcepl: error: "  # how the CLI prints a UserError: the line a failed join's log explains itself in
-
-
-@dataclass
-class LabOptions:
-    """What ``edge-mcepl lab`` was given besides the config and its overrides; None: not given."""
-
-    out: str | None = None
-    profiles: list[str] | None = None  # round-robin over agents; empty: no profiles
-    broker_kind: str | None = None  # None or "auto": mosquitto when installed, else the built-in broker
-    port: int | None = None  # None: a free one
-    settings: LabSettings = field(default_factory=LabSettings)  # its model_fields_set: the ones given
-    verbose: bool = False
-    resume: bool = False
-    log: Callable[[str], None] = field(default=lambda line: print(line, flush=True))
-
-
-class LabSession(StrictModel):
-    """One start or resume of a lab: its broker and how its join processes ended."""
-
-    started_at: str
-    broker: str
-    broker_url: str
-    exit_codes: dict[AgentId, int] = {}  # empty until its processes have ended
-
-
-class LabRecord(StrictModel):
-    """``lab.json``: what the lab was started with — ``--resume`` restores all of it — and each session.
-
-    The run's fields are written once, when it starts; a resume only appends a session (and repeats
-    its broker and exit codes at the top, where readers of a finished run look).
-    """
-
-    run_id: str = Field(pattern=r"^[0-9a-f]{16}$", description="16 hex digits")
-    config: str  # the lab's YAML, resolved
-    overrides: dict[str, Any]  # config keys set on the command line: "rounds" (--rounds), "data.data_dir", ...
-    profiles: dict[AgentId, str]  # agent → --profile: a bundled name or a resolved file; none: no profiles
-    broker_kind: str  # what ran: mosquitto or python
-    port: int  # --port (0: a free one each session)
-    settings: LabSettings
-    verbose: bool
-    digest: str  # envelope_digest: the config, the files it names, the settings — a resume must publish the same
-    broker: str
-    broker_url: str
-    exit_codes: dict[AgentId, int] = {}
-    sessions: list[LabSession]
-
-
-@dataclass
-class _Plan:
-    """One session of a lab, decided and checked before anything starts: a new run's, or a resumed run's."""
-
-    config_path: str  # as given: the resume hint repeats it
-    config: LabConfig
-    overrides: dict[str, Any]  # the run's config keys from the command line
-    explicit: list[str]
-    profiles: dict[int, str]
-    settings: LabSettings
-    envelope: dict
-    broker_kind: str
-    port: int
-    verbose: bool
-    recorded: LabRecord | None = None  # the run --resume continues
-    run_dir: Path | None = None  # its directory
 
 
 @dataclass
@@ -143,102 +74,23 @@ class _Ending:
 def run_lab(config_path: str, overrides: dict[str, Any], opts: LabOptions) -> int:
     """A broker plus one ``join`` process per agent on this machine; one run directory at the end."""
     say = opts.log
-    plan = _plan(config_path, overrides, opts)
+    plan = plan_session(config_path, overrides, opts)
     config, envelope = plan.config, plan.envelope
     say(f"edge-mcepl lab: {config.name}: {config.agents} agents, {config.rounds} rounds, model {config.model}, "
         f"preset {config.algorithm.preset}, seed {config.seed}")
     used = _say_data(config, say)
-    run_dir = plan.run_dir or _new_run_dir(config, opts.out)
+    run_dir = plan.run_dir or new_run_dir(config, opts.out)
     say(f"{'resuming run' if plan.recorded else 'run'} {envelope['run_id']}; weights fingerprint "
         f"{envelope['fingerprint']}; run directory {run_dir}")
     broker = start_broker(run_dir / "broker", config.name, config.agents, kind=plan.broker_kind, port=plan.port)
-    record = _begin_session(plan, broker, run_dir)
+    record = begin_session(plan, broker, run_dir)
     say(f"broker: {broker.description} at {broker.url}; credentials {broker.credentials_file}")
     # The run's config.yaml records the data the agents used (a fallback says synthetic, as in simulate).
     lab = _Lab(config.replace(data=used), plan.explicit, run_dir, record.run_id, plan.profiles, broker, plan.verbose)
     ending = _run_agents(lab, envelope, say)
-    _end_session(record, ending, run_dir)
+    end_session(record, ending.codes, run_dir)
     resume = f"edge-mcepl lab {shlex.quote(config_path)} --out {shlex.quote(str(run_dir))} --resume"
     return _conclude(lab, ending, resume, say)
-
-
-def _plan(config_path: str, overrides: dict[str, Any], opts: LabOptions) -> _Plan:
-    """A new run from the command line, or (``--resume``) the recorded run, with the options given checked."""
-    recorded, run_dir = _read_record(opts.out) if opts.resume else (None, None)
-    given = {k: v for k, v in overrides.items() if v is not None}
-    run_overrides = recorded.overrides if recorded else given
-    config = load_config(config_path, run_overrides)
-    check_lab_name(config.name, f"{config_path}: name")
-    profiles = _profiles(opts.profiles, config.agents) if opts.profiles is not None else None
-    if recorded:
-        _check_resume(recorded, opts, config_path, given, config, profiles)
-    settings = recorded.settings if recorded else opts.settings
-    explicit = explicit_keys(config_path, run_overrides)
-    envelope = make_envelope(config, explicit, settings, recorded.run_id if recorded else None)
-    if recorded and envelope_digest(envelope) != recorded.digest:
-        raise UserError(f"--resume: {config_path} (or a file it names) changed since run {recorded.run_id} started; "
-                        "restore it, or start a new run")
-    return _Plan(config_path=config_path, config=config, overrides=run_overrides, explicit=explicit,
-                 profiles=recorded.profiles if recorded else profiles or {}, settings=settings, envelope=envelope,
-                 broker_kind=recorded.broker_kind if recorded else opts.broker_kind or "auto",
-                 port=opts.port if opts.port is not None else recorded.port if recorded else 0,
-                 verbose=opts.verbose or bool(recorded and recorded.verbose), recorded=recorded, run_dir=run_dir)
-
-
-def _read_record(out: str | None) -> tuple[LabRecord, Path]:
-    """The ``lab.json`` of the run ``--resume`` continues, and its directory."""
-    if not out:
-        raise UserError("--resume needs --out RUN_DIR: the run directory of the lab to continue")
-    path = Path(out) / LAB_INFO_FILE
-    if not path.is_file():
-        raise UserError(f"--resume: {out} is not a lab run directory (no {LAB_INFO_FILE})")
-    return validate_json(LabRecord, path.read_bytes(), str(path)), Path(out)
-
-
-def _profiles(specs: list[str], agents: int) -> dict[int, str]:
-    """Agent → profile, round-robin, each validated now (before anything starts); files by their resolved path.
-
-    A resolved path keeps ``lab.json`` valid from another directory and makes two spellings of one
-    file the same profile when ``--resume`` compares them.
-    """
-    for spec in specs:
-        load_profile(spec)
-    resolved = [str(Path(s).resolve()) if Path(s).is_file() else s for s in specs]
-    return {i: resolved[i % len(resolved)] for i in range(agents)} if resolved else {}
-
-
-def _check_resume(record: LabRecord, opts: LabOptions, config_path: str, given: dict[str, Any], config: LabConfig,
-                  profiles: dict[int, str] | None) -> None:
-    """An option given with ``--resume`` must be the run's (a one-line error names it); the run's are used.
-
-    Config keys compare with the value the run has (``--rounds 6`` is fine when the YAML said 6);
-    ``--port`` and ``--verbose`` only concern this session's broker and logs.
-    """
-    values = config.to_dict()
-    pairs: list[tuple[str, Any, Any]] = [("config", str(Path(config_path).resolve()), record.config)]
-    pairs += [(_option(key), value, _dotted(values, key)) for key, value in given.items()]
-    if profiles is not None and profiles != record.profiles:  # shown as given, and the run's per agent
-        pairs.append(("--profiles", ",".join(opts.profiles or []) or "''", ",".join(record.profiles.values()) or "''"))
-    if opts.broker_kind not in (None, "auto"):
-        pairs.append(("--broker-kind", opts.broker_kind, record.broker_kind))
-    pairs += [(_option(name.removesuffix("_s")), getattr(opts.settings, name), getattr(record.settings, name))
-              for name in sorted(opts.settings.model_fields_set)]
-    for option, value, was in pairs:
-        if value != was:
-            raise UserError(f"--resume: {option} {value} differs from the run's {was} ({opts.out}/{LAB_INFO_FILE}); "
-                            "leave it out: a resumed lab keeps the options it started with")
-
-
-def _option(key: str) -> str:
-    """The command-line option for a dotted config key or a lab setting (``data.data_dir`` → ``--data-dir``)."""
-    return "--" + key.rsplit(".", 1)[-1].replace("_", "-")
-
-
-def _dotted(values: dict[str, Any], key: str) -> Any:
-    """``values["data"]["data_dir"]`` for ``data.data_dir``."""
-    for part in key.split("."):
-        values = values[part]
-    return values
 
 
 def _say_data(config: LabConfig, say: Callable[[str], None]) -> DataConfig:
@@ -251,37 +103,6 @@ def _say_data(config: LabConfig, say: Callable[[str], None]) -> DataConfig:
     data = load_lab_data(config, build_model(config.model).input_shape, say)
     say(f"data: {data.description}")
     return data.config
-
-
-def _new_run_dir(config: LabConfig, out: str | None) -> Path:
-    """A new, empty run directory."""
-    run_dir = Path(out) if out else Path("runs") / f"{config.name}-lab-{time.strftime('%Y%m%d-%H%M%S')}"
-    if run_dir.exists() and any(run_dir.iterdir()):
-        raise UserError(f"--out {run_dir}: directory exists and is not empty; choose a new run directory "
-                        "(or --resume it)")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return run_dir
-
-
-def _begin_session(plan: _Plan, broker: BrokerHandle, run_dir: Path) -> LabRecord:
-    """``lab.json`` with this session appended (a new run's record first), written before the agents start."""
-    session = LabSession(started_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"), broker=broker.description,
-                         broker_url=broker.url)
-    record = plan.recorded or LabRecord(
-        run_id=plan.envelope["run_id"], config=str(Path(plan.config_path).resolve()), overrides=plan.overrides,
-        profiles=plan.profiles, broker_kind=broker.kind, port=plan.port, settings=plan.settings, verbose=plan.verbose,
-        digest=envelope_digest(plan.envelope), broker=broker.description, broker_url=broker.url, sessions=[])
-    record = record.replace(broker=session.broker, broker_url=session.broker_url, exit_codes={},
-                            sessions=[*record.sessions, session])
-    atomic_write(run_dir / LAB_INFO_FILE, record.model_dump_json(indent=2))
-    return record
-
-
-def _end_session(record: LabRecord, ending: _Ending, run_dir: Path) -> None:
-    """The exit codes into ``lab.json``: the latest session's and the top level's."""
-    *earlier, last = record.sessions
-    record = record.replace(exit_codes=ending.codes, sessions=[*earlier, last.replace(exit_codes=ending.codes)])
-    atomic_write(run_dir / LAB_INFO_FILE, record.model_dump_json(indent=2))
 
 
 def _conclude(lab: _Lab, ending: _Ending, resume: str, say: Callable[[str], None]) -> int:
