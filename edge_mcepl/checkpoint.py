@@ -47,6 +47,7 @@ class CheckpointMeta(StrictModel):
     fingerprint: Fingerprint
     retention_conv: Ratio
     retention_linear: Ratio
+    width: Ratio = 1.0  # ordered width (absent in checkpoints written before it existed: full width)
     layer_shapes: list[list[Size]]
     sampler_pos: int = Field(ge=0)
     sampler_n: int = Field(ge=0)
@@ -78,8 +79,8 @@ def save_checkpoint(path: str | Path, agent: Agent, next_round: int, *, lab: str
     meta = CheckpointMeta(
         format=FORMAT, next_round=next_round, agent_id=agent.agent_id, fingerprint=agent.fingerprint.hex(),
         retention_conv=agent.rule.retention.conv, retention_linear=agent.rule.retention.linear,
-        layer_shapes=[list(s) for s in agent.layer_shapes], sampler_pos=int(sampler._pos), sampler_n=int(sampler.n),
-        batch_size=int(sampler.batch_size),
+        width=agent.rule.retention.width, layer_shapes=[list(s) for s in agent.layer_shapes],
+        sampler_pos=int(sampler._pos), sampler_n=int(sampler.n), batch_size=int(sampler.batch_size),
         rule_arrays={name: (a.dtype.str, list(a.shape)) for name, a in rule_state.items()}, lab=lab, run_id=run_id)
     text = json.dumps(meta.model_dump(mode="json"))
     arrays: dict[str, np.ndarray] = {"meta": np.frombuffer(text.encode(), dtype=np.uint8), **rule_state}
@@ -127,7 +128,8 @@ def restore_agent(agent: Agent, ckpt: Checkpoint, source: str = "checkpoint", *,
     meta = ckpt.meta
     checks = {"agent_id": agent.agent_id, "fingerprint": agent.fingerprint.hex(),
               "layer_shapes": [list(s) for s in agent.layer_shapes], "retention_conv": agent.rule.retention.conv,
-              "retention_linear": agent.rule.retention.linear, "sampler_n": agent.sampler.n,
+              "retention_linear": agent.rule.retention.linear, "width": agent.rule.retention.width,
+              "sampler_n": agent.sampler.n,
               "batch_size": agent.sampler.batch_size, "lab": lab, "run_id": run_id}
     for key, want in checks.items():
         if (got := getattr(meta, key)) != want:

@@ -90,14 +90,27 @@ class TopologyConfig(StrictModel):
 
 
 class RetentionConfig(StrictModel):
-    """Fraction of weights kept. A list is assigned round-robin: agent i gets ``list[i % len]``."""
+    """What each agent keeps. A list is assigned round-robin: agent i gets ``list[i % len]``.
+
+    ``width``: the share of filters (ordered width, docs/algorithm.md#width; 1 = every filter, the
+    paper's setting); ``conv`` / ``linear``: the fraction of weights kept inside those filters.
+    """
 
     conv: Ratios = 0.3
     linear: Ratios = 0.9
+    width: Ratios = 1.0
 
     def for_agent(self, agent_id: int) -> tuple[float, float]:
-        pick = lambda v: v[agent_id % len(v)] if isinstance(v, list) else v  # noqa: E731
-        return pick(self.conv), pick(self.linear)
+        """(conv, linear) retention ratios of agent ``agent_id``."""
+        return _pick(self.conv, agent_id), _pick(self.linear, agent_id)
+
+    def width_for(self, agent_id: int) -> float:
+        return _pick(self.width, agent_id)
+
+
+def _pick(value: float | list[float], agent_id: int) -> float:
+    """A round-robin list's entry for ``agent_id``, or the single value everyone gets."""
+    return value[agent_id % len(value)] if isinstance(value, list) else value
 
 
 class AlgorithmConfig(StrictModel):

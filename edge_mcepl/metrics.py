@@ -70,11 +70,12 @@ def summary_table(rows: list[dict[str, Any]]) -> str:
     sent: dict[int, int] = {}
     for r in rows:
         sent[r["agent"]] = sent.get(r["agent"], 0) + r["bytes_sent"]
-    header = ("agent", "classes", "r_conv", "accuracy", "density", "live conv filters", "MB sent")
+    header = ("agent", "classes", "r_conv", "width", "accuracy", "density", "live conv filters", "MB sent")
     lines = [header]
     for r in final:
         convs = " ".join(f"{n}/{total}" for n, total in zip(r["live_filters"], r["filters"][: r["conv_layers"]]))
         lines.append((str(r["agent"]), ",".join(map(str, r["classes"])), f"{r['retention_conv']:.2f}",
+                      f"{r.get('width', 1.0):.3g}",
                       f"{r['accuracy']:.4f}", f"{r['density']:.3f}", convs, f"{sent[r['agent']] / 1e6:.2f}"))
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     text = ["  ".join(cell.rjust(w) for cell, w in zip(line, widths)) for line in lines]

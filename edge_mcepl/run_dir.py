@@ -69,6 +69,7 @@ class AgentRecord(_Part):
     id: AgentId
     retention_conv: Ratio
     retention_linear: Ratio
+    width: Ratio = 1.0  # ordered width (docs/algorithm.md#width); runs before it existed are full width
     neighbours: list[AgentId]
     classes: list[int]
 
@@ -212,6 +213,9 @@ def config_as_run(config: LabConfig, finished: Mapping[int, AgentResult]) -> tup
             for i in range(config.agents)]
     if any(r != config.retention.for_agent(i)[0] for i, r in enumerate(conv)):
         values["retention.conv"] = conv[0] if len(set(conv)) == 1 else conv
+    width = [finished[i].width if i in finished else config.retention.width_for(i) for i in range(config.agents)]
+    if any(w != config.retention.width_for(i) for i, w in enumerate(width)):
+        values["retention.width"] = width[0] if len(set(width)) == 1 else width
     differences = []
     for name, key in SETTING_KEYS.items():
         chosen = {i: getattr(r.settings, name) for i, r in finished.items() if r.settings is not None}

@@ -53,7 +53,8 @@ def build_agent(config: LabConfig, data: LabData, topology: Topology, fixed: Fix
     rule_cls = rule_class(config.algorithm.name)
     graph_neighbours = topology.neighbours(agent_id)
     rule = rule_cls.build(RuleContext(
-        model=model, algorithm=config.algorithm, retention=Retention(*config.retention.for_agent(agent_id)),
+        model=model, algorithm=config.algorithm, retention=Retention(*config.retention.for_agent(agent_id),
+                                                                   width=config.retention.width_for(agent_id)),
         agent_id=agent_id, seed=config.seed, per_agent_scores=config.per_agent_scores,
         degrees={j: topology.degree(j) for j in (agent_id, *graph_neighbours)}, total_rounds=config.rounds))
     neighbours = graph_neighbours if rule_cls.exchanges_messages else ()
@@ -66,6 +67,7 @@ def agent_record(agent: Agent, classes: Sequence[int]) -> AgentRecord:
     """What a run directory keeps of ``agent`` besides its mask: the simulator's and a device's, built alike."""
     retention = agent.rule.retention
     return AgentRecord(id=agent.agent_id, retention_conv=retention.conv, retention_linear=retention.linear,
+                       width=retention.width,
                        neighbours=list(agent.neighbours), classes=list(classes))
 
 
@@ -130,7 +132,8 @@ class Simulator:
         write_config(run_dir, self.config)
         metrics = MetricsLog(run_dir / "metrics.jsonl")
         static = [{"classes": list(self.data.partitions[a.agent_id].classes),
-                   "retention_conv": a.rule.retention.conv, "conv_layers": self.conv_layers,
+                   "retention_conv": a.rule.retention.conv, "width": a.rule.retention.width,
+                   "conv_layers": self.conv_layers,
                    "filters": [shape[0] for shape in a.layer_shapes]} for a in self.agents]
         bar = tqdm(range(self.config.rounds), desc=self.config.name, unit="round", disable=not progress)
         try:

@@ -13,7 +13,7 @@ from edge_mcepl.simulator import Simulator
 
 from conftest import tiny_lab_config
 
-MASK_RULES = {"mcepl", "local_only", "mask_averaging"}
+MASK_RULES = {"mcepl", "local_only", "mask_averaging", "learned_filters"}
 
 
 def test_the_config_accepts_exactly_the_registered_rules():

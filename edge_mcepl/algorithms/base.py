@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..config import AlgorithmConfig
+from ..errors import UserError
 from ..nn.masking import live_filters
 from ..nn.zoo import MaskedNetwork
 from .params import Retention, RuleParams
@@ -65,8 +66,12 @@ class LearningRule(ABC, Generic[M, C]):
 
     learns_masks: ClassVar[bool] = False  # its message is a mask message export can read
     exchanges_messages: ClassVar[bool] = True  # False: the agent is built with no neighbours
+    supports_width: ClassVar[bool] = False  # True: it trains and exchanges blocks of retention.width < 1
 
     def __init__(self, model: MaskedNetwork, params: RuleParams, retention: Retention) -> None:
+        if retention.width != 1 and not self.supports_width:
+            raise UserError(f"retention.width {retention.width:g}: the {type(self).__name__} rule trains whole "
+                            "layers only; use width 1 (the rules with ordered width: docs/algorithm.md#width)")
         self.model, self.params, self.retention = model, params, retention
         model.elu_logits = params.elu_logits
 

@@ -26,9 +26,11 @@ from torch import Tensor
 
 from ..nn.group_lasso import group_lasso_gradient
 from ..nn.weights import seeded_bernoulli_prior, seeded_scores
+from ..nn.width import block_slices
 from ..nn.zoo import MaskedNetwork
 from ..wire.masks import MaskMessage, decode_masks, encode_masks
 from .base import LearningRule, RuleContext, arrays
+from .holders import mean_over_holders
 from .params import Retention, RuleParams, params_from
 from .score_mask import ScoreMask
 
@@ -50,24 +52,40 @@ class MCEPL(LearningRule[MaskMessage, list[Tensor]]):
     """Holds one agent's scores and neighbour means and applies the MCE-PL update to them."""
 
     learns_masks = True
+    supports_width = True
     layer_mask: ClassVar[type[ScoreMask]] = ScoreMask
     params: MCEPLParams
 
     def __init__(self, model: MaskedNetwork, params: MCEPLParams, retention: Retention, *, seed: int,
                  agent_id: int | None = None) -> None:
-        """``seed`` draws the initial scores (shared, or this agent's own when ``agent_id`` is given) and m̄⁽⁰⁾."""
+        """``seed`` draws the initial scores (shared, or this agent's own when ``agent_id`` is given) and m̄⁽⁰⁾.
+
+        With ``retention.width`` < 1 the model computes its ordered-width block only, and every
+        per-layer tensor (scores, m̄, mask) is that block: the leading corner of what a full-width
+        agent of the same seed draws, so agents of different widths start from the same values.
+        """
         super().__init__(model, params, retention)
+        self.narrow_model()
         self.layers: list[ScoreMask] = []
         for (name, layer), scores in zip(model.masked_layers(), seeded_scores(model, seed, agent_id)):
             r = retention.for_layer(layer)
-            shape = tuple(layer.weight.shape)
-            prior = (seeded_bernoulli_prior(shape, r, seed, name) if params.round0_prior == "bernoulli"
-                     else torch.zeros(shape))
-            state = self.layer_mask(scores.to(layer.weight.device), prior.to(layer.weight.device), r,
+            full = tuple(layer.weight.shape)
+            prior = (seeded_bernoulli_prior(full, r, seed, name) if params.round0_prior == "bernoulli"
+                     else torch.zeros(full))
+            block = block_slices(layer.block_shape)
+            state = self.layer_mask(scores[block].to(layer.weight.device), prior[block].to(layer.weight.device), r,
                                     use_aggregation_tensor=params.aggregation_tensor,
                                     min_kept_per_filter=params.min_kept_per_filter)
             layer.use(state)
             self.layers.append(state)
+        self.link_layers()
+
+    def narrow_model(self) -> None:
+        """Ordered width: the model computes the leading block of every layer (docs/algorithm.md#width)."""
+        self.model.narrow(self.retention.width)
+
+    def link_layers(self) -> None:
+        """Hook for a variant whose layer masks depend on the layer before (learned filter selection)."""
 
     @classmethod
     def build(cls, ctx: RuleContext) -> MCEPL:
@@ -110,19 +128,18 @@ class MCEPL(LearningRule[MaskMessage, list[Tensor]]):
 
     def decode_message(self, payload: bytes, *, fingerprint: bytes, shapes: Sequence[tuple[int, ...]],
                        key: bytes | None) -> MaskMessage:
-        return decode_masks(payload, expected_fingerprint=fingerprint, expected_shapes=shapes, key=key)
+        """A neighbour's masks: any ordered-width block of the lab's ``shapes`` (its width is its own)."""
+        return decode_masks(payload, expected_fingerprint=fingerprint, expected_shapes=shapes, key=key, nested=True)
 
     def received_content(self, msg: MaskMessage) -> list[Tensor]:
         """A neighbour's binary masks, one float tensor per layer (what :meth:`aggregate` averages)."""
         return [torch.from_numpy(m).to(self.model.device) for m in msg.masks]
 
     def aggregate(self, received: Sequence[list[Tensor]]) -> None:
-        """m̄ ← mean of the masks received (uniform 1/|heard from|); zeros when nobody was heard."""
+        """m̄ ← per entry, the mean of the received masks that hold it (uniform 1/|heard from| when all
+        widths match); zeros where nobody was heard (docs/algorithm.md#width)."""
         for i, state in enumerate(self.layers):
-            total = torch.zeros_like(state.scores, requires_grad=False)
-            for masks in received:
-                total.add_(masks[i])
-            state.neighbour_mean = total.div_(len(received)) if received else total
+            state.neighbour_mean = mean_over_holders([masks[i] for masks in received], state.scores)
 
     def consensus_step(self) -> None:
         """z ← z − η₂·g⊙m̄: entries the neighbours keep move further along this agent's gradient."""

@@ -32,10 +32,16 @@ class _HasKind(Protocol):
 
 @dataclass(frozen=True)
 class Retention:
-    """Retention ratios (fraction KEPT) of one agent: one for conv layers, one for linear layers."""
+    """What one agent keeps: the share of filters (``width``) and, inside them, of weights per layer kind.
+
+    ``width`` < 1 is ordered width (docs/algorithm.md#width): the agent holds, trains, sends and
+    exports only the leading ⌈width·C⌉ filters of each layer; ``conv`` / ``linear`` are the
+    fraction of weights kept *inside* that block (with width 1, the paper's unstructured ratios).
+    """
 
     conv: float = 0.3
     linear: float = 0.9
+    width: float = 1.0
 
     def for_layer(self, layer: _HasKind) -> float:
         return self.conv if layer.kind == "conv" else self.linear

@@ -21,6 +21,8 @@ RULES: dict[str, str] = {
     "weight_training": "edge_mcepl.algorithms.weight_training:WeightTraining",
     "dispfl": "edge_mcepl.algorithms.dispfl:DisPFL",
     "mask_averaging": "edge_mcepl.algorithms.mask_averaging:MaskAveraging",
+    "learned_filters": "edge_mcepl.algorithms.filter_selection:LearnedFilters",
+    "heterofl": "edge_mcepl.algorithms.heterofl:HeteroFL",
 }
 RULE_NAMES: tuple[str, ...] = tuple(RULES)
 

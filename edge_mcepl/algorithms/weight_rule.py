@@ -55,8 +55,8 @@ class WeightRule(LearningRule[M, C]):
         self.weights: list[Tensor] = []
         self.keep: list[Tensor] = []
         for i, (_, layer) in enumerate(model.masked_layers()):
-            w = layer.weight.detach().clone().requires_grad_(True)  # own copy: the shared buffer stays fixed
-            m = initial_masks[i] if initial_masks is not None else topk_mask(layer.weight.abs(),
+            w = layer.block.detach().clone().requires_grad_(True)  # own copy: the shared buffer stays fixed
+            m = initial_masks[i] if initial_masks is not None else topk_mask(layer.block.abs(),
                                                                              retention.for_layer(layer))
             with torch.no_grad():
                 w.mul_(m)

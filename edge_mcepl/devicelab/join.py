@@ -224,6 +224,7 @@ class Join:
         _release_memory()  # the full dataset is gone: give it back before the heap is tuned to keep memory
         keep_freed_memory()
         self.static = {"classes": self.classes, "retention_conv": agent.rule.retention.conv,
+                       "width": agent.rule.retention.width,
                        "conv_layers": sum(isinstance(m, MaskedConv2d) for _, m in template.masked_layers()),
                        "filters": [shape[0] for shape in agent.layer_shapes]}
 

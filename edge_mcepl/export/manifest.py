@@ -109,7 +109,7 @@ def build_manifest(*, agent: AgentEntry, run, pruned: PrunedNetwork, files: dict
                   "elu_logits": pruned.elu_logits, "weights_seed": run.weights_seed,
                   "weights_fingerprint": run.fingerprint.hex(), "input": "input", "output": "logits",
                   "opset": 17},
-        "retention": {"conv": agent.retention_conv, "linear": agent.retention_linear,
+        "retention": {"conv": agent.retention_conv, "linear": agent.retention_linear, "width": agent.width,
                       "mask_density": _ratio(mask_ones, masked)},
         "preprocessing": preprocessing_entry(run.config.data, pruned.input_shape),
         **sizes,

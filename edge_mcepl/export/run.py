@@ -20,6 +20,7 @@ from ..nn.layers import FixedMask
 from ..nn.weights import FixedWeights, generate_fixed_weights, load_fixed_weights
 from ..nn.zoo import MaskedNetwork, build_model
 from ..run_dir import AgentEntry, RunState, final_mask_path, read_config, read_state
+from ..nn.width import pad_to_full
 from ..wire.masks import CodecError, decode_masks
 
 
@@ -79,12 +80,14 @@ def load_agent_masks(run: RunInfo, agent_id: int, template: MaskedNetwork) -> li
     except OSError as exc:
         raise UserError(f"{path}: cannot read agent {agent_id}'s mask ({exc.strerror})") from None
     try:
-        msg = decode_masks(data, expected_fingerprint=run.fingerprint, expected_shapes=template.layer_shapes())
+        msg = decode_masks(data, expected_fingerprint=run.fingerprint, expected_shapes=template.layer_shapes(),
+                           nested=True)
     except CodecError as exc:
         raise UserError(f"{path}: {exc}") from None
     if msg.sender != agent_id:
         raise UserError(f"{path}: message was sent by agent {msg.sender}, expected agent {agent_id}")
-    return [m.astype(np.float32) for m in msg.masks]
+    # an ordered-width agent's mask covers its block: zeros elsewhere are the filters it never held
+    return [m.astype(np.float32) for m in pad_to_full(msg.masks, template.layer_shapes())]
 
 
 def masked_model(model_name: str, num_classes: int, fixed: FixedWeights, masks: list[np.ndarray],

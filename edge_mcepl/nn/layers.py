@@ -6,6 +6,10 @@ A layer holds no learning state of its own. What its forward multiplies with is 
 :class:`WeightSource` the learning rule binds (:meth:`MaskedLayer.use`): MCE-PL's scored mask
 ``w ⊙ TopK(|y|)``, a baseline's trained weights, or export's fixed mask. With none bound the
 layer computes with ``w`` itself (the dense random network).
+
+A layer may compute with only the leading block of its weight (:meth:`MaskedLayer.narrow`, ordered
+width, docs/algorithm.md#width): the forward pass then slices ``w`` — a smaller convolution or
+matmul, forward and backward — and the source sees that block only.
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ class MaskedLayer(nn.Module):
         self.fan_in = fan_in
         self.register_buffer("weight", torch.zeros(weight_shape), persistent=False)
         self.source: WeightSource | None = None
+        self.block_shape: tuple[int, ...] = weight_shape  # the leading block the forward computes with
 
     @property
     def init_bound(self) -> float:
@@ -59,8 +64,22 @@ class MaskedLayer(nn.Module):
         """Bind what the forward pass multiplies with (None: the fixed weight itself)."""
         self.source = source
 
+    def narrow(self, block_shape: tuple[int, ...]) -> None:
+        """Compute with ``weight[:o, :i, …]`` only (the full shape: the whole layer again)."""
+        full = tuple(self.weight.shape)
+        if len(block_shape) != len(full) or any(not 1 <= b <= n for b, n in zip(block_shape, full)):
+            raise ValueError(f"block {block_shape} does not fit a layer of shape {tuple(self.weight.shape)}")
+        self.block_shape = tuple(block_shape)
+
+    @property
+    def block(self) -> Tensor:
+        """The fixed weights this layer computes with: the leading ``block_shape`` corner of ``weight``."""
+        if self.block_shape == tuple(self.weight.shape):
+            return self.weight
+        return self.weight[tuple(slice(0, n) for n in self.block_shape)]
+
     def effective_weight(self) -> Tensor:
-        return self.weight if self.source is None else self.source.effective_weight(self.weight)
+        return self.block if self.source is None else self.source.effective_weight(self.block)
 
 
 class MaskedConv2d(MaskedLayer):
@@ -92,7 +111,7 @@ class MaskedLinear(MaskedLayer):
         self.register_buffer("bias", torch.zeros(out_features), persistent=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.linear(x, self.effective_weight(), self.bias)
+        return F.linear(x, self.effective_weight(), self.bias[: self.block_shape[0]])
 
     def extra_repr(self) -> str:
         o, i = self.weight.shape

@@ -90,9 +90,13 @@ def topk_mask(magnitude: Tensor, retention_ratio: float) -> Tensor:
     threshold are kept in flat-index order (lowest index first) until the count is exact, so the
     result is deterministic and the count never drifts.
     """
+    return top_entries(magnitude, kept_count(magnitude.numel(), retention_ratio))
+
+
+def top_entries(magnitude: Tensor, keep: int) -> Tensor:
+    """Binary mask of exactly ``keep`` largest entries (ties: lowest flat index first), see :func:`topk_mask`."""
     flat = magnitude.reshape(-1)
     n = flat.numel()
-    keep = kept_count(n, retention_ratio)
     if keep >= n:
         return torch.ones_like(magnitude)
     if keep <= 0:

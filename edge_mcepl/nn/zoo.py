@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from ..errors import UserError
 from .layers import MaskedConv2d, MaskedLayer, MaskedLinear
 from .lrn import LocalResponseNorm
+from .width import width_shapes
 
 
 class MaskedNetwork(nn.Module):
@@ -34,7 +35,17 @@ class MaskedNetwork(nn.Module):
         return next(self.buffers()).device
 
     def layer_shapes(self) -> list[tuple[int, ...]]:
+        """The full shape of every masked layer (the lab's model, whatever width this device computes)."""
         return [tuple(layer.weight.shape) for _, layer in self.masked_layers()]
+
+    def block_shapes(self) -> list[tuple[int, ...]]:
+        """The block every masked layer computes with (:meth:`narrow`)."""
+        return [layer.block_shape for _, layer in self.masked_layers()]
+
+    def narrow(self, width: float) -> None:
+        """Compute only the ordered-width sub-network of ``width`` (docs/algorithm.md#width; 1: the whole)."""
+        for (_, layer), shape in zip(self.masked_layers(), width_shapes(self.layer_shapes(), width)):
+            layer.narrow(shape)
 
     def logits(self, x: Tensor) -> Tensor:
         """Forward pass, with the reference's ELU on the logits when ``elu_logits`` is set."""

@@ -63,7 +63,7 @@ def encode_weights(tensors: Sequence[np.ndarray], *, fingerprint: bytes, sender:
 
 def decode_weights(data: bytes, *, expected_fingerprint: bytes | None = None,
                    expected_shapes: Sequence[tuple[int, ...]] | None = None, key: bytes | None = None,
-                   max_entries: int = 1 << 26) -> WeightMessage:
+                   max_entries: int = 1 << 26, nested: bool = False) -> WeightMessage:
     """Decode and verify a weight message; any defect raises :class:`CodecError` (nothing is trusted
     until sizes match the bytes present and the tag checks)."""
     data, header = read_header(data, magic=MAGIC, codec=CODEC_FP32, kind=_KIND,
@@ -71,7 +71,7 @@ def decode_weights(data: bytes, *, expected_fingerprint: bytes | None = None,
     entries = check_entries(header.shapes, max_entries)
     check_length(data, header, 4 * entries, _KIND)
     verify(data, header, kind=_KIND, key=key, expected_fingerprint=expected_fingerprint,
-           expected_shapes=expected_shapes)
+           expected_shapes=expected_shapes, nested=nested)
     tensors, offset = [], header.payload_offset
     for shape in header.shapes:
         n = math.prod(shape)

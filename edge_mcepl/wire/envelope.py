@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from typing import SupportsIndex
 
 from ..errors import UserError
+from ..nn.width import check_nested
 
 FORMAT_VERSION: int = 1
 FLAG_KEYED: int = 1
@@ -194,8 +195,12 @@ def _read_shapes(data: bytes, n_layers: int, kind: str) -> tuple[tuple[tuple[int
 
 
 def verify(data: bytes, header: Header, *, kind: str, key: bytes | None, expected_fingerprint: bytes | None,
-           expected_shapes: Sequence[tuple[int, ...]] | None) -> None:
-    """The tag first, then what the now-authentic header claims (fingerprint, shapes)."""
+           expected_shapes: Sequence[tuple[int, ...]] | None, nested: bool = False) -> None:
+    """The tag first, then what the now-authentic header claims (fingerprint, shapes).
+
+    ``nested``: the shapes may be any ordered-width block of ``expected_shapes`` (a neighbour of
+    another width, docs/algorithm.md#width), not only those shapes themselves.
+    """
     body, tag = data[:-TAG_SIZE], data[-TAG_SIZE:]
     if not hmac.compare_digest(tag, _tag(body, key)):
         raise CodecError(f"{kind} message corrupt or tampered: tag mismatch"
@@ -204,6 +209,12 @@ def verify(data: bytes, header: Header, *, kind: str, key: bytes | None, expecte
         raise CodecError(f"weights fingerprint mismatch: message has {_short(header.fingerprint)}, this agent has"
                          f" {_short(expected_fingerprint)}")
     if expected_shapes is None:
+        return
+    if nested:
+        try:
+            check_nested(header.shapes, expected_shapes)
+        except ValueError as exc:
+            raise CodecError(f"{kind} message: {exc}") from None
         return
     if len(header.shapes) != len(expected_shapes):
         raise CodecError(f"{kind} message has {len(header.shapes)} layers, this model has {len(expected_shapes)}")

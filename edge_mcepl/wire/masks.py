@@ -111,6 +111,7 @@ def decode_masks(
     expected_shapes: Sequence[tuple[int, ...]] | None = None,
     key: bytes | None = None,
     max_entries: int = 1 << 28,
+    nested: bool = False,
 ) -> MaskMessage:
     """Decode and verify a wire-format v1 message; any defect raises :class:`CodecError`.
 
@@ -127,14 +128,14 @@ def decode_masks(
     if header.codec == CODEC_PACKBITS:
         check_length(data, header, sum((math.prod(shape) + 7) // 8 for shape in header.shapes), _KIND)
         verify(data, header, kind=_KIND, key=key, expected_fingerprint=expected_fingerprint,
-               expected_shapes=expected_shapes)
+               expected_shapes=expected_shapes, nested=nested)
         masks, _ = unpack_masks(data, header.payload_offset, header.shapes, "mask message")
     else:
         # Rice layer sizes are in the payload: authenticate first, then walk it with bounds checks.
         if len(data) - header.payload_offset < TAG_SIZE:
             raise CodecError("mask message truncated: no room for the tag")
         verify(data, header, kind=_KIND, key=key, expected_fingerprint=expected_fingerprint,
-               expected_shapes=expected_shapes)
+               expected_shapes=expected_shapes, nested=nested)
         masks, offset = [], header.payload_offset
         body = data[:-TAG_SIZE]
         for index, shape in enumerate(header.shapes):
