@@ -1,4 +1,4 @@
-"""Device profiles: what a device can do, what its application allows, and the retention it gets.
+"""Device profiles: what a device can do, what its application allows, and the structure it gets.
 
 A profile is a small YAML file (bundled ones live in ``device_profiles/``, shipped inside the
 package as ``edge_mcepl/device_profiles/``)::
@@ -16,31 +16,30 @@ package as ``edge_mcepl/device_profiles/``)::
     training:                       # optional section
       threads: 4                    # int 1–1024 or null (null: hardware.cores)
       batch_size: null              # int 1–1e6 or null (null: the lab's algorithm.batch_size)
-    retention_ratio: auto           # "auto" (the policy below) or a float 0.01–1.0: fraction of
-                                    # conv weights KEPT
+    retention_ratio: auto           # "auto" (the structure policy below: an ordered width) or a
+                                    # float 0.01–1.0: fraction of conv weights KEPT, full width
 
 Validation is strict, like the lab config's (:class:`ProfileFile`, through
 :mod:`edge_mcepl.validation`): an unknown key, a missing one, a wrong type (an int field does not
 take 4.0 or true) or an out-of-range value is a one-line :class:`UserError` naming the file and the
 dotted field.
 
-**Retention policy** (``retention_ratio: auto``), for a model with conv multiply-adds ``C``,
-linear multiply-adds ``L``, conv weights ``Wc`` and linear weights ``Wl`` (per image, dense) and
-the lab's linear retention ``r_lin``::
+**Structure policy** (``retention_ratio: auto``): the device gets the widest ordered width
+(docs/algorithm.md#width) on the ladder 1/16, 2/16, …, 1 whose *exported* model fits both budgets::
 
-    flops_in_budget = gflops · 1e9 · EFFICIENCY · inference_latency_ms / 1000
-    r_latency = (flops_in_budget − 2 · L · r_lin) / (2 · C)      # conv share of the FLOPs that fit
-    r_memory  = (model_memory_mb · 2^20 − 4 · Wl · r_lin) / (4 · Wc)   # fp32 kept conv weights that fit
-    retention = floor_to_0.05( clamp(min(r_latency, r_memory), R_MIN, R_MAX) )
+    budget_macs   = gflops · 1e9 · EFFICIENCY · inference_latency_ms / 1000 / 2   # multiply-adds per image
+    budget_params = model_memory_mb · 2^20 / 4                                     # fp32 parameters
+    width = max{ w : exported_macs(w) ≤ budget_macs and exported_params(w) ≤ budget_params }
 
-``EFFICIENCY`` = 0.3 is the share of the matmul micro-benchmark's GFLOP/s that a small conv net
-reaches at batch 1; ``R_MIN`` = 0.05 keeps a trainable subnetwork; ``R_MAX`` = 0.5 because mask
-learning needs something to choose — at 0.5 the number of possible masks is largest, and keeping
-more only brings the model closer to the dense random network. Flooring to steps of 0.05 makes
-two runs of ``profile detect`` on the same machine agree despite micro-benchmark noise. The
-latency term assumes the exported model's multiply-adds scale with the kept share of conv weights,
-which is what filter dropping (the ``structured`` preset) and export deliver; a mask that removes
-no whole filter saves memory, not time.
+where ``exported_macs`` / ``exported_params`` are counted by the exporter's own pruning code on
+that structure (:mod:`edge_mcepl.export.cost`: LRN windows and channel alignment included — the
+numbers the manifest of the exported file will show). The conv / linear retention *inside* the
+kept filters stays the lab's. ``EFFICIENCY`` = 0.3 is the share of the matmul micro-benchmark's
+GFLOP/s that a small conv net reaches at batch 1. A ladder (not a continuum) makes two runs of
+``profile detect`` on the same machine agree despite micro-benchmark noise; its narrowest step is
+HeteroFL's 1/16, and a device that cannot meet its budget even there gets it anyway, said so in
+one line. A numeric ``retention_ratio`` is the unstructured choice of earlier releases: that share
+of conv weights at full width (no filter need go, so the export saves memory, not time).
 """
 
 from __future__ import annotations
@@ -64,7 +63,7 @@ from .validation import StrictModel, read_yaml, validate
 
 BUNDLED_DIR = Path(__file__).resolve().parent / "device_profiles"
 EFFICIENCY = 0.3
-R_MIN, R_MAX, R_STEP = 0.05, 0.5, 0.05
+WIDTHS: tuple[float, ...] = tuple(k / 16 for k in range(1, 17))  # the policy's ladder: 1/16 (HeteroFL's narrowest) … 1
 NAME_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
 
 
@@ -177,86 +176,74 @@ def profile_from_dict(raw: Any, source: str = "profile") -> DeviceProfile:
 
 
 # ---------------------------------------------------------------------------------------------
-# Policy: capability + budget → retention ratio
+# Policy: capability + budget → structure
 
 
 @dataclass(frozen=True)
-class ModelCost:
-    """Dense per-image multiply-adds and weight counts of a zoo model's masked layers."""
+class StructureDecision:
+    """What a profile gives its agent: the ordered width, the conv retention it sets (if any), and why."""
 
-    conv_macs: int
-    linear_macs: int
-    conv_weights: int
-    linear_weights: int
-
-
-@cache
-def model_cost(model_name: str) -> ModelCost:
-    """Count a zoo model's conv/linear multiply-adds with one forward pass of a zero image."""
-    import torch
-
-    from .nn.layers import MaskedConv2d
-    from .nn.zoo import build_model
-
-    model = build_model(model_name)
-    macs = {"conv": 0, "linear": 0}
-    weights = {"conv": 0, "linear": 0}
-    hooks = []
-    for _, layer in model.masked_layers():
-        kind = "conv" if isinstance(layer, MaskedConv2d) else "linear"
-        weights[kind] += layer.weight.numel()
-
-        def hook(module, _inputs, output, kind=kind):
-            spatial = output.shape[2] * output.shape[3] if output.dim() == 4 else 1
-            macs[kind] += module.weight.numel() * spatial
-
-        hooks.append(layer.register_forward_hook(hook))
-    with torch.no_grad():
-        model(torch.zeros((1, *model.input_shape)))
-    for h in hooks:
-        h.remove()
-    return ModelCost(macs["conv"], macs["linear"], weights["conv"], weights["linear"])
-
-
-@dataclass(frozen=True)
-class RetentionDecision:
-    retention: float
-    source: str  # "profile" (explicit), "policy"
+    width: float
+    retention: float | None  # conv retention inside the kept filters set by the profile; None: the lab's
+    source: str  # "profile" (explicit retention_ratio), "policy"
     detail: str  # one line: how it was derived
+    budget_macs: int  # multiply-adds per image the latency budget allows
+    budget_params: int  # fp32 parameters the memory budget holds
+    exported_macs: int  # what the exported model of this width computes (the exporter's own count)
+    exported_params: int
 
 
-def policy_retention(profile: DeviceProfile, model_name: str, linear_retention: float = 0.9) -> RetentionDecision:
-    """The profile's conv retention ratio for ``model_name``: explicit, or the documented policy."""
+def budget_macs(profile: DeviceProfile) -> int:
+    """Multiply-adds per image that fit the latency budget: GFLOP/s · EFFICIENCY · latency / 2."""
+    return int(profile.gflops * 1e9 * EFFICIENCY * profile.inference_latency_ms / 1000.0 / 2)
+
+
+def budget_params(profile: DeviceProfile) -> int:
+    """fp32 parameters that fit the model-memory budget."""
+    return int(profile.model_memory_mb * 2**20 // 4)
+
+
+def policy_structure(profile: DeviceProfile, model_name: str, num_classes: int = 10) -> StructureDecision:
+    """The profile's structure for ``model_name``: explicit retention (full width), or the documented policy."""
+    from .export.cost import exported_cost
+
+    macs, params = budget_macs(profile), budget_params(profile)
+
+    def decision(width: float, retention: float | None, source: str, detail: str) -> StructureDecision:
+        cost = exported_cost(model_name, width, num_classes)
+        return StructureDecision(width, retention, source, f"{detail}; exports {_fits(cost.macs, macs, 'MACs')}, "
+                                 f"{_fits(cost.params, params, 'parameters')}", macs, params, cost.macs, cost.params)
+
     if profile.retention_ratio != "auto":
         r = float(profile.retention_ratio)
-        return RetentionDecision(r, "profile", f"{profile.name}: retention_ratio {r:g} set in the profile")
-    cost = model_cost(model_name)
-    flops = profile.gflops * 1e9 * EFFICIENCY * profile.inference_latency_ms / 1000.0
-    r_latency = (flops - 2 * cost.linear_macs * linear_retention) / (2 * cost.conv_macs)
-    r_memory = (profile.model_memory_mb * 2**20 - 4 * cost.linear_weights * linear_retention) / (4 * cost.conv_weights)
-    raw = min(r_latency, r_memory)
-    clamped = min(max(raw, R_MIN), R_MAX)
-    r = round(math.floor(clamped / R_STEP + 1e-9) * R_STEP, 2)
-    r = max(r, R_MIN)
-    return RetentionDecision(r, "policy", f"{profile.name}: auto → {r:g} for {model_name} "
-                             f"({binding_constraint(r_latency, r_memory)}; latency bound {r_latency:.3f}, memory "
-                             f"bound {r_memory:.3f}; clamped to [{R_MIN}, {R_MAX}], floored to {R_STEP})")
+        return decision(1.0, r, "profile", f"{profile.name}: retention_ratio {r:g} set in the profile (unstructured, "
+                        "width 1: no filter need go)")
+    fits = [w for w in WIDTHS
+            if exported_cost(model_name, w, num_classes).macs <= macs
+            and exported_cost(model_name, w, num_classes).params <= params]
+    width = max(fits) if fits else WIDTHS[0]
+    return decision(width, None, "policy", f"{profile.name}: auto → width {width:g} for {model_name} "
+                    f"({_binding(profile, model_name, num_classes, width, bool(fits))})")
 
 
-def binding_constraint(r_latency: float, r_memory: float) -> str:
-    """What sets the retention: the tighter budget, unless the clamp to [R_MIN, R_MAX] overrides it.
+def _fits(got: int, budget: int, what: str) -> str:
+    return f"{got / 1e6:.3g} M {what} {'≤' if got <= budget else '>'} budget {budget / 1e6:.3g} M"
 
-    Naming the clamp matters: at the cap both budgets would allow more (a faster device changes
-    nothing), at the floor the budget cannot be met at all.
+
+def _binding(profile: DeviceProfile, model_name: str, num_classes: int, width: float, met: bool) -> str:
+    """What sets the width: the budget the next wider step would break, or the ends of the ladder.
+
+    Naming it matters: at full width a faster device changes nothing; below the narrowest step the
+    budget cannot be met at all and the device gets the narrowest model anyway.
     """
-    tighter = "latency" if r_latency <= r_memory else "memory"
-    raw = min(r_latency, r_memory)
-    if raw > R_MAX:
-        return f"capped at R_MAX = {R_MAX}: both budgets allow more"
-    if raw < R_MIN:
-        return f"raised to the floor R_MIN = {R_MIN}: the {tighter} budget cannot be met even at the minimum"
-    return f"{tighter}-bound"
+    from .export.cost import exported_cost
 
+    if not met:
+        return f"no width meets the budgets: the narrowest, {WIDTHS[0]:g}, is used"
+    if width == WIDTHS[-1]:
+        return "full width: both budgets allow every filter"
+    wider = exported_cost(model_name, WIDTHS[WIDTHS.index(width) + 1], num_classes)
+    return "latency-bound" if wider.macs > budget_macs(profile) else "memory-bound"
 
 # ---------------------------------------------------------------------------------------------
 # Detection

@@ -215,21 +215,25 @@ def test_lab_settings_options_are_one_line_errors_before_anything_starts(tmp_pat
     assert out.stdout.strip() == "False"  # the settings model needs no torch
 
 
-def test_retention_precedence_lab_explicit_then_profile_then_default(tmp_path):
+def test_structure_precedence_lab_explicit_then_profile_then_default(tmp_path):
     rpi4 = load_profile("rpi4")
-    for explicit, profile, model, want in [
-        (["retention.conv"], rpi4, "alexnet-cifar", 0.25),  # the lab config decides
-        ([], rpi4, "alexnet-cifar", 0.3),  # the profile's auto policy
-        ([], load_profile(profile_file(tmp_path, "fixed", 0.15)), "alexnet-cifar", 0.15),  # the profile's number
-        ([], None, "alexnet-cifar", 0.3),  # no profile: the lab's default
+    for explicit, profile, want in [
+        (["retention.conv", "retention.width"], rpi4, (0.25, 0.75)),  # the lab config decides both
+        (["retention.conv"], rpi4, (0.25, 0.5)),  # the lab's conv, the profile's width
+        ([], rpi4, (0.3, 0.5)),  # the profile's auto policy: a width; conv is the lab default
+        ([], load_profile(profile_file(tmp_path, "fixed", 0.15)), (0.15, 1.0)),  # the profile's number, full width
+        ([], None, (0.3, 1.0)),  # no profile: the lab's defaults
     ]:
-        config = tiny_lab_config(model=model, **({"retention.conv": 0.25} if explicit else {}),
+        values = {"retention.conv": 0.25, "retention.width": 0.75}
+        config = tiny_lab_config(model="alexnet-cifar", **{k: values[k] for k in explicit},
                                  **{"data.dataset": "cifar10"})
         payload = json.dumps(make_envelope(config, explicit, LabSettings())).encode()
         env = parse_envelope(payload, "test", tmp_path / "f")
         plan = plan_agent(env, 1, profile)
-        assert plan.config.retention.for_agent(1) == (want, 0.9), (explicit, profile and profile.name)
+        got = (plan.config.retention.for_agent(1)[0], plan.config.retention.width_for(1))
+        assert got == want, (explicit, profile and profile.name)
         assert plan.threads == (profile.training_threads if profile else config.threads)
+        assert any(note.startswith(f"width {want[1]:g}:") for note in plan.notes), plan.notes
     assert explicit_keys(write_yaml(tmp_path / "a.yaml", {"retention": {"conv": 0.3}, "rounds": 3}),
                          {"seed": 3, "agents": None}) == ["retention.conv", "rounds", "seed"]
 

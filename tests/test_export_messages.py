@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from edge_mcepl.cli import main
-from edge_mcepl.profiles import policy_retention, profile_from_dict, resolve_profile_path
+from edge_mcepl.profiles import policy_structure, profile_from_dict, resolve_profile_path
 from edge_mcepl.simulator import Simulator
 
 from conftest import tiny_lab_config
@@ -58,17 +58,17 @@ def test_a_missing_dataset_is_not_replaced_by_synthetic_data(run_dir, tmp_path, 
     assert "pruned_onnx" not in m["accuracy"] and "mnist-not-here" in m["accuracy"]["skipped"]
 
 
-def test_the_retention_names_the_constraint_that_set_it():
+def test_the_structure_names_the_constraint_that_set_it():
     def detail(name: str, **edits) -> str:
         raw = yaml.safe_load(resolve_profile_path(name).read_text())
         for key, value in edits.items():
             section, field = key.split("__")
             raw[section][field] = value
-        return policy_retention(profile_from_dict(raw), "alexnet-cifar").detail
+        return policy_structure(profile_from_dict(raw), "alexnet-cifar").detail
 
-    laptop = detail("laptop")  # latency would allow 1.09, memory 130: the cap 0.5 binds, not latency
-    assert "→ 0.5" in laptop and "capped at R_MAX = 0.5" in laptop and "latency-bound" not in laptop
-    assert "latency-bound" in detail("rpi4")
-    assert "memory-bound" in detail("rpi4", budget__model_memory_mb=1.5)
-    floor = detail("rpi4", hardware__gflops=0.5)
-    assert "→ 0.05" in floor and "floor R_MIN = 0.05" in floor and "latency budget cannot be met" in floor
+    workstation = detail("gpu-workstation")  # both budgets allow every filter: full width, no cap
+    assert "→ width 1 " in workstation and "full width" in workstation and "latency-bound" not in workstation
+    assert "latency-bound" in detail("rpi4") and "13.1 M MACs ≤ budget 13.5 M" in detail("rpi4")
+    assert "memory-bound" in detail("rpi4", budget__model_memory_mb=0.5, hardware__gflops=100.0)
+    floor = detail("rpi4", hardware__gflops=0.01)
+    assert "→ width 0.0625" in floor and "no width meets the budgets" in floor and "> budget" in floor

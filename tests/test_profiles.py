@@ -13,12 +13,11 @@ from edge_mcepl.cli import main
 from edge_mcepl.errors import UserError
 from edge_mcepl.profiles import (
     BUNDLED_DIR,
-    R_MAX,
-    R_MIN,
+    WIDTHS,
+    budget_macs,
     bundled_profiles,
     load_profile,
-    model_cost,
-    policy_retention,
+    policy_structure,
     profile_from_dict,
     resolve_profile_path,
 )
@@ -75,33 +74,46 @@ def test_a_local_file_wins_over_a_bundled_name_and_unknown_names_list_the_bundle
         load_profile("rpi9")
 
 
-def test_policy_values_of_the_bundled_profiles_for_the_paper_model():
-    got = {name: policy_retention(load_profile(name), "alexnet-cifar").retention for name in bundled_profiles()}
-    assert got == {"rpi4": 0.3, "rpi5": 0.4, "jetson-orin-nano": 0.45, "laptop": 0.5, "gpu-workstation": 0.5}
+def test_policy_widths_of_the_bundled_profiles_for_the_paper_model():
+    got = {name: policy_structure(load_profile(name), "alexnet-cifar").width for name in bundled_profiles()}
+    assert got == {"rpi4": 0.5, "rpi5": 0.5625, "jetson-orin-nano": 0.625, "laptop": 0.9375, "gpu-workstation": 1.0}
 
 
-def test_policy_formula(tmp_path):
-    base = yaml.safe_load(VALID)
-    cost = model_cost("alexnet-cifar")
-    assert cost.conv_macs == 41_184_000 and cost.conv_weights == 1_028_800  # + fc: 41.4 M MACs
+@pytest.mark.parametrize("model", ["alexnet-cifar", "small-cnn"])
+def test_every_bundled_profile_exports_within_its_budgets(model):
+    """The hard check: the exported model's MACs and parameters (the exporter's count) fit the budgets."""
+    for name in bundled_profiles():
+        d = policy_structure(load_profile(name), model)
+        assert d.exported_macs <= d.budget_macs and d.exported_params <= d.budget_params, (name, d)
 
-    def r(**hardware_budget):
+
+def test_policy_formula():
+    def decide(**hardware_budget):
         raw = yaml.safe_load(VALID)
         for key, value in hardware_budget.items():
             section, field = key.split("__")
             raw[section][field] = value
-        return policy_retention(profile_from_dict(raw), "alexnet-cifar").retention
+        return policy_structure(profile_from_dict(raw), "alexnet-cifar")
 
-    # latency-bound: gflops·1e9·0.3·0.010 = 27 MFLOP → (27e6 − 2·198528·0.9) / (2·41184000) = 0.3234 → 0.30
-    assert r() == 0.3
-    # more compute (or a looser budget) never lowers the retention; tight budgets hit the floor
-    values = [r(hardware__gflops=g) for g in (0.5, 2, 9, 20, 40, 1000)]
-    assert values == sorted(values) and values[0] == R_MIN and values[-1] == R_MAX
-    # memory-bound: 2 MB for ≈ 1.03 M conv weights in fp32 → (2·2^20 − 4·198528·0.9) / (4·1028800) = 0.336 → 0.3
-    assert r(hardware__gflops=1000.0, budget__model_memory_mb=2.0) == 0.3
-    base["retention_ratio"] = 0.37
-    explicit = policy_retention(profile_from_dict(base), "alexnet-cifar")
-    assert (explicit.retention, explicit.source) == (0.37, "profile")
+    # latency-bound: 9 GFLOP/s · 0.3 · 10 ms / 2 = 13.5 M MACs; width 0.5 exports 13.08 M, 0.5625 more
+    d = decide()
+    assert d.budget_macs == 13_500_000 and d.width == 0.5 and d.exported_macs == 13_084_992
+    assert "latency-bound" in d.detail
+    # more compute never narrows the model; a big enough budget keeps every filter
+    widths = [decide(hardware__gflops=g).width for g in (0.01, 2, 9, 20, 40, 1000)]
+    assert widths == sorted(widths) and widths[0] == WIDTHS[0] and widths[-1] == 1.0
+    assert "no width meets the budgets" in decide(hardware__gflops=0.01).detail
+    assert "full width" in decide(hardware__gflops=1000).detail
+    # memory-bound: 1 MB holds 262,144 fp32 parameters; width 0.875 exports fewer, 0.9375 more
+    m = decide(hardware__gflops=1000.0, budget__model_memory_mb=1.0)
+    assert "memory-bound" in m.detail and m.exported_params <= 262_144 < policy_structure(
+        profile_from_dict(yaml.safe_load(VALID.replace("gflops: 9.0", "gflops: 1000.0"))), "alexnet-cifar"
+    ).exported_params
+    raw = yaml.safe_load(VALID)
+    raw["retention_ratio"] = 0.37
+    explicit = policy_structure(profile_from_dict(raw), "alexnet-cifar")
+    assert (explicit.retention, explicit.width, explicit.source) == (0.37, 1.0, "profile")
+    assert budget_macs(profile_from_dict(raw)) == 13_500_000
 
 
 @pytest.mark.parametrize("edit, message", [
@@ -148,7 +160,7 @@ def test_profile_detect_writes_a_profile_that_validates(tmp_path, capsys):
     assert profile.cores == (psutil.cpu_count(logical=False) or psutil.cpu_count())
     assert abs(profile.memory_mb - psutil.virtual_memory().total / 2**20) < 2
     assert profile.gflops > 0 and profile.retention_ratio == "auto"
-    assert 0.05 <= policy_retention(profile, "small-cnn").retention <= 0.5
+    assert policy_structure(profile, "small-cnn").width in WIDTHS
     # refuses to overwrite; stdout mode prints the same schema
     assert main(["profile", "detect", "--out", str(out), "--seconds", "0.1"]) == 2
     capsys.readouterr()

@@ -33,9 +33,11 @@ def test_full_experiments_follow_the_paper_setting():
         assert (config.agents, config.rounds, config.topology.kind, config.data.partition) == (20, 400, "file", "paper")
         if e.key == "ablation-filter-drop":
             assert config.algorithm.min_kept_per_filter == 20 and config.algorithm.group_lasso == 0.0
-        if e.key == "hetero-profiles":  # each agent's ratio is its device profile's policy, round-robin
+        if e.key == "hetero-profiles":  # the archived unstructured mix, round-robin
+            assert config.retention.conv == [r for _, r in experiments.UNSTRUCTURED_MIX]
+        if e.key.startswith("structured-") or e.key == "heterofl-profiles":  # each profile's policy width
             mix = experiments.profile_mix()
-            assert config.retention.conv == [r for _, r in mix] and len({r for _, r in mix}) > 1
+            assert config.retention.width == [w for _, w in mix] and len({w for _, w in mix}) > 1
             assert [name for name, _ in mix] == list(experiments.PROFILE_MIX)
         if e.key == "mcepl-k4-rice":
             assert config.algorithm.mask_codec == "rice" and config.data.classes_file.endswith("_4.txt")

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from benchmarks.reproduction import ROOT
-from edge_mcepl.profiles import load_profile, policy_retention
+from edge_mcepl.profiles import load_profile, policy_structure
 
 REFERENCE = ROOT.parent / "shared" / "reference" / "mcepl-paper-setting"
 
@@ -47,10 +47,16 @@ def partition(preset: str, k: int) -> dict[str, Any]:
 PROFILE_MIX = ("rpi4", "rpi5", "jetson-orin-nano", "laptop", "gpu-workstation")
 
 
+# The unstructured mix the archived hetero-profiles runs used: the conv retention each profile's policy
+# gave before ordered width (an estimate of each device's share of the MACs, clamped to 0.05–0.5).
+UNSTRUCTURED_MIX = (("rpi4", 0.3), ("rpi5", 0.4), ("jetson-orin-nano", 0.45), ("laptop", 0.5),
+                    ("gpu-workstation", 0.5))
+
+
 def profile_mix(model: str = "alexnet-cifar") -> list[tuple[str, float]]:
-    """(profile, conv retention) of a lab mixing the bundled device profiles, agents assigned
-    round-robin — each ratio is what ``edge-mcepl join --profile NAME`` would pick (its policy)."""
-    return [(name, policy_retention(load_profile(name), model).retention) for name in PROFILE_MIX]
+    """(profile, width) of a lab mixing the bundled device profiles, agents assigned round-robin —
+    each width is what ``edge-mcepl join --profile NAME`` picks (its structure policy)."""
+    return [(name, policy_structure(load_profile(name), model).width) for name in PROFILE_MIX]
 
 
 # Full preset: experiment → its rerun on a second machine (mcepl-k4's name predates the "-rerun" keys).
@@ -93,8 +99,19 @@ def experiments(preset: str) -> list[Experiment]:
         Experiment("dslth-weights-pruned", "dslth", "Weight training, magnitude-pruned to MCE-PL density",
                    {"algorithm.name": "weight_training", "algorithm.prune": True}),
         Experiment("hetero-profiles", "hetero",
-                   "MCE-PL, device-profile mix: conv retention " + " / ".join(f"{n} {r:g}" for n, r in mix),
-                   {"retention.conv": [r for _, r in mix]}),
+                   "MCE-PL, unstructured device-profile mix: conv retention "
+                   + " / ".join(f"{n} {r:g}" for n, r in UNSTRUCTURED_MIX),
+                   {"retention.conv": [r for _, r in UNSTRUCTURED_MIX]}),
+        # Capability-sized subnetworks (docs/structured.md): each profile's width, conv retention 0.3 inside.
+        Experiment("structured-ordered", "structured",
+                   "MCE-PL, ordered width per profile: " + " / ".join(f"{n} {w:g}" for n, w in mix),
+                   {"retention.width": [w for _, w in mix]}),
+        Experiment("structured-learned", "structured", "MCE-PL, learned filter selection, same widths",
+                   {"retention.width": [w for _, w in mix], "algorithm.name": "learned_filters"}),
+        Experiment("heterofl-profiles", "structured",
+                   f"HeteroFL-style fp32 width baseline, same widths (weight_lr {BASELINE_LR:g})",
+                   {"retention.width": [w for _, w in mix], "algorithm.name": "heterofl",
+                    "algorithm.weight_lr": BASELINE_LR}),
     ]
     if preset == "quick":
         # Why the baselines run at BASELINE_LR: the same runs at the config default weight_lr.

@@ -20,12 +20,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--seconds", type=float, default=1.0, help="micro-benchmark duration (default 1 s)")
     d.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     d.set_defaults(func=detect)
-    s = actions.add_parser("show", help="validate a profile and show the retention ratio it gets")
+    s = actions.add_parser("show", help="validate a profile and show the structure it gets (budget vs exported MACs)")
     s.add_argument("profile", help="a YAML file or a bundled name")
     s.add_argument("--model", default="alexnet-cifar")
-    s.add_argument("--linear-retention", type=float, default=0.9)
     s.set_defaults(func=show)
-    ls = actions.add_parser("list", help="the bundled profiles and their retention ratios")
+    ls = actions.add_parser("list", help="the bundled profiles: width, budget MACs and exported MACs")
     ls.add_argument("--model", default="alexnet-cifar")
     ls.set_defaults(func=list_profiles)
 
@@ -51,22 +50,26 @@ def detect(args: argparse.Namespace) -> int:
 
 
 def show(args: argparse.Namespace) -> int:
-    from ..profiles import load_profile, policy_retention, resolve_profile_path
+    from ..profiles import load_profile, policy_structure, resolve_profile_path
 
     profile = load_profile(args.profile)
     print(f"{profile.name}: {resolve_profile_path(args.profile)} — valid")
     print(f"  {profile.description}")
     print(f"  {profile.cores} cores, {profile.memory_mb} MB, {profile.gflops:g} GFLOP/s, uplink "
           f"{profile.uplink_mbps:g} Mbit/s; budget {profile.inference_latency_ms:g} ms, {profile.model_memory_mb:g} MB")
-    print(f"  retention: {policy_retention(profile, args.model, args.linear_retention).detail}")
+    decision = policy_structure(profile, args.model)
+    print(f"  structure: {decision.detail}")
+    print(f"  {args.model}: budget {decision.budget_macs:,} MACs / {decision.budget_params:,} parameters; exported "
+          f"at width {decision.width:g}: {decision.exported_macs:,} MACs / {decision.exported_params:,} parameters")
     return 0
 
 
 def list_profiles(args: argparse.Namespace) -> int:
-    from ..profiles import bundled_profiles, load_profile, policy_retention
+    from ..profiles import bundled_profiles, load_profile, policy_structure
 
+    print(f"{'profile':18s} {'width':>6s} {'budget MACs':>13s} {'exported MACs':>13s}  ({args.model})  description")
     for name in bundled_profiles():
         profile = load_profile(name)
-        decision = policy_retention(profile, args.model)
-        print(f"{name:18s} retention {decision.retention:.2f} for {args.model:14s} {profile.description}")
+        d = policy_structure(profile, args.model)
+        print(f"{name:18s} {d.width:6.4g} {d.budget_macs:13,} {d.exported_macs:13,}  {profile.description}")
     return 0

@@ -4,6 +4,7 @@ One idea per module:
 
 - :mod:`.graph` — a zoo model's forward pass as a flat list of ops (traced, not hand-copied);
 - :mod:`.prune` — dead filters/rows found and removed, with the exactness argument;
+- :mod:`.cost` — what a structure costs once exported (the retention policy sizes devices with it);
 - :mod:`.torch_model` — the pruned network as a plain torch module (the reference for tests);
 - :mod:`.onnx_export` — the pruned network as an ONNX graph of standard ops;
 - :mod:`.run` — reading a run directory: state, config, masks, regenerated weights;

@@ -17,6 +17,7 @@ import torch
 
 from .. import runtime
 from ..errors import UserError
+from .cost import ALIGN
 from .data import AgentData, RunData
 from .graph import trace_ops
 from .manifest import build_manifest, file_entry, write_manifest
@@ -36,7 +37,7 @@ class Exporter:
     """Everything shared by the agents of one run: weights (regenerated once), op list, data."""
 
     def __init__(self, run_dir: str | Path, *, data_dir: str | None = None, threads: int = 1,
-                 verify_inputs: int = 256, align: int = 8, log=print) -> None:
+                 verify_inputs: int = 256, align: int = ALIGN, log=print) -> None:
         self.run: RunInfo = load_run(run_dir)
         self.template, self.fixed = regenerate_weights(self.run)
         self.ops = trace_ops(self.template, self.run.model_name)
