@@ -45,14 +45,12 @@ of conv weights at full width (no filter need go, so the export saves memory, no
 from __future__ import annotations
 
 import json
-import math
 import os
 import platform
 import re
 import socket
 import time
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 

@@ -45,12 +45,13 @@ def write_yaml(path: Path, raw: dict) -> Path:
     return path
 
 
-def profile_file(folder: Path, name: str, retention: float) -> str:
-    """A device profile with a fixed retention ratio (and one thread), written to ``folder/NAME.yaml``."""
+def profile_file(folder: Path, name: str, retention: float | str, gflops: float = 5.0) -> str:
+    """A device profile with a retention ratio (a number, or auto: the structure policy) and one thread,
+    written to ``folder/NAME.yaml``."""
     path = folder / f"{name}.yaml"
     path.write_text(textwrap.dedent(f"""\
         name: {name}
-        hardware: {{cores: 1, memory_mb: 1024, gflops: 5.0, uplink_mbps: 10.0}}
+        hardware: {{cores: 1, memory_mb: 1024, gflops: {gflops}, uplink_mbps: 10.0}}
         budget: {{inference_latency_ms: 10.0, model_memory_mb: 16.0}}
         training: {{threads: 1, batch_size: null}}
         retention_ratio: {retention}
@@ -126,7 +127,8 @@ def masks_of(run_dir):
     out = {}
     for agent in state["agents"]:
         data = (run_dir / "final" / agent["mask_file"]).read_bytes()
-        msg = decode_masks(data, expected_fingerprint=bytes.fromhex(state["fingerprint"]), expected_shapes=shapes)
+        msg = decode_masks(data, expected_fingerprint=bytes.fromhex(state["fingerprint"]), expected_shapes=shapes,
+                           nested=True)
         assert (msg.sender, msg.round) == (agent["id"], state["rounds"])
         out[agent["id"]] = data
     return state, out

@@ -21,7 +21,7 @@ from edge_mcepl.devicelab.plan import plan_agent
 from edge_mcepl.devicelab.schema import LabMessage, LabSettings
 from edge_mcepl.errors import UserError
 from edge_mcepl.metrics import read_metrics
-from edge_mcepl.profiles import load_profile
+from edge_mcepl.profiles import load_profile, policy_structure
 from edge_mcepl.run_dir import read_config
 
 from conftest import tiny_lab_config
@@ -29,33 +29,42 @@ from labsupport import comparable, masks_of, needs_mosquitto, profile_file, simu
 
 
 @needs_mosquitto
-def test_lab_over_mosquitto_with_profiles_matches_the_simulator_bit_for_bit(tmp_path, capsys):
-    # The lab's YAML leaves retention to the devices; two profiles say 0.2 and 0.4 (round-robin).
+def test_a_mixed_width_lab_over_mosquitto_matches_the_simulator_bit_for_bit(tmp_path, capsys):
+    # The lab's YAML leaves the structure to the devices: one profile says retention 0.2 (full width),
+    # the other is a slow device whose auto policy gives it half the filters (round-robin).
     lab_yaml = write_yaml(tmp_path / "lab.yaml", tiny_raw(name="eq", rounds=4, eval_every=2))
-    profiles = f"{profile_file(tmp_path, 'small', 0.2)},{profile_file(tmp_path, 'big', 0.4)}"
+    slow = profile_file(tmp_path, "slow", "auto", gflops=0.5)
+    width = policy_structure(load_profile(slow), "small-cnn").width
+    assert width == 0.5
     out = tmp_path / "run"
+    profiles = f"{profile_file(tmp_path, 'small', 0.2)},{slow}"
     code = main(["lab", str(lab_yaml), "--out", str(out), "--profiles", profiles, "--broker-kind", "mosquitto",
                  "--round-deadline", "120"])
     printed = capsys.readouterr().out
     assert code == 0, printed
     assert "mosquitto" in printed and "mean personalized accuracy" in printed
-    # The simulator with the same retention per agent, given directly.
-    sim_dir = simulate(tiny_lab_config(name="eq", rounds=4, eval_every=2, **{"retention.conv": [0.2, 0.4]}), tmp_path)
+    # The simulator with the same structure per agent, given directly.
+    given = {"retention.conv": [0.2, 0.3], "retention.width": [1.0, width]}
+    sim_dir = simulate(tiny_lab_config(name="eq", rounds=4, eval_every=2, **given), tmp_path)
     state, lab_masks = masks_of(out)
     sim_state, sim_masks = masks_of(sim_dir)
     assert lab_masks == sim_masks and len(lab_masks) == 4
-    assert [a["retention_conv"] for a in state["agents"]] == [0.2, 0.4, 0.2, 0.4]
-    assert [a["profile"] for a in state["agents"]] == ["small", "big", "small", "big"]
+    assert [a["retention_conv"] for a in state["agents"]] == [0.2, 0.3, 0.2, 0.3]
+    assert [a["width"] for a in state["agents"]] == [1.0, 0.5, 1.0, 0.5]
+    assert [a["profile"] for a in state["agents"]] == ["small", "slow", "small", "slow"]
     assert {k: v for k, v in state.items() if k != "agents"} == {k: v for k, v in sim_state.items() if k != "agents"}
     lab_rows, sim_rows = read_metrics(out / "metrics.jsonl"), read_metrics(sim_dir / "metrics.jsonl")
     assert comparable(lab_rows) == comparable(sim_rows)
     assert all(r["neighbours_heard"] == 2 and r["rejected"] == 0 for r in lab_rows)
+    # a half-width agent sends about a quarter of a full one's bits
+    sent = {r["agent"]: r["bytes_sent"] for r in lab_rows if r["round"] == 1}
+    assert sent[1] < 0.4 * sent[0]
     assert (out / "summary.txt").read_text().strip() and (out / "config.yaml").is_file()
     lab_info = json.loads((out / "lab.json").read_text())
     assert lab_info["broker"].startswith("mosquitto") and set(lab_info["exit_codes"].values()) == {0}
-    # Its config.yaml says what ran (each profile's retention), so simulating it gives the lab's masks.
+    # Its config.yaml says what ran (each profile's structure), so simulating it gives the lab's masks.
     recorded = read_config(out)
-    assert recorded.retention.conv == [0.2, 0.4, 0.2, 0.4]
+    assert recorded.retention.conv == [0.2, 0.3, 0.2, 0.3] and recorded.retention.width == [1.0, 0.5, 1.0, 0.5]
     assert masks_of(simulate(recorded, tmp_path / "again"))[1] == lab_masks
 
 

@@ -15,6 +15,7 @@ from functools import cache
 
 import numpy as np
 
+from ..nn.layers import MaskedLinear
 from ..nn.width import pad_to_full, width_shapes
 from ..nn.zoo import build_model
 from .graph import trace_ops
@@ -48,7 +49,7 @@ def exported_cost(model_name: str, width: float, num_classes: int = 10, align: i
     weights: dict[str, np.ndarray] = {}
     for name, layer in model.masked_layers():
         weights[f"{name}.weight"] = np.ones(tuple(layer.weight.shape), dtype=np.float32)  # any nonzero value
-        if hasattr(layer, "bias"):
+        if isinstance(layer, MaskedLinear):
             weights[f"{name}.bias"] = np.zeros(tuple(layer.bias.shape), dtype=np.float32)
     net = prune_network(trace_ops(model, model_name), weights, masks, input_shape=model.input_shape,
                         num_classes=num_classes, elu_logits=model.elu_logits, align=align)
