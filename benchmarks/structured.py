@@ -125,10 +125,15 @@ def message_bytes(width: float) -> tuple[int, int]:
                  for codec in ("packbits", "rice"))
 
 
+def metrics_file(run_dir: Path) -> Path | None:
+    """A run's metrics, live or archived (gzipped under results/)."""
+    return next((p for p in (run_dir / "metrics.jsonl", run_dir / "metrics.jsonl.gz") if p.is_file()), None)
+
+
 def accuracy_by_profile(run_dir: Path) -> tuple[int, list[float]] | None:
     """(last evaluated round, mean accuracy per profile of the mix, agents round-robin) of a run."""
-    path = run_dir / "metrics.jsonl"
-    if not path.is_file():
+    path = metrics_file(run_dir)
+    if path is None:
         return None
     rows = [r for r in read_metrics(path) if "accuracy" in r]
     if not rows:
@@ -139,8 +144,8 @@ def accuracy_by_profile(run_dir: Path) -> tuple[int, list[float]] | None:
 
 def accuracy_at(run_dir: Path, round_: int) -> tuple[list[float], float] | None:
     """(accuracy per profile at ``round_``, mean bytes an agent sent per round up to it) of a run."""
-    path = run_dir / "metrics.jsonl"
-    rows = [r for r in read_metrics(path) if r.get("round", 0) <= round_] if path.is_file() else []
+    path = metrics_file(run_dir)
+    rows = [r for r in read_metrics(path) if r.get("round", 0) <= round_] if path is not None else []
     last = [r for r in rows if r["round"] == round_ and "accuracy" in r]
     if not last:
         return None

@@ -23,8 +23,9 @@ def masks(sim, rounds):
     return [a.encode_message(rounds) for a in sim.agents]
 
 
-def test_resuming_from_checkpoints_gives_the_uninterrupted_masks(tmp_path):
-    config = tiny_lab_config(rounds=6, eval_every=100)
+@pytest.mark.parametrize("width", [1.0, [0.5, 1.0, 0.25]])
+def test_resuming_from_checkpoints_gives_the_uninterrupted_masks(tmp_path, width):
+    config = tiny_lab_config(rounds=6, eval_every=100, **{"retention.width": width})
     reference = quiet(config)
     for t in range(6):
         reference.run_round(t)

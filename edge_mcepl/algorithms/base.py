@@ -13,6 +13,7 @@ is :mod:`.registry`.
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -134,10 +135,11 @@ class LearningRule(ABC, Generic[M, C]):
         return evaluate_batch(self.model, images, labels)
 
     def mask_stats(self) -> dict[str, float | int | list[int]]:
-        """Density (kept / masked weights) and live filters per layer of the model as it would be exported."""
+        """Density (kept / the lab model's masked weights, whatever block this agent holds) and live
+        filters per layer of the model as it would be exported."""
         masks = self.masks()
         kept = sum(int(m.sum()) for m in masks)
-        total = sum(m.numel() for m in masks)
+        total = sum(math.prod(shape) for shape in self.model.layer_shapes())
         return {"density": kept / total, "live_filters": [live_filters(m) for m in masks]}
 
 
