@@ -57,7 +57,8 @@ MAC_TARGETS = (0.5, 0.25, 0.1)
 SPEEDUP_TARGET = 0.8  # issue: onnxruntime speed-up ≥ 0.8 × the MAC reduction at batch 1, 1 thread
 STEP_TARGET = 0.5  # issue: the rpi4 structure's training step ≤ 0.5 × the full dense step
 RUNS = {"ordered width": "structured-ordered", "learned filters": "structured-learned",
-        "HeteroFL-style fp32": "heterofl-profiles"}
+        "HeteroFL-style fp32": "heterofl-profiles",
+        "ordered width, conv retention 0.5 inside (what-if)": "structured-ordered-r05"}
 UNSTRUCTURED = ("unstructured (archived hetero-profiles)", ROOT / "results" / "reproduce-full" / "hetero-profiles")
 
 

@@ -108,6 +108,10 @@ def experiments(preset: str) -> list[Experiment]:
                    {"retention.width": [w for _, w in mix]}),
         Experiment("structured-learned", "structured", "MCE-PL, learned filter selection, same widths",
                    {"retention.width": [w for _, w in mix], "algorithm.name": "learned_filters"}),
+        # A what-if read on test data, so not used to pick a default: exported MACs do not depend on the
+        # retention inside the kept filters, so a narrow device could keep more of them for free.
+        Experiment("structured-ordered-r05", "structured", "MCE-PL, ordered width, conv retention 0.5 inside",
+                   {"retention.width": [w for _, w in mix], "retention.conv": 0.5}),
         Experiment("heterofl-profiles", "structured",
                    f"HeteroFL-style fp32 width baseline, same widths (weight_lr {BASELINE_LR:g})",
                    {"retention.width": [w for _, w in mix], "algorithm.name": "heterofl",

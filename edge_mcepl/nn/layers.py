@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .width import block_slices
+
 LayerKind = Literal["conv", "linear"]
 
 
@@ -76,7 +78,7 @@ class MaskedLayer(nn.Module):
         """The fixed weights this layer computes with: the leading ``block_shape`` corner of ``weight``."""
         if self.block_shape == tuple(self.weight.shape):
             return self.weight
-        return self.weight[tuple(slice(0, n) for n in self.block_shape)]
+        return self.weight[block_slices(self.block_shape)]
 
     def effective_weight(self) -> Tensor:
         return self.block if self.source is None else self.source.effective_weight(self.block)
