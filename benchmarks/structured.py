@@ -260,14 +260,40 @@ def accuracy_section(results: Path, mean_fraction: float) -> list[str]:
              "400-round run. Raw runs: `" + str(results.relative_to(ROOT) if results.is_relative_to(ROOT) else results)
              + "/`.", "", f"| method | {head} | mean | kB sent per agent per round |",
              "|---|" + "---:|" * (len(PROFILE_MIX) + 2)]
+    measured: dict[str, tuple[float, float]] = {}  # label → (mean accuracy, bytes per agent per round)
     for label, run in [*((k, results / v) for k, v in RUNS.items()), UNSTRUCTURED]:
         got = accuracy_at(run, last)
         if got is not None:
             accs, sent = got
+            measured[label] = (statistics.mean(accs), sent)
             lines.append(f"| {label} | " + " | ".join(f"{a:.4f}" for a in accs)
                          + f" | {statistics.mean(accs):.4f} | {sent / 1e3:,.1f} |")
-    lines += ["", f"Ordered width's mean exported MACs: {mean_fraction:.3f}× the unstructured mix's.", ""]
+    lines += ["", *verdicts(measured, mean_fraction, last), ""]
     return lines
+
+
+def verdicts(measured: dict[str, tuple[float, float]], mean_fraction: float, round_: int) -> list[str]:
+    """The issue's accuracy targets, checked on the table above (points = 100 × accuracy difference)."""
+    ordered, unstructured = measured.get("ordered width"), measured.get(UNSTRUCTURED[0])
+    out = ["## Targets (accuracy)", ""]
+    if ordered and unstructured:
+        gap = 100 * (ordered[0] - unstructured[0])
+        out.append(f"- Ordered width vs unstructured MCE-PL, same profile mix, round {round_}: {gap:+.2f} points at "
+                   f"{mean_fraction:.3f}× its mean exported MACs — target within 2 points at ≤ 0.5×: "
+                   f"**{'met' if gap >= -2 and mean_fraction <= 0.5 else 'missed'}**"
+                   + ("" if mean_fraction <= 0.5 else " (the profiles' budgets give a mix at "
+                      f"{mean_fraction:.2f}×, above 0.5× before any accuracy is counted)"))
+    learned = measured.get("learned filters")
+    if ordered and learned:
+        out.append(f"- Learned filter selection vs ordered width: {100 * (learned[0] - ordered[0]):+.2f} points, "
+                   f"for {learned[1] / ordered[1]:.2f}× the bytes and the full network's training cost.")
+    hetero = measured.get("HeteroFL-style fp32")
+    if ordered and hetero:
+        out.append(f"- Ordered width vs the HeteroFL-style baseline (same widths, same MACs): "
+                   f"{100 * (ordered[0] - hetero[0]):+.2f} points with {hetero[1] / ordered[1]:.1f}× fewer bytes — "
+                   f"target ≥ its accuracy with ≥ 20× fewer bytes: "
+                   f"**{'met' if ordered[0] >= hetero[0] and hetero[1] / ordered[1] >= 20 else 'missed'}**")
+    return out
 
 
 if __name__ == "__main__":

@@ -27,6 +27,8 @@ GROUP_TITLES = {
     "ablation": ("Ablations", ["mcepl-k4"]),
     "dslth": ("DSLTH: mask-only learning vs weight training on the same init", ["mcepl-k4", "local-only-k4"]),
     "hetero": ("Node heterogeneity: mixed vs homogeneous retention", ["mcepl-k4", "investigate-retention-0.5"]),
+    "structured": ("Capability-sized subnetworks: each profile's ordered width (docs/structured.md)",
+                   ["hetero-profiles"]),
     "sweep": ("Baseline step sizes: the main tables' weight_lr vs the config default", ["dsgd-k4", "dispfl-k4"]),
     "investigation": ("Investigation: what limits MCE-PL's accuracy", ["mcepl-k4", "local-only-k4"]),
     "rerun": ("The same config on other hardware (CPU vs GPU)", list(RERUNS)),
