@@ -49,7 +49,8 @@ def summarize(run_dir: Path) -> dict[str, Any]:
         "bytes_per_round": statistics.mean(per_round), "cum_bytes": sum(per_round),
         "density": statistics.mean(r["density"] for r in final), "live_conv_filters": statistics.mean(live),
         "conv_filters": sum(final[0]["filters"][: final[0]["conv_layers"]]),
-        "message_bytes": max((r["bytes_sent"] // max(1, len_neighbours(r)) for r in final), default=0),
+        # mean over agents: with ordered width each agent sends only its block
+        "message_bytes": round(statistics.mean(r["bytes_sent"] / max(1, len_neighbours(r)) for r in final)),
         "wall_s": float(wall.read_text()) if wall.exists() else None,
         "stopped": None if wall.exists() else stopped.read_text().strip(),
     }
