@@ -32,8 +32,8 @@ def table(exps: list[Experiment], results: dict[str, dict[str, Any]], dsgd_key: 
     mixed = common is not None and any(s["rounds_run"] != common for s in shown)
     at_common = f" acc. @ round {common} |" if mixed else ""
     lines = [f"| method | rounds | mean acc. ± std (over agents) |{at_common} min | max | MB / round (network) | "
-             "cumulative MB | bytes per message (mean over agents) | fewer bytes than DSGD | mask density | live conv filters | "
-             f"train loss (last {LOSS_WINDOW} rounds) |",
+             "cumulative MB | bytes per message (mean over agents) | fewer bytes than DSGD | mask density | "
+             f"live conv filters | train loss (last {LOSS_WINDOW} rounds) |",
              "|---|---:|---:|" + ("---:|" if mixed else "") + "---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     ref = results.get(dsgd_key) if dsgd_key else None
     for e in exps:
