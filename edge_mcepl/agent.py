@@ -31,6 +31,7 @@ class RoundReport:
     rejected: int = 0
     stale: int = 0  # messages from an earlier round (the transport's bounded staleness; 0 in the simulator)
     train_seconds: float = 0.0  # this agent's local step(s) and encoding, not the whole lab's round
+    mask_flips: list[int] | None = None  # per layer, bits of the mask sent that differ from the last one sent
 
 
 class Agent:
@@ -56,6 +57,13 @@ class Agent:
         self.sampler = EpochSampler(len(train), rule.params.batch_size, seed, agent_id)
         self.layer_shapes = rule.model.layer_shapes()
         self._report: RoundReport | None = None
+        # What the last message sent carried (before round 1: the initial mask), so every round can say
+        # how many mask bits moved — the delta a later codec would send. None: unknown (an old checkpoint).
+        self.sent_masks: list[np.ndarray] | None = self.current_masks()
+
+    def current_masks(self) -> list[np.ndarray]:
+        """The rule's current mask per layer as bool arrays (what a mask message would carry)."""
+        return [m.detach().cpu().numpy().astype(bool) for m in self.rule.masks()]
 
     def encode_message(self, round: int) -> bytes:
         """The rule's current message for the wire (what is sent, and what a run saves for export)."""
@@ -71,8 +79,12 @@ class Agent:
         message = self.encode_message(round)
         trained = time.perf_counter() - began
         transport.publish(self.agent_id, round, message)
+        sent, previous = self.current_masks(), self.sent_masks
+        flips = None if previous is None else [int(np.count_nonzero(a != b)) for a, b in zip(sent, previous)]
+        self.sent_masks = sent
         # One copy of the message goes to each neighbour (docs/algorithm.md#communication).
-        self._report = RoundReport(loss=loss, bytes_sent=len(message) * len(self.neighbours), train_seconds=trained)
+        self._report = RoundReport(loss=loss, bytes_sent=len(message) * len(self.neighbours), train_seconds=trained,
+                                   mask_flips=flips)
 
     def finish_round(self, round: int, transport: Transport, timeout: float | None = None) -> RoundReport:
         """docs/algorithm.md#round steps 3–5: gather neighbours' messages, aggregate what arrived, consensus step.

@@ -34,6 +34,11 @@ from .validation import AgentId, Fingerprint, StrictModel, validate_json
 
 FORMAT = "edge-mcepl-checkpoint/1"
 _SAMPLER = ("generator_state", "order")
+
+
+def _sent_name(layer: int) -> str:
+    return f"sent_mask_{layer}"
+
 _FRESH = "delete it (or pass --fresh) to start this agent over"  # how the user gets past any refused checkpoint
 Size = Annotated[int, Field(ge=0)]
 
@@ -53,6 +58,7 @@ class CheckpointMeta(StrictModel):
     sampler_n: int = Field(ge=0)
     batch_size: int = Field(ge=1)
     rule_arrays: dict[str, tuple[str, list[Size]]]  # the rule's state_dict: name → (dtype.str, shape)
+    sent_masks: list[list[Size]] | None = None  # shapes of the last sent mask per layer (None: not recorded)
     lab: str
     run_id: str
 
@@ -61,6 +67,7 @@ class CheckpointMeta(StrictModel):
 class Checkpoint:
     meta: CheckpointMeta
     rule_state: dict[str, np.ndarray]  # the rule's state_dict()
+    sent_masks: list[np.ndarray] | None  # the agent's last sent mask per layer (for the flip count)
     generator_state: np.ndarray
     order: np.ndarray
 
@@ -81,9 +88,11 @@ def save_checkpoint(path: str | Path, agent: Agent, next_round: int, *, lab: str
         retention_conv=agent.rule.retention.conv, retention_linear=agent.rule.retention.linear,
         width=agent.rule.retention.width, layer_shapes=[list(s) for s in agent.layer_shapes],
         sampler_pos=int(sampler._pos), sampler_n=int(sampler.n), batch_size=int(sampler.batch_size),
-        rule_arrays={name: (a.dtype.str, list(a.shape)) for name, a in rule_state.items()}, lab=lab, run_id=run_id)
+        rule_arrays={name: (a.dtype.str, list(a.shape)) for name, a in rule_state.items()}, lab=lab, run_id=run_id,
+        sent_masks=None if agent.sent_masks is None else [list(m.shape) for m in agent.sent_masks])
     text = json.dumps(meta.model_dump(mode="json"))
     arrays: dict[str, np.ndarray] = {"meta": np.frombuffer(text.encode(), dtype=np.uint8), **rule_state}
+    arrays.update({_sent_name(i): m for i, m in enumerate(agent.sent_masks or [])})
     arrays["generator_state"] = sampler._gen.get_state().numpy().copy()
     arrays["order"] = sampler._order.numpy().copy()
     with atomic_file(path, durable=True) as f:
@@ -98,10 +107,12 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
             files = set(data.files)
             meta = _read_meta(bytes(data["meta"]), path)
             declared = meta.rule_arrays
-            missing = sorted((set(_SAMPLER) | set(declared)) - files)
+            sent_names = [_sent_name(i) for i in range(len(meta.sent_masks or []))]
+            missing = sorted((set(_SAMPLER) | set(declared) | set(sent_names)) - files)
             if missing:
                 raise ValueError(f"missing arrays {missing[:3]}")
             rule_state = {name: data[name] for name in declared}
+            sent = [data[name] for name in sent_names] if meta.sent_masks is not None else None
             state, order = data["generator_state"], data["order"]
     except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile, EOFError) as exc:
         raise UserError(f"{path}: unreadable checkpoint ({type(exc).__name__}: {exc}); {_FRESH}") from None
@@ -112,7 +123,10 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
                             f"{tuple(shape)}; {_FRESH}")
     if state.dtype != np.uint8 or order.dtype != np.int64:
         raise UserError(f"{path}: sampler state has the wrong dtype; {_FRESH}")
-    return Checkpoint(meta, rule_state, state, order)
+    shapes = meta.sent_masks or []
+    if sent is not None and any(m.dtype != np.bool_ or list(m.shape) != list(s) for m, s in zip(sent, shapes)):
+        raise UserError(f"{path}: the last sent mask does not match its declared shapes; {_FRESH}")
+    return Checkpoint(meta, rule_state, sent, state, order)
 
 
 def _read_meta(data: bytes, path: Path) -> CheckpointMeta:
@@ -138,6 +152,8 @@ def restore_agent(agent: Agent, ckpt: Checkpoint, source: str = "checkpoint", *,
         agent.rule.load_state_dict(ckpt.rule_state)
     except ValueError as exc:
         raise UserError(f"{source}: {exc}; {_FRESH}") from None
+    # Written before flip counts existed: the first resumed round's count is unknown, never guessed.
+    agent.sent_masks = None if ckpt.sent_masks is None else [m.copy() for m in ckpt.sent_masks]
     sampler = agent.sampler
     sampler._gen.set_state(torch.from_numpy(ckpt.generator_state.copy()))
     sampler._order = torch.from_numpy(ckpt.order.copy())

@@ -119,6 +119,7 @@ class Simulator:
             rows.append({"round": t + 1, "agent": agent.agent_id, "loss": report.loss, "bytes_sent": report.bytes_sent,
                          "bytes_received": report.bytes_received, "neighbours_heard": report.neighbours_heard,
                          "rejected": report.rejected, "train_seconds": round(report.train_seconds, 6),
+                         "mask_flips": report.mask_flips,
                          **agent.rule.mask_stats()})
         return rows
 

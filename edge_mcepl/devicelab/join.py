@@ -365,7 +365,8 @@ class Join:
         row: dict[str, Any] = {
             "round": t + 1, "agent": self.me, "loss": report.loss, "bytes_sent": report.bytes_sent,
             "bytes_received": report.bytes_received, "neighbours_heard": report.neighbours_heard,
-            "rejected": report.rejected + stats.rejected, **agent.rule.mask_stats()}
+            "rejected": report.rejected + stats.rejected, "mask_flips": report.mask_flips,
+            **agent.rule.mask_stats()}
         evaluated = time.time()
         if (t + 1) % config.eval_every == 0 or t == config.rounds - 1:
             acc, loss = agent.evaluate()
