@@ -216,9 +216,8 @@ def policy_structure(profile: DeviceProfile, model_name: str, num_classes: int =
         r = float(profile.retention_ratio)
         return decision(1.0, r, "profile", f"{profile.name}: retention_ratio {r:g} set in the profile (unstructured, "
                         "width 1: no filter need go)")
-    fits = [w for w in WIDTHS
-            if exported_cost(model_name, w, num_classes).macs <= macs
-            and exported_cost(model_name, w, num_classes).params <= params]
+    costs = {w: exported_cost(model_name, w, num_classes) for w in WIDTHS}
+    fits = [w for w, cost in costs.items() if cost.macs <= macs and cost.params <= params]
     width = max(fits) if fits else WIDTHS[0]
     return decision(width, None, "policy", f"{profile.name}: auto → width {width:g} for {model_name} "
                     f"({_binding(profile, model_name, num_classes, width, bool(fits))})")
