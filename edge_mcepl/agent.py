@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -18,6 +19,8 @@ from .algorithms.base import LearningRule, Message
 from .comm.transport import Transport
 from .data.arrays import ArrayDataset
 from .data.sampling import EpochSampler
+from .wire.delta import MaskRecord, mask_digest
+from .wire.masks import is_delta
 
 
 @dataclass
@@ -32,6 +35,25 @@ class RoundReport:
     stale: int = 0  # messages from an earlier round (the transport's bounded staleness; 0 in the simulator)
     train_seconds: float = 0.0  # this agent's local step(s) and encoding, not the whole lab's round
     mask_flips: list[int] | None = None  # per layer, bits of the mask sent that differ from the last one sent
+    keyframe: bool = True  # the message sent stood alone (False: a delta, wire/delta.py)
+    sent_digest: bytes = b""  # mask_digest of the masks sent
+    missing_base: int = 0  # neighbours' deltas refused because this agent did not hold their base
+    heard_digests: dict[int, tuple[int, bytes]] | None = None  # sender → (round, digest) of the masks used
+
+    def fields(self) -> dict[str, Any]:
+        """This report's part of a ``metrics.jsonl`` row — the simulator's and a device's alike.
+
+        ``sent_digest`` and ``heard_digests`` (hex) let anyone check that every mask a receiver
+        used is exactly what its sender sent in that round, whatever the codec and the losses.
+        """
+        row: dict[str, Any] = {
+            "loss": self.loss, "bytes_sent": self.bytes_sent, "bytes_received": self.bytes_received,
+            "neighbours_heard": self.neighbours_heard, "rejected": self.rejected, "missing_base": self.missing_base,
+            "mask_flips": self.mask_flips, "keyframe": self.keyframe}
+        if self.sent_digest:
+            row["sent_digest"] = self.sent_digest.hex()
+            row["heard_digests"] = {str(s): [r, d.hex()] for s, (r, d) in sorted((self.heard_digests or {}).items())}
+        return row
 
 
 class Agent:
@@ -58,33 +80,53 @@ class Agent:
         self.layer_shapes = rule.model.layer_shapes()
         self._report: RoundReport | None = None
         # What the last message sent carried (before round 1: the initial mask), so every round can say
-        # how many mask bits moved — the delta a later codec would send. None: unknown (an old checkpoint).
+        # how many mask bits moved. None: unknown (an old checkpoint).
         self.sent_masks: list[np.ndarray] | None = self.current_masks()
+        # The round of the last message sent, which its receivers hold: a delta's base. None: nothing
+        # sent yet (the initial mask is nobody's base) or unknown.
+        self.sent_round: int | None = None
 
     def current_masks(self) -> list[np.ndarray]:
         """The rule's current mask per layer as bool arrays (what a mask message would carry)."""
         return [m.detach().cpu().numpy().astype(bool) for m in self.rule.masks()]
 
-    def encode_message(self, round: int) -> bytes:
-        """The rule's current message for the wire (what is sent, and what a run saves for export)."""
-        return self.rule.encode_message(fingerprint=self.fingerprint, sender=self.agent_id, round=round, key=self.key)
+    def encode_message(self, round: int, reference: MaskRecord | None = None) -> bytes:
+        """The rule's current message for the wire (what is sent, and what a run saves for export).
+
+        ``reference`` is the last message sent, for a codec that sends only what changed; without
+        it the message stands alone (what a run directory keeps).
+        """
+        return self.rule.encode_message(fingerprint=self.fingerprint, sender=self.agent_id, round=round, key=self.key,
+                                        reference=reference)
+
+    def last_sent(self) -> MaskRecord | None:
+        """The masks of the last message sent, with their round and digest (None before the first)."""
+        if self.sent_round is None or self.sent_masks is None:
+            return None
+        return MaskRecord.of(self.sent_round, self.sent_masks)
 
     def begin_round(self, round: int, transport: Transport) -> None:
-        """docs/algorithm.md#round steps 1–3: local step(s), mask to send, publish."""
+        """docs/algorithm.md#round steps 1–3: local step(s), mask to send, publish.
+
+        The last message sent is the reference a delta codec may code against, unless a receiver
+        has asked the transport for a stand-alone message (it lost the base).
+        """
         began = time.perf_counter()
         loss = 0.0
         for _ in range(self.rule.params.local_steps):
             idx = self.sampler.next_batch().to(self.train_data.images.device)
             loss = self.rule.local_step(self.train_data.images[idx], self.train_data.labels[idx])
-        message = self.encode_message(round)
+        reference = None if transport.take_keyframe_request(self.agent_id) else self.last_sent()
+        message = self.encode_message(round, reference)
         trained = time.perf_counter() - began
         transport.publish(self.agent_id, round, message)
         sent, previous = self.current_masks(), self.sent_masks
         flips = None if previous is None else [int(np.count_nonzero(a != b)) for a, b in zip(sent, previous)]
-        self.sent_masks = sent
+        self.sent_masks, self.sent_round = sent, round
         # One copy of the message goes to each neighbour (docs/algorithm.md#communication).
         self._report = RoundReport(loss=loss, bytes_sent=len(message) * len(self.neighbours), train_seconds=trained,
-                                   mask_flips=flips)
+                                   mask_flips=flips, keyframe=not is_delta(message),
+                                   sent_digest=mask_digest(sent) if self.rule.learns_masks else b"")
 
     def finish_round(self, round: int, transport: Transport, timeout: float | None = None) -> RoundReport:
         """docs/algorithm.md#round steps 3–5: gather neighbours' messages, aggregate what arrived, consensus step.
@@ -101,6 +143,9 @@ class Agent:
         report.rejected = gathered.rejected
         report.stale = sum(d.stale for d in deliveries)
         report.neighbours_heard = len(deliveries)
+        report.missing_base = gathered.missing_base
+        report.heard_digests = {s: (d.message.round, d.message.digest) for s, d in gathered.deliveries.items()
+                                if d.message.digest is not None}
         self.rule.aggregate([self.rule.received_content(d.message) for d in deliveries])
         self.rule.consensus_step()
         return report

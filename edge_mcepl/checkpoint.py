@@ -59,6 +59,7 @@ class CheckpointMeta(StrictModel):
     batch_size: int = Field(ge=1)
     rule_arrays: dict[str, tuple[str, list[Size]]]  # the rule's state_dict: name → (dtype.str, shape)
     sent_masks: list[list[Size]] | None = None  # shapes of the last sent mask per layer (None: not recorded)
+    sent_round: int | None = Field(None, ge=0)  # the round of that message (None: none sent, or not recorded)
     lab: str
     run_id: str
 
@@ -89,7 +90,8 @@ def save_checkpoint(path: str | Path, agent: Agent, next_round: int, *, lab: str
         width=agent.rule.retention.width, layer_shapes=[list(s) for s in agent.layer_shapes],
         sampler_pos=int(sampler._pos), sampler_n=int(sampler.n), batch_size=int(sampler.batch_size),
         rule_arrays={name: (a.dtype.str, list(a.shape)) for name, a in rule_state.items()}, lab=lab, run_id=run_id,
-        sent_masks=None if agent.sent_masks is None else [list(m.shape) for m in agent.sent_masks])
+        sent_masks=None if agent.sent_masks is None else [list(m.shape) for m in agent.sent_masks],
+        sent_round=agent.sent_round)
     text = json.dumps(meta.model_dump(mode="json"))
     arrays: dict[str, np.ndarray] = {"meta": np.frombuffer(text.encode(), dtype=np.uint8), **rule_state}
     arrays.update({_sent_name(i): m for i, m in enumerate(agent.sent_masks or [])})
@@ -154,6 +156,7 @@ def restore_agent(agent: Agent, ckpt: Checkpoint, source: str = "checkpoint", *,
         raise UserError(f"{source}: {exc}; {_FRESH}") from None
     # Written before flip counts existed: the first resumed round's count is unknown, never guessed.
     agent.sent_masks = None if ckpt.sent_masks is None else [m.copy() for m in ckpt.sent_masks]
+    agent.sent_round = meta.sent_round  # the base of the next delta (None: the next message stands alone)
     sampler = agent.sampler
     sampler._gen.set_state(torch.from_numpy(ckpt.generator_state.copy()))
     sampler._order = torch.from_numpy(ckpt.order.copy())

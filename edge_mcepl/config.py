@@ -126,7 +126,9 @@ class AlgorithmConfig(StrictModel):
     group_lasso: float = Field(0.0, ge=0, le=1e3)
     min_kept_per_filter: Annotated[int, Field(ge=0, le=1_000_000_000)] | None = None
     aggregation_tensor: bool = True
-    mask_codec: Literal[tuple(MASK_CODECS)] = "packbits"  # type: ignore[valid-type]  # or rice (wire/rice.py)
+    # packbits (1 bit/weight), rice (wire/rice.py) or delta (what changed since the last round, wire/delta.py)
+    mask_codec: Literal[tuple(MASK_CODECS)] = "packbits"  # type: ignore[valid-type]
+    keyframe_every: int = Field(50, ge=1, le=1_000_000)  # delta codec: a stand-alone message every N rounds
     preset: Literal[tuple(PRESETS)] = "reference"  # type: ignore[valid-type]
     # Which rule the agents run (issue 5 baselines): see edge_mcepl/algorithms/. The knobs below
     # are read only by the weight-based baselines (dsgd, weight_training, dispfl).

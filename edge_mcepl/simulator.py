@@ -116,11 +116,8 @@ class Simulator:
         rows = []
         for agent in self.agents:
             report = agent.finish_round(t, self.transport)
-            rows.append({"round": t + 1, "agent": agent.agent_id, "loss": report.loss, "bytes_sent": report.bytes_sent,
-                         "bytes_received": report.bytes_received, "neighbours_heard": report.neighbours_heard,
-                         "rejected": report.rejected, "train_seconds": round(report.train_seconds, 6),
-                         "mask_flips": report.mask_flips,
-                         **agent.rule.mask_stats()})
+            rows.append({"round": t + 1, "agent": agent.agent_id, **report.fields(),
+                         "train_seconds": round(report.train_seconds, 6), **agent.rule.mask_stats()})
         return rows
 
     def evaluate(self) -> list[tuple[float, float]]:

@@ -28,6 +28,7 @@ from ..config import AlgorithmConfig
 from ..errors import UserError
 from ..nn.masking import live_filters
 from ..nn.zoo import MaskedNetwork
+from ..wire.delta import MaskRecord
 from .params import Retention, RuleParams
 
 if TYPE_CHECKING:
@@ -42,6 +43,10 @@ class Message(Protocol):
 
     @property
     def round(self) -> int: ...
+
+    @property
+    def digest(self) -> bytes | None:
+        """A digest of the content a receiver can compare with the sender's own record (masks); None if none."""
 
 
 M = TypeVar("M", bound=Message)  # the rule's decoded message
@@ -86,8 +91,13 @@ class LearningRule(ABC, Generic[M, C]):
         """One optimisation step on a mini-batch; returns the loss."""
 
     @abstractmethod
-    def encode_message(self, *, fingerprint: bytes, sender: int, round: int, key: bytes | None) -> bytes:
-        """What this agent sends its neighbours this round, encoded for the wire."""
+    def encode_message(self, *, fingerprint: bytes, sender: int, round: int, key: bytes | None,
+                       reference: MaskRecord | None = None) -> bytes:
+        """What this agent sends its neighbours this round, encoded for the wire.
+
+        ``reference``: this agent's last message, which its receivers hold — a codec may code only
+        what changed since (MCE-PL's delta codec); None when the message must stand alone.
+        """
 
     @abstractmethod
     def decode_message(self, payload: bytes, *, fingerprint: bytes, shapes: Sequence[tuple[int, ...]],

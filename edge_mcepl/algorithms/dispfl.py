@@ -37,6 +37,7 @@ from torch import Tensor
 from ..nn.masking import topk_mask
 from ..nn.weights import derive_seed
 from ..nn.zoo import MaskedNetwork
+from ..wire.delta import MaskRecord
 from ..wire.sparse import SparseWeightMessage, decode_sparse_weights, encode_sparse_weights
 from .base import RuleContext
 from .params import Retention, params_from
@@ -80,7 +81,8 @@ class DisPFL(WeightRule[SparseWeightMessage, tuple[list[Tensor], list[Tensor]]])
         return cls(ctx.model, params_from(DisPFLParams, ctx.algorithm), ctx.retention, ctx.agent_id, ctx.seed,
                    ctx.total_rounds)
 
-    def encode_message(self, *, fingerprint: bytes, sender: int, round: int, key: bytes | None) -> bytes:
+    def encode_message(self, *, fingerprint: bytes, sender: int, round: int, key: bytes | None,
+                       reference: MaskRecord | None = None) -> bytes:
         return encode_sparse_weights([m.bool().cpu().numpy() for m in self.keep], self.current_weights(),
                                      fingerprint=fingerprint, sender=sender, round=round, key=key)
 

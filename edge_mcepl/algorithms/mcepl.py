@@ -28,6 +28,8 @@ from ..nn.group_lasso import group_lasso_gradient
 from ..nn.weights import seeded_bernoulli_prior, seeded_scores
 from ..nn.width import block_slices
 from ..nn.zoo import MaskedNetwork
+from ..wire.delta import MaskRecord
+from ..wire.history import MaskHistory
 from ..wire.masks import MaskMessage, decode_masks, encode_masks
 from .base import LearningRule, RuleContext, arrays
 from .holders import mean_over_holders
@@ -45,7 +47,8 @@ class MCEPLParams(RuleParams):
     group_lasso: float = 0.0
     min_kept_per_filter: int | None = None
     aggregation_tensor: bool = True
-    mask_codec: str = "packbits"  # or "rice": ≈ H(r) bits per weight instead of 1 (wire/rice.py)
+    mask_codec: str = "packbits"  # "rice": ≈ H(r) bits per weight (wire/rice.py); "delta": what changed (wire/delta.py)
+    keyframe_every: int = 50  # delta codec: a stand-alone (Rice) message every this many rounds
 
 
 class MCEPL(LearningRule[MaskMessage, list[Tensor]]):
@@ -79,6 +82,7 @@ class MCEPL(LearningRule[MaskMessage, list[Tensor]]):
             layer.use(state)
             self.layers.append(state)
         self.link_layers()
+        self.history = MaskHistory()  # the neighbours' last decoded masks: the bases of their deltas
 
     def narrow_model(self) -> None:
         """Ordered width: the model computes the leading block of every layer (docs/algorithm.md#width)."""
@@ -120,16 +124,26 @@ class MCEPL(LearningRule[MaskMessage, list[Tensor]]):
         """m⁽ᵗ⁺¹⁾ = TopK(|z| + mean|z|·m̄⁽ᵗ⁾) per layer: new scores, old neighbour mean."""
         return [state.mask() for state in self.layers]
 
-    def encode_message(self, *, fingerprint: bytes, sender: int, round: int, key: bytes | None) -> bytes:
-        """The mask to send (wire format v1): 1 bit per weight, or fewer with the Rice codec."""
+    def encode_message(self, *, fingerprint: bytes, sender: int, round: int, key: bytes | None,
+                       reference: MaskRecord | None = None) -> bytes:
+        """The mask to send (wire format v1): 1 bit per weight, fewer with the Rice codec, only what changed
+        since ``reference`` with the delta codec — except on the keyframe schedule (docs/wire-format.md#delta)."""
         masks = [m.cpu().numpy().astype(bool) for m in self.masks()]
+        base = None if reference is None or round % self.params.keyframe_every == 0 else reference
         return encode_masks(masks, fingerprint=fingerprint, sender=sender, round=round, key=key,
-                            codec=self.params.mask_codec)
+                            codec=self.params.mask_codec, base=base)
 
     def decode_message(self, payload: bytes, *, fingerprint: bytes, shapes: Sequence[tuple[int, ...]],
                        key: bytes | None) -> MaskMessage:
-        """A neighbour's masks: any ordered-width block of the lab's ``shapes`` (its width is its own)."""
-        return decode_masks(payload, expected_fingerprint=fingerprint, expected_shapes=shapes, key=key, nested=True)
+        """A neighbour's masks: any ordered-width block of the lab's ``shapes`` (its width is its own).
+
+        A delta is decoded against the sender's masks this rule decoded before; every decoded
+        message is remembered as a base for the sender's next one.
+        """
+        msg = decode_masks(payload, expected_fingerprint=fingerprint, expected_shapes=shapes, key=key, nested=True,
+                           bases=self.history.lookup)
+        self.history.remember(msg.sender, MaskRecord(msg.round, msg.masks, msg.digest))
+        return msg
 
     def received_content(self, msg: MaskMessage) -> list[Tensor]:
         """A neighbour's binary masks, one float tensor per layer (what :meth:`aggregate` averages)."""

@@ -19,6 +19,7 @@ from torch import Tensor
 
 from ..nn.masking import topk_mask
 from ..nn.zoo import MaskedNetwork
+from ..wire.delta import MaskRecord
 from ..wire.dense import WeightMessage, decode_weights, encode_weights
 from .base import C, LearningRule, M, arrays
 from .params import Retention, RuleParams
@@ -100,7 +101,8 @@ class WeightRule(LearningRule[M, C]):
 class DenseWeightRule(WeightRule[WeightMessage, tuple[int, list[Tensor]]]):
     """A weight rule that sends its weights as fp32 (:mod:`edge_mcepl.wire.dense`)."""
 
-    def encode_message(self, *, fingerprint: bytes, sender: int, round: int, key: bytes | None) -> bytes:
+    def encode_message(self, *, fingerprint: bytes, sender: int, round: int, key: bytes | None,
+                       reference: MaskRecord | None = None) -> bytes:
         return encode_weights(self.current_weights(), fingerprint=fingerprint, sender=sender, round=round, key=key)
 
     def decode_message(self, payload: bytes, *, fingerprint: bytes, shapes: Sequence[tuple[int, ...]],

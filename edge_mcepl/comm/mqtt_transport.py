@@ -12,7 +12,12 @@ copy of each message to each neighbour — the simulator's byte count. Rules thi
   cannot take the place of a good one that comes later.
 - **QoS 1 delivers duplicates**: messages are de-duplicated on (sender, round). A repeat with the
   same bytes is dropped as a redelivery (before decoding it); a *different* message for a
-  (sender, round) already held is rejected as conflicting (first valid one wins).
+  (sender, round) already held is a duplicate if it decodes to the same content (a keyframe sent
+  again in place of a delta), else rejected as conflicting (first valid one wins).
+- **Keyframe requests**: a delta whose base this agent lacks (it restarted, started late, or lost
+  a message) is a counted rejection, and the agent publishes, retained on its own ``keyframe``
+  topic, the senders it lacks; a sender that sees its id there makes its next message a keyframe.
+  Retained, so a sender that was offline when asked still sees the request when it comes back.
 - **Bounded staleness, bounded memory**: a message older than the ``max_staleness`` window is
   dropped on arrival and evicted as the agent moves on; the inbox has a byte budget (payload bytes).
   :meth:`~MqttTransport.gather` is the one place that decides what is stale.
@@ -20,6 +25,7 @@ copy of each message to each neighbour — the simulator's byte count. Rules thi
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -27,9 +33,10 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
+from ..wire.delta import BaseMissing
 from ..wire.envelope import CodecError, read_common_header
 from .client import MqttConnection
-from .topics import mask_topic, topic_agent
+from .topics import keyframe_topic, mask_topic, topic_agent
 from .transport import Decoder, Delivery, Gathered, Transport, check_channel
 
 log = logging.getLogger(__name__)
@@ -40,6 +47,7 @@ class TransportStats:
     """Arrival counters an agent reports per round (read and reset with :meth:`MqttTransport.take_stats`)."""
 
     rejected: int = 0
+    missing_base: int = 0  # of the rejected: deltas whose base this agent did not hold
     duplicates: int = 0
     late: int = 0
 
@@ -80,14 +88,31 @@ class MqttTransport(Transport):
         self.last_arrivals: dict[int, float] = {}  # sender → arrival time of what the last gather returned
         self.last_stale: dict[int, int] = {}  # sender → round of a stale message the last gather fell back on
         self.last_gather_end = 0.0  # when the last gather returned (time.time())
+        self._lacking: set[int] = set()  # senders whose base this agent lacks (asked for a keyframe)
+        self._keyframe_asked = False  # a receiver asked this agent for a keyframe
         conn.on(mask_topic(lab, "+"), self._on_message)
+        conn.on(keyframe_topic(lab, "+"), self._on_keyframe_request)
 
     def listen(self, receiver: int, senders: Collection[int], decode: Decoder) -> None:
         """Subscribe to these agents' message topics (the neighbours'), checking what comes with ``decode``."""
         self._check_receiver(receiver)
         self._decode = decode
         self._senders = tuple(senders)
-        self.conn.subscribe([mask_topic(self.lab, s) for s in sorted(self._senders)])
+        self.conn.subscribe([mask_topic(self.lab, s) for s in sorted(self._senders)]
+                            + [keyframe_topic(self.lab, s) for s in sorted(self._senders)])
+
+    def ask_keyframes(self, senders: Collection[int]) -> None:
+        """Ask these senders for a stand-alone message next (a process that starts holds no base)."""
+        with self._cond:
+            self._lacking |= set(senders)
+            lacking = sorted(self._lacking)
+        self._publish_request(lacking)
+
+    def take_keyframe_request(self, sender: int) -> bool:
+        self._check_receiver(sender)
+        with self._cond:
+            asked, self._keyframe_asked = self._keyframe_asked, False
+        return asked
 
     def set_round(self, round: int) -> None:
         """Where this agent is: drops what is now too old (used when resuming)."""
@@ -112,8 +137,43 @@ class MqttTransport(Transport):
             log.warning("agent %d: rejected message on %s: %s", self.agent_id, topic, exc)
             with self._cond:
                 self._stats.rejected += 1
+                self._stats.missing_base += isinstance(exc, BaseMissing)
+            if isinstance(exc, BaseMissing):
+                self.ask_keyframes([sender])
             return
         self._file((sender, round_), _Held(payload, message, arrived))
+        self._base_regained(sender)
+
+    def _base_regained(self, sender: int) -> None:
+        """A message of ``sender`` decoded: this agent holds a base again; withdraw the request."""
+        with self._cond:
+            if sender not in self._lacking:
+                return
+            self._lacking.discard(sender)
+            lacking = sorted(self._lacking)
+        self._publish_request(lacking)
+
+    def _publish_request(self, lacking: list[int]) -> None:
+        request = {"round": self._current, "senders": lacking}
+        self.conn.publish(keyframe_topic(self.lab, self.agent_id), json.dumps(request).encode(), qos=1, retain=True)
+
+    def _on_keyframe_request(self, topic: str, payload: bytes) -> None:
+        requester = topic_agent(topic)
+        if requester is None or requester not in self._senders:
+            return  # only neighbours receive this agent's messages
+        try:
+            request = json.loads(payload)
+            senders = request["senders"]
+            if not isinstance(senders, list) or not all(isinstance(s, int) for s in senders):
+                raise TypeError("senders is not a list of agent ids")
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("agent %d: ignored a malformed keyframe request on %s: %s", self.agent_id, topic, exc)
+            return
+        if self.agent_id in senders:
+            log.info("agent %d: agent %d lacks this agent's last mask: the next message is a keyframe",
+                     self.agent_id, requester)
+            with self._cond:
+                self._keyframe_asked = True
 
     def _round_to_keep(self, sender: int, payload: bytes) -> int | None:
         """The round the common header names, or None when it is too old to be used (counted late)."""
@@ -133,23 +193,26 @@ class MqttTransport(Transport):
         return header.round
 
     def _is_redelivery(self, sender: int, round_: int, payload: bytes) -> bool:
-        """True for a QoS 1 redelivery of a message held (ignored); a different message is refused."""
+        """True for a QoS 1 redelivery of a message held, byte for byte (ignored before decoding)."""
         with self._cond:
             held = self._inbox.get((sender, round_))
-            if held is not None and held.payload == payload:
-                self._stats.duplicates += 1
-        if held is None:
-            return False
-        if held.payload != payload:
-            raise _Refused(f"conflicting second message for (sender {sender}, round {round_}); keeping the first")
+            if held is None or held.payload != payload:
+                return False
+            self._stats.duplicates += 1
         log.warning("agent %d: duplicate of (sender %d, round %d) ignored (QoS 1 redelivery)",
                     self.agent_id, sender, round_)
         return True
 
     def _file(self, key: tuple[int, int], held: _Held) -> None:
         with self._cond:
-            if key in self._inbox:  # raced with a redelivery of the same message
+            old = self._inbox.get(key)
+            if old is not None and old.message == held.message:  # same content, another encoding (or a race)
                 self._stats.duplicates += 1
+                return
+            if old is not None:
+                self._stats.rejected += 1
+                log.warning("agent %d: conflicting second message for (sender %d, round %d); keeping the first",
+                            self.agent_id, *key)
                 return
             if self._inbox_bytes + len(held.payload) > self.inbox_budget_bytes:
                 log.warning("agent %d: inbox budget (%d bytes) full; dropped (sender %d, round %d)",

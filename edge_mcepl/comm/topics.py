@@ -6,6 +6,9 @@ Topics (``<lab>`` is the lab name, ``<id>`` an agent id)::
     edge-mcepl/<lab>/agent/<id>/mask     QoS 1: the agent's encoded message for a round (wire format v1)
     edge-mcepl/<lab>/agent/<id>/status   retained JSON {"state": "online"|"done"|"offline", ...};
                                          the last will is {"state": "offline", ...}
+    edge-mcepl/<lab>/agent/<id>/keyframe retained JSON {"round": t, "senders": [...]}: the neighbours
+                                         whose deltas agent <id> cannot decode (it lacks the base),
+                                         asking each for a stand-alone message next
 
 Every agent writes only under its own ``agent/<id>/`` (the generated broker ACL enforces it), which
 is why a message's topic, not its claimed sender, says who sent it.
@@ -43,6 +46,10 @@ def mask_topic(lab: str, agent_id: int | str) -> str:
 
 def status_topic(lab: str, agent_id: int | str) -> str:
     return f"{lab_prefix(lab)}agent/{agent_id}/status"
+
+
+def keyframe_topic(lab: str, agent_id: int | str) -> str:
+    return f"{lab_prefix(lab)}agent/{agent_id}/keyframe"
 
 
 def topic_agent(topic: str) -> int | None:

@@ -16,6 +16,10 @@ The contract:
 - :meth:`Transport.gather` decides what a round gets: the round's messages, and, where a
   transport has a staleness window, an earlier round's message for a sender still missing,
   marked ``stale``. The window lives in the transport only; the agent just counts.
+- **Keyframe requests.** A receiver that cannot decode a delta because it lacks the base
+  (:class:`~edge_mcepl.wire.delta.BaseMissing`) counts a rejection and asks the sender, through the
+  transport, for a stand-alone message; the sender's next :meth:`Transport.take_keyframe_request`
+  says so, and its next message is a keyframe (docs/wire-format.md#delta).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..wire.delta import BaseMissing
 from ..wire.envelope import CodecError
 
 log = logging.getLogger(__name__)
@@ -50,6 +55,7 @@ class Gathered:
     deliveries: dict[int, Delivery] = field(default_factory=dict)  # sender → message, in listening order
     rejected: int = 0  # this round's messages refused at gather time (a transport that checks on arrival counts there)
     rejected_bytes: int = 0  # their bytes: they were received all the same
+    missing_base: int = 0  # of those, deltas whose base the receiver did not hold (a keyframe was asked for)
 
 
 def check_channel(message: Any, sender: int, round: int) -> None:
@@ -74,6 +80,10 @@ class Transport(ABC):
     def gather(self, receiver: int, round: int, timeout: float | None = None) -> Gathered:
         """The messages ``receiver`` gets for ``round`` (waiting up to ``timeout`` seconds, if given)."""
 
+    @abstractmethod
+    def take_keyframe_request(self, sender: int) -> bool:
+        """True (once) if a receiver asked for ``sender``'s next message to stand alone since the last call."""
+
 
 class InMemoryTransport(Transport):
     """All agents in one process, synchronous rounds: everyone publishes before anyone gathers.
@@ -85,6 +95,7 @@ class InMemoryTransport(Transport):
     def __init__(self) -> None:
         self._mailbox: dict[tuple[int, int], bytes] = {}
         self._listeners: dict[int, tuple[tuple[int, ...], Decoder]] = {}
+        self._keyframe_requests: set[int] = set()
 
     def listen(self, receiver: int, senders: Collection[int], decode: Decoder) -> None:
         self._listeners[receiver] = (tuple(senders), decode)
@@ -100,7 +111,7 @@ class InMemoryTransport(Transport):
             raise ValueError(f"agent {receiver} gathers without having listened (Transport.listen) on this transport")
         senders, decode = self._listeners[receiver]
         deliveries: dict[int, Delivery] = {}
-        rejected = rejected_bytes = 0
+        rejected = rejected_bytes = missing_base = 0
         for sender in senders:
             payload = self._mailbox.get((round, sender))
             if payload is None:
@@ -111,6 +122,14 @@ class InMemoryTransport(Transport):
             except CodecError as exc:  # a bad message is logged and ignored: it must not stop training
                 log.warning("agent %d: rejected message from %d (round %d): %s", receiver, sender, round, exc)
                 rejected, rejected_bytes = rejected + 1, rejected_bytes + len(payload)
+                if isinstance(exc, BaseMissing):
+                    missing_base += 1
+                    self._keyframe_requests.add(sender)
                 continue
             deliveries[sender] = Delivery(message, len(payload))
-        return Gathered(deliveries, rejected, rejected_bytes)
+        return Gathered(deliveries, rejected, rejected_bytes, missing_base)
+
+    def take_keyframe_request(self, sender: int) -> bool:
+        asked = sender in self._keyframe_requests
+        self._keyframe_requests.discard(sender)
+        return asked

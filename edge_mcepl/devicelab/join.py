@@ -55,6 +55,7 @@ from ..profiles import load_profile
 from ..run_dir import FINAL_MASK_FILE, METRICS_FILE, AgentSettings, RunIdentity, write_agent_result
 from ..simulator import agent_record, build_agent, build_topology_for
 from ..wire.envelope import CodecError, read_common_header
+from ..wire.masks import encode_masks, is_delta
 from .envelope import parse_envelope
 from .plan import AgentPlan, plan_agent
 from .schema import LabMessage, LabSettings
@@ -257,6 +258,7 @@ class Join:
         self.transport.listen(me, agent.neighbours, agent.decode_message)
         conn.subscribe([status_topic(lab, j) for j in agent.neighbours] + [config_topic(lab)])
         conn.connect()
+        self.transport.ask_keyframes(agent.neighbours)  # a new process holds none of their masks
         self.transport.set_round(self.start)
         self.info = {"run_id": self.envelope.run_id, "rounds": self.config.rounds,
                      "retention": agent.rule.retention.conv, "profile": self.profile.name if self.profile else None,
@@ -282,6 +284,8 @@ class Join:
 
         Once the neighbours are online (subscribed: a restarted built-in broker has no sessions to
         queue it in). Only that round's, written before this run's checkpoint: never another run's.
+        A delta is sent again as a keyframe of the same masks (a neighbour that restarted too holds
+        no base); a neighbour that holds the delta counts it as a duplicate.
         """
         if self.start == 0 or not self.sent_path.is_file():
             return
@@ -290,8 +294,13 @@ class Join:
             header = read_common_header(payload)
         except CodecError:
             return
-        if (header.sender, header.round) == (self.me, self.start - 1):
-            self.conn.publish(mask_topic(self.lab, self.me), payload, qos=1)
+        if (header.sender, header.round) != (self.me, self.start - 1):
+            return
+        sent = self.agent.last_sent()
+        if is_delta(payload) and sent is not None and sent.round == header.round:
+            payload = encode_masks(sent.masks, fingerprint=self.agent.fingerprint, sender=self.me, round=sent.round,
+                                   key=self.agent.key, codec="rice")
+        self.conn.publish(mask_topic(self.lab, self.me), payload, qos=1)
 
     def run_rounds(self) -> None:
         """Every remaining round: a metrics row, a checkpoint and a status update after each."""
@@ -362,11 +371,8 @@ class Join:
         if self.stop:
             return None
         stats = transport.take_stats()
-        row: dict[str, Any] = {
-            "round": t + 1, "agent": self.me, "loss": report.loss, "bytes_sent": report.bytes_sent,
-            "bytes_received": report.bytes_received, "neighbours_heard": report.neighbours_heard,
-            "rejected": report.rejected + stats.rejected, "mask_flips": report.mask_flips,
-            **agent.rule.mask_stats()}
+        row: dict[str, Any] = {"round": t + 1, "agent": self.me, **report.fields(), **agent.rule.mask_stats()}
+        row.update(rejected=report.rejected + stats.rejected, missing_base=report.missing_base + stats.missing_base)
         evaluated = time.time()
         if (t + 1) % config.eval_every == 0 or t == config.rounds - 1:
             acc, loss = agent.evaluate()

@@ -45,6 +45,7 @@ class WeightMessage:
     round: int
     fingerprint: bytes
     tensors: tuple[np.ndarray, ...]
+    digest: None = None  # weights carry no content digest (wire/delta.py's is for masks)
 
 
 def message_size(shapes: Sequence[Sequence[int]]) -> int:

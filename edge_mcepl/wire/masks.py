@@ -16,8 +16,14 @@ and one of two payload codecs, named by the header's codec id:
   encoding canonical: one mask set has exactly one valid message.
 - ``CODEC_RICE`` (2, ``"rice"``): per layer, the Golomb–Rice-coded gaps of :mod:`.rice` — about
   H(r) bits per weight (≈ 0.82 on the paper's masks), for the cost of a few milliseconds.
+- ``CODEC_DELTA`` (3): the XOR with an earlier mask of the same sender (:mod:`.delta`), ≈ 0.02–0.04
+  bits per weight. The ``"delta"`` setting sends these, with Rice-coded keyframes whenever there
+  is no base every receiver holds (:func:`encode_masks` with ``base=None``).
 
-A decoder reads both; which one a lab sends is ``algorithm.mask_codec``.
+A decoder reads all three (a delta only with the receiver's earlier masks, ``bases``); which one a
+lab sends is ``algorithm.mask_codec``. Every decoded message carries the :func:`~.delta.mask_digest`
+of its masks, whatever the codec: what a later delta names as its base, and what a receiver can
+compare with the sender's own record.
 """
 
 from __future__ import annotations
@@ -28,10 +34,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import rice
+from . import delta, rice
+from .delta import BaseLookup, MaskRecord, mask_digest
 from .envelope import (
     FORMAT_VERSION,
     KINDS,
+    Header,
     MASK_MAGIC,
     TAG_SIZE,
     CodecError,
@@ -39,18 +47,20 @@ from .envelope import (
     check_length,
     header_size,
     pack_header,
+    read_common_header,
     read_header,
     seal,
     verify,
 )
 
-__all__ = ["CODEC_PACKBITS", "CODEC_RICE", "MASK_CODECS", "FORMAT_VERSION", "MAGIC", "CodecError", "MaskMessage",
+__all__ = ["CODEC_DELTA", "CODEC_PACKBITS", "CODEC_RICE", "MASK_CODECS", "FORMAT_VERSION", "MAGIC", "CodecError", "MaskMessage",
            "decode_masks", "encode_masks", "header_size", "message_size", "unpack_masks"]
 
 MAGIC = MASK_MAGIC
 CODEC_PACKBITS: int = 1
 CODEC_RICE: int = 2
-MASK_CODECS: dict[str, int] = {"packbits": CODEC_PACKBITS, "rice": CODEC_RICE}
+CODEC_DELTA: int = 3
+MASK_CODECS: dict[str, int] = {"packbits": CODEC_PACKBITS, "rice": CODEC_RICE, "delta": CODEC_DELTA}
 _KIND = KINDS[MAGIC]
 
 
@@ -58,15 +68,26 @@ _KIND = KINDS[MAGIC]
 class MaskMessage:
     """One decoded mask message.
 
-    ``eq=False`` because the fields hold numpy arrays, whose ``==`` is elementwise: a generated
-    ``__eq__``/``__hash__`` would raise instead of comparing. The arrays are fresh and owned by
-    the caller.
+    Two messages are equal when they carry the same sender, round and masks (``digest``), whatever
+    their codec: a keyframe sent again in place of the delta a receiver already holds is the same
+    message, not a conflicting one. (A generated ``__eq__`` would compare the numpy arrays
+    elementwise and raise.) The arrays are fresh and owned by the caller.
     """
 
     sender: int
     round: int
     fingerprint: bytes
     masks: tuple[np.ndarray, ...]
+    digest: bytes  # mask_digest(masks)
+    base_round: int | None = None  # the round a delta was relative to; None: it stood alone (a keyframe)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, MaskMessage):
+            return NotImplemented
+        return (self.sender, self.round, self.digest) == (other.sender, other.round, other.digest)
+
+    def __hash__(self) -> int:
+        return hash((self.sender, self.round, self.digest))
 
 
 def message_size(shapes: Sequence[Sequence[int]]) -> int:
@@ -85,19 +106,28 @@ def encode_masks(
     round: int,
     key: bytes | None = None,
     codec: str = "packbits",
+    base: MaskRecord | None = None,
 ) -> bytes:
     """Encode one mask per masked layer (model order) into a wire-format v1 message.
 
     Masks may be bool arrays, 0/1-valued numeric arrays, or anything ``np.asarray`` turns into
     one (e.g. CPU torch tensors). A value other than 0/1 is refused rather than rounded, because
-    it means the caller sent scores instead of a mask. ``codec`` is ``"packbits"`` or ``"rice"``.
+    it means the caller sent scores instead of a mask. ``codec`` is ``"packbits"``, ``"rice"`` or
+    ``"delta"``: with ``"delta"``, the XOR with ``base`` — an earlier message of this sender that
+    its receivers hold — or a Rice keyframe when there is none (``base=None``) or the delta would
+    not be smaller (a large change, another width).
     """
     if codec not in MASK_CODECS:
         raise CodecError(f"unknown mask codec {codec!r}, expected one of {', '.join(MASK_CODECS)}")
     bool_masks = [_as_bool_mask(raw, index) for index, raw in enumerate(masks)]
+    if codec == "delta" and (base is None or not delta.worth_a_delta(bool_masks, base)):
+        codec = "rice"
     header = pack_header(MAGIC, MASK_CODECS[codec], [m.shape for m in bool_masks], fingerprint=fingerprint,
                          sender=sender, round=round, key=key, kind=_KIND)
-    if codec == "rice":
+    if codec == "delta":
+        assert base is not None
+        payloads = [delta.encode_payload(bool_masks, base)]
+    elif codec == "rice":
         payloads = [rice.encode_layer(m) for m in bool_masks]
     else:
         payloads = [np.packbits(m.ravel(), bitorder="little").tobytes() for m in bool_masks]
@@ -112,13 +142,15 @@ def decode_masks(
     key: bytes | None = None,
     max_entries: int = 1 << 28,
     nested: bool = False,
+    bases: BaseLookup | None = None,
 ) -> MaskMessage:
     """Decode and verify a wire-format v1 message; any defect raises :class:`CodecError`.
 
     Structure is checked first (so a truncated or future-version message says so rather than
     "tampered"), then the tag, then what the now-authentic content claims (fingerprint, shapes,
     padding). Nothing is allocated until the declared sizes match the bytes actually present,
-    so a hostile header cannot make the decoder reserve memory.
+    so a hostile header cannot make the decoder reserve memory. A delta needs its base from
+    ``bases`` (the receiver's :class:`~.history.MaskHistory`); without it, :class:`~.delta.BaseMissing`.
     """
     data, header = read_header(data, magic=MAGIC, codec=tuple(MASK_CODECS.values()), kind=_KIND,
                                expected_fingerprint=expected_fingerprint, key=key)
@@ -130,20 +162,36 @@ def decode_masks(
         verify(data, header, kind=_KIND, key=key, expected_fingerprint=expected_fingerprint,
                expected_shapes=expected_shapes, nested=nested)
         masks, _ = unpack_masks(data, header.payload_offset, header.shapes, "mask message")
+        return _message(header, masks)
+    # Rice and delta layer sizes are in the payload: authenticate first, then walk it with bounds checks.
+    if len(data) - header.payload_offset < TAG_SIZE:
+        raise CodecError("mask message truncated: no room for the tag")
+    verify(data, header, kind=_KIND, key=key, expected_fingerprint=expected_fingerprint,
+           expected_shapes=expected_shapes, nested=nested)
+    body = data[:-TAG_SIZE]
+    base_round = None
+    if header.codec == CODEC_DELTA:
+        masks, base_round, offset = delta.decode_payload(body, header.payload_offset, header.sender, header.shapes,
+                                                         bases)
     else:
-        # Rice layer sizes are in the payload: authenticate first, then walk it with bounds checks.
-        if len(data) - header.payload_offset < TAG_SIZE:
-            raise CodecError("mask message truncated: no room for the tag")
-        verify(data, header, kind=_KIND, key=key, expected_fingerprint=expected_fingerprint,
-               expected_shapes=expected_shapes, nested=nested)
         masks, offset = [], header.payload_offset
-        body = data[:-TAG_SIZE]
         for index, shape in enumerate(header.shapes):
             mask, offset = rice.decode_layer(body, offset, shape, f"mask message layer {index}")
             masks.append(mask)
-        check_length(data, header, offset - header.payload_offset, _KIND)
-    return MaskMessage(sender=header.sender, round=header.round, fingerprint=header.fingerprint,
-                       masks=tuple(masks))
+    check_length(data, header, offset - header.payload_offset, _KIND)
+    return _message(header, masks, base_round)
+
+
+def _message(header: Header, masks: Sequence[np.ndarray], base_round: int | None = None) -> MaskMessage:
+    masks = tuple(masks)
+    return MaskMessage(sender=header.sender, round=header.round, fingerprint=header.fingerprint, masks=masks,
+                       digest=mask_digest(masks), base_round=base_round)
+
+
+def is_delta(message: bytes) -> bool:
+    """Whether an encoded message is a mask delta (needs an earlier message to decode), not a stand-alone one."""
+    header = read_common_header(message)
+    return header.kind == _KIND and header.codec == CODEC_DELTA
 
 
 def unpack_masks(data: bytes, offset: int, shapes: Sequence[tuple[int, ...]],

@@ -44,6 +44,7 @@ class SparseWeightMessage:
     fingerprint: bytes
     masks: tuple[np.ndarray, ...]
     tensors: tuple[np.ndarray, ...]
+    digest: None = None  # weights carry no content digest (wire/delta.py's is for masks)
 
 
 def encode_sparse_weights(masks: Sequence[np.ndarray], tensors: Sequence[np.ndarray], *, fingerprint: bytes,

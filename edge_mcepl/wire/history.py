@@ -1,0 +1,57 @@
+"""What a receiver keeps of each sender's masks: the bases its delta messages can name.
+
+A receiver decodes every neighbour's message once; remembering the last few masks it decoded per
+sender (packed, 1 bit per weight) is what lets the sender send only what changed. A few rounds,
+not one: a duplicate or a resent copy of the previous round's message names the round before it.
+Lookups match the round *and* the digest, so a sender that restarted and computed a round
+differently can never be decoded against the wrong masks.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .delta import MaskRecord
+
+
+@dataclass(frozen=True, eq=False)
+class _Packed:
+    round: int
+    digest: bytes
+    shapes: tuple[tuple[int, ...], ...]
+    layers: tuple[bytes, ...]  # np.packbits(mask, bitorder="little") per layer
+
+    def unpack(self) -> list[np.ndarray]:
+        return [np.unpackbits(np.frombuffer(bits, dtype=np.uint8), count=int(np.prod(shape)), bitorder="little")
+                .view(np.bool_).reshape(shape) for bits, shape in zip(self.layers, self.shapes)]
+
+
+class MaskHistory:
+    """The ``depth`` newest decoded masks of every sender, looked up by (sender, round, digest)."""
+
+    def __init__(self, depth: int = 3) -> None:
+        self.depth = depth
+        self._by_sender: dict[int, deque[_Packed]] = {}
+
+    def remember(self, sender: int, record: MaskRecord) -> None:
+        """Keep ``record`` (decoded from ``sender``) as a possible base; the oldest beyond ``depth`` goes."""
+        kept = self._by_sender.setdefault(sender, deque(maxlen=self.depth))
+        if any(p.round == record.round and p.digest == record.digest for p in kept):
+            return
+        kept.append(_Packed(record.round, record.digest, tuple(m.shape for m in record.masks),
+                            tuple(np.packbits(m.ravel(), bitorder="little").tobytes() for m in record.masks)))
+
+    def lookup(self, sender: int, round: int, digest: bytes) -> Sequence[np.ndarray] | None:
+        """``sender``'s masks of ``round`` with this digest, if held (fresh arrays), else None."""
+        for packed in self._by_sender.get(sender, ()):
+            if packed.round == round and packed.digest == digest:
+                return packed.unpack()
+        return None
+
+    def holds(self, sender: int) -> bool:
+        """Whether anything of ``sender``'s is held (a process that just started holds nothing)."""
+        return bool(self._by_sender.get(sender))
