@@ -112,7 +112,7 @@ def stop_all(procs) -> None:
 
 # Fields that depend on wall-clock time or exist only in a device lab (the rest must match the simulator).
 TIMING_OR_DEVICE_ONLY = {"train_seconds", "round_seconds", "gather_seconds", "aggregate_seconds", "eval_seconds",
-                         "published_at", "arrivals", "stale", "duplicates", "late", "degree"}
+                         "published_at", "arrivals", "stale", "duplicates", "late", "dropped", "degree"}
 
 
 def simulate(config, tmp_path):

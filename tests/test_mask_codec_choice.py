@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from benchmarks import mask_codec
 from edge_mcepl.metrics import read_metrics
 from edge_mcepl.simulator import Simulator
@@ -16,10 +18,12 @@ def run(tmp_path, codec):
     return read_metrics(tmp_path / codec / "metrics.jsonl"), tmp_path / codec / "final" / "masks"
 
 
-def test_rice_learns_exactly_what_packbits_learns_with_fewer_bytes(tmp_path):
+@pytest.mark.parametrize("codec", ["rice", "delta"])
+def test_a_codec_learns_exactly_what_packbits_learns_with_fewer_bytes(tmp_path, codec):
     packed_rows, packed_masks = run(tmp_path, "packbits")
-    rice_rows, rice_masks = run(tmp_path, "rice")
-    learned = ("round", "agent", "loss", "accuracy", "density", "neighbours_heard", "rejected")
+    rice_rows, rice_masks = run(tmp_path, codec)
+    learned = ("round", "agent", "loss", "accuracy", "density", "neighbours_heard", "rejected", "sent_digest",
+               "heard_digests")
     assert [{k: r.get(k) for k in learned} for r in rice_rows] == [{k: r.get(k) for k in learned}
                                                                    for r in packed_rows]
     assert sum(r["bytes_sent"] for r in rice_rows) < sum(r["bytes_sent"] for r in packed_rows)

@@ -25,16 +25,21 @@ copy of each message to each neighbour — the simulator's byte count. Rules thi
 
 from __future__ import annotations
 
-import json
+import hashlib
 import logging
 import threading
 import time
 from collections.abc import Collection
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
+from pydantic import Field
+
+from ..errors import UserError
+from ..validation import AgentId, StrictModel, validate_json
 from ..wire.delta import BaseMissing
 from ..wire.envelope import CodecError, read_common_header
+from ..wire.masks import is_delta
 from .client import MqttConnection
 from .topics import keyframe_topic, mask_topic, topic_agent
 from .transport import Decoder, Delivery, Gathered, Transport, check_channel
@@ -50,6 +55,7 @@ class TransportStats:
     missing_base: int = 0  # of the rejected: deltas whose base this agent did not hold
     duplicates: int = 0
     late: int = 0
+    dropped: int = 0  # thrown away on purpose (``drop_incoming``, a lossy link for testing)
 
 
 @dataclass(frozen=True)
@@ -57,6 +63,18 @@ class _Held:
     payload: bytes  # kept to tell a redelivery (same bytes) from a conflicting message
     message: Any  # decoded and verified
     arrived: float  # time.time() when it was accepted
+
+
+ANSWER_ROUNDS = 2
+"""A sender answers a keyframe request with its next message, or the one after when the request reached it
+after it had encoded the next: a delta still undecodable later than that means the answer was lost, so ask again."""
+
+
+class KeyframeRequest(StrictModel):
+    """An agent's retained ``keyframe`` message: each sender it lacks the base of, and since which of
+    that sender's rounds (−1: since it started). Empty: it lacks nothing."""
+
+    lacking: list[tuple[AgentId, Annotated[int, Field(ge=-1, le=2**32 - 1)]]]
 
 
 class _Refused(Exception):
@@ -72,9 +90,12 @@ class MqttTransport(Transport):
     """
 
     def __init__(self, conn: MqttConnection, lab: str, agent_id: int, *, max_staleness: int = 0,
-                 max_message_bytes: int = 64 << 20, inbox_budget_bytes: int = 512 << 20) -> None:
+                 max_message_bytes: int = 64 << 20, inbox_budget_bytes: int = 512 << 20,
+                 drop_incoming: float = 0.0) -> None:
+        """``drop_incoming``: the fraction of neighbours' messages to lose on arrival, as a lossy link
+        would (which ones is a pure function of receiver, sender and round, so a run can be repeated)."""
         self.conn, self.lab, self.agent_id = conn, lab, agent_id
-        self.max_staleness = max_staleness
+        self.max_staleness, self.drop_incoming = max_staleness, drop_incoming
         self.max_message_bytes, self.inbox_budget_bytes = max_message_bytes, inbox_budget_bytes
         self.stop = threading.Event()
         self._cond = threading.Condition()
@@ -88,8 +109,9 @@ class MqttTransport(Transport):
         self.last_arrivals: dict[int, float] = {}  # sender → arrival time of what the last gather returned
         self.last_stale: dict[int, int] = {}  # sender → round of a stale message the last gather fell back on
         self.last_gather_end = 0.0  # when the last gather returned (time.time())
-        self._lacking: set[int] = set()  # senders whose base this agent lacks (asked for a keyframe)
-        self._keyframe_asked = False  # a receiver asked this agent for a keyframe
+        self._lacking: dict[int, int] = {}  # sender whose base this agent lacks → since its message of this round
+        self._asked: dict[int, int] = {}  # neighbour lacking this agent's base → its request's round (as seen)
+        self._keyframe_due = False  # a request not yet answered by a stand-alone message
         conn.on(mask_topic(lab, "+"), self._on_message)
         conn.on(keyframe_topic(lab, "+"), self._on_keyframe_request)
 
@@ -101,18 +123,27 @@ class MqttTransport(Transport):
         self.conn.subscribe([mask_topic(self.lab, s) for s in sorted(self._senders)]
                             + [keyframe_topic(self.lab, s) for s in sorted(self._senders)])
 
-    def ask_keyframes(self, senders: Collection[int]) -> None:
-        """Ask these senders for a stand-alone message next (a process that starts holds no base)."""
+    def ask_keyframes(self, senders: Collection[int], after: int) -> None:
+        """Ask these senders for a stand-alone message: this agent lacks their masks after their round ``after``.
+
+        This agent's retained ``keyframe`` message always lists every sender it lacks, each with
+        the round of the loss; a sender answers an entry it has not seen before (or whose round
+        changed) with its next message, so republishing the list never asks anyone twice for the
+        same loss, and a sender that comes back still sees what it was asked while away.
+        """
         with self._cond:
-            self._lacking |= set(senders)
-            lacking = sorted(self._lacking)
+            asked = {s: after for s in senders if s not in self._lacking or after > self._lacking[s] + ANSWER_ROUNDS}
+            if not asked:
+                return  # asked already, the answer may still be on its way
+            self._lacking.update(asked)
+            lacking = dict(self._lacking)
         self._publish_request(lacking)
 
     def take_keyframe_request(self, sender: int) -> bool:
+        """True while a neighbour's request has not been answered by a stand-alone message."""
         self._check_receiver(sender)
         with self._cond:
-            asked, self._keyframe_asked = self._keyframe_asked, False
-        return asked
+            return self._keyframe_due
 
     def set_round(self, round: int) -> None:
         """Where this agent is: drops what is now too old (used when resuming)."""
@@ -129,7 +160,7 @@ class MqttTransport(Transport):
             return  # not a neighbour (e.g. a wildcard subscription of someone else's): not ours
         try:
             round_ = self._round_to_keep(sender, payload)
-            if round_ is None or self._is_redelivery(sender, round_, payload):
+            if round_ is None or self._lost(sender, round_) or self._is_redelivery(sender, round_, payload):
                 return
             message = self._decode(payload)
             check_channel(message, sender, round_)
@@ -139,7 +170,7 @@ class MqttTransport(Transport):
                 self._stats.rejected += 1
                 self._stats.missing_base += isinstance(exc, BaseMissing)
             if isinstance(exc, BaseMissing):
-                self.ask_keyframes([sender])
+                self.ask_keyframes([sender], round_)
             return
         self._file((sender, round_), _Held(payload, message, arrived))
         self._base_regained(sender)
@@ -147,33 +178,36 @@ class MqttTransport(Transport):
     def _base_regained(self, sender: int) -> None:
         """A message of ``sender`` decoded: this agent holds a base again; withdraw the request."""
         with self._cond:
-            if sender not in self._lacking:
+            if self._lacking.pop(sender, None) is None:
                 return
-            self._lacking.discard(sender)
-            lacking = sorted(self._lacking)
+            lacking = dict(self._lacking)
         self._publish_request(lacking)
 
-    def _publish_request(self, lacking: list[int]) -> None:
-        request = {"round": self._current, "senders": lacking}
-        self.conn.publish(keyframe_topic(self.lab, self.agent_id), json.dumps(request).encode(), qos=1, retain=True)
+    def _publish_request(self, lacking: dict[int, int]) -> None:
+        request = KeyframeRequest(lacking=sorted(lacking.items()))
+        self.conn.publish(keyframe_topic(self.lab, self.agent_id), request.model_dump_json().encode(), qos=1,
+                          retain=True)
 
     def _on_keyframe_request(self, topic: str, payload: bytes) -> None:
         requester = topic_agent(topic)
         if requester is None or requester not in self._senders:
             return  # only neighbours receive this agent's messages
         try:
-            request = json.loads(payload)
-            senders = request["senders"]
-            if not isinstance(senders, list) or not all(isinstance(s, int) for s in senders):
-                raise TypeError("senders is not a list of agent ids")
-        except (ValueError, KeyError, TypeError) as exc:
-            log.warning("agent %d: ignored a malformed keyframe request on %s: %s", self.agent_id, topic, exc)
+            request = validate_json(KeyframeRequest, payload, f"keyframe request on {topic}")
+        except UserError as exc:
+            log.warning("agent %d: ignored: %s", self.agent_id, exc)
             return
-        if self.agent_id in senders:
-            log.info("agent %d: agent %d lacks this agent's last mask: the next message is a keyframe",
-                     self.agent_id, requester)
-            with self._cond:
-                self._keyframe_asked = True
+        after = dict(request.lacking).get(self.agent_id)
+        with self._cond:
+            if after is None:
+                self._asked.pop(requester, None)
+                return
+            if self._asked.get(requester) == after:
+                return  # already answered (the list was republished for another sender)
+            self._asked[requester] = after
+            self._keyframe_due = True
+        log.info("agent %d: agent %d lacks this agent's masks since round %d: a keyframe follows",
+                 self.agent_id, requester, after)
 
     def _round_to_keep(self, sender: int, payload: bytes) -> int | None:
         """The round the common header names, or None when it is too old to be used (counted late)."""
@@ -191,6 +225,19 @@ class MqttTransport(Transport):
                      "(max staleness %d)", self.agent_id, sender, header.round, self._current, self.max_staleness)
             return None
         return header.round
+
+    def _lost(self, sender: int, round_: int) -> bool:
+        """Whether ``drop_incoming`` loses this (sender, round): the same answer for every copy of it."""
+        if not self.drop_incoming:
+            return False
+        draw = hashlib.blake2b(f"{self.agent_id}/{sender}/{round_}".encode(), digest_size=8).digest()
+        if int.from_bytes(draw, "little") >= self.drop_incoming * 2**64:
+            return False
+        log.info("agent %d: dropped (sender %d, round %d) on purpose (--drop-incoming %g)", self.agent_id, sender,
+                 round_, self.drop_incoming)
+        with self._cond:
+            self._stats.dropped += 1
+        return True
 
     def _is_redelivery(self, sender: int, round_: int, payload: bytes) -> bool:
         """True for a QoS 1 redelivery of a message held, byte for byte (ignored before decoding)."""
@@ -230,6 +277,9 @@ class MqttTransport(Transport):
             self._current = max(self._current, round)
             self._evict()
         self.published_at[round] = time.time()
+        if not is_delta(payload):
+            with self._cond:
+                self._keyframe_due = False
         self.conn.publish(mask_topic(self.lab, sender), payload, qos=1)
 
     def gather(self, receiver: int, round: int, timeout: float | None = None) -> Gathered:

@@ -60,6 +60,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fresh", action="store_true", help="ignore and delete this agent's checkpoint; start at round 0")
     p.add_argument("--config-timeout", type=float, default=120.0,
                    help="seconds to wait for the lab config on the broker (default 120)")
+    p.add_argument("--drop-incoming", type=float, default=0.0, metavar="FRACTION",
+                   help="lose this fraction of the neighbours' messages on arrival, as a lossy link would "
+                        "(to test a lab's recovery; default 0)")
     p.add_argument("--load-lock", help=argparse.SUPPRESS)  # used by `edge-mcepl lab` to serialise data loading
     p.add_argument("--verbose", action="store_true", help="log MQTT details (reconnects are always logged)")
     add_mqtt_options(p)
@@ -75,7 +78,10 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--agent-id {args.agent_id}: must be ≥ 0")
     if args.threads is not None and not 1 <= args.threads <= 1024:
         raise UserError(f"--threads {args.threads}: must be in 1..1024")
+    if not 0 <= args.drop_incoming < 1:
+        raise UserError(f"--drop-incoming {args.drop_incoming:g}: must be in [0, 1)")
     return run_join(JoinOptions(
         broker=args.broker, lab=args.lab, agent_id=args.agent_id, mqtt=mqtt_options(args, args.agent_id, args.lab),
         profile=args.profile, data_dir=args.data_dir and os.path.abspath(args.data_dir), state_dir=args.state_dir,
-        threads=args.threads, fresh=args.fresh, config_timeout=args.config_timeout, load_lock=args.load_lock))
+        threads=args.threads, fresh=args.fresh, config_timeout=args.config_timeout, load_lock=args.load_lock,
+        drop_incoming=args.drop_incoming))

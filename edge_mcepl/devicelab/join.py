@@ -79,6 +79,7 @@ class JoinOptions:
     fresh: bool = False
     config_timeout: float = 120.0
     load_lock: str | None = None
+    drop_incoming: float = 0.0  # lose this fraction of the neighbours' messages on arrival (robustness tests)
     log: Callable[[str], None] = field(default=lambda line: print(line, flush=True))
 
 
@@ -251,14 +252,18 @@ class Join:
         client_id = f"edge-mcepl-{lab}-{self.envelope.run_id[:8]}-agent-{me}"
         self.conn = conn = MqttConnection(self.address, self.opts.mqtt, client_id, persistent=True,
                                           will=(status_topic(lab, me), offline), name=f"agent {me}")
-        self.transport = _Transport(conn, lab, me, max_staleness=self.settings.max_staleness)
+        self.transport = _Transport(conn, lab, me, max_staleness=self.settings.max_staleness,
+                                    drop_incoming=self.opts.drop_incoming)
+        if self.opts.drop_incoming:
+            self.say(f"agent {me}: losing {self.opts.drop_incoming:.0%} of the neighbours' messages on purpose "
+                     "(--drop-incoming)")
         self.transport.stop = self.stop.event
         conn.on(status_topic(lab, "+"), self._on_status)
         conn.on(config_topic(lab), self._on_config)
         self.transport.listen(me, agent.neighbours, agent.decode_message)
         conn.subscribe([status_topic(lab, j) for j in agent.neighbours] + [config_topic(lab)])
         conn.connect()
-        self.transport.ask_keyframes(agent.neighbours)  # a new process holds none of their masks
+        self.transport.ask_keyframes(agent.neighbours, self.start - 1)  # a new process holds none of their masks
         self.transport.set_round(self.start)
         self.info = {"run_id": self.envelope.run_id, "rounds": self.config.rounds,
                      "retention": agent.rule.retention.conv, "profile": self.profile.name if self.profile else None,
@@ -383,7 +388,8 @@ class Join:
                    aggregate_seconds=round(gathered - transport.last_gather_end, 6),
                    eval_seconds=round(ended - evaluated, 6), published_at=round(published, 6),
                    arrivals={str(j): round(a, 6) for j, a in transport.last_arrivals.items()},
-                   stale=report.stale, duplicates=stats.duplicates, late=stats.late, degree=len(agent.neighbours))
+                   stale=report.stale, duplicates=stats.duplicates, late=stats.late, dropped=stats.dropped,
+                   degree=len(agent.neighbours))
         return row
 
     def _say_round(self, t: int, row: dict[str, Any]) -> None:
