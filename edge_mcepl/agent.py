@@ -9,6 +9,7 @@ agent publish before any agent gathers.
 from __future__ import annotations
 
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,8 +20,10 @@ from .algorithms.base import LearningRule, Message
 from .comm.transport import Transport
 from .data.arrays import ArrayDataset
 from .data.sampling import EpochSampler
-from .wire.delta import MaskRecord, mask_digest
-from .wire.masks import is_delta
+from .wire.delta import MaskRecord
+from .wire.masks import encode_masks, is_delta
+
+RESEND_DEPTH = 4  # recent messages an agent can send again to a neighbour that lost them
 
 
 @dataclass
@@ -36,6 +39,7 @@ class RoundReport:
     train_seconds: float = 0.0  # this agent's local step(s) and encoding, not the whole lab's round
     mask_flips: list[int] | None = None  # per layer, bits of the mask sent that differ from the last one sent
     keyframe: bool = True  # the message sent stood alone (False: a delta, wire/delta.py)
+    resent: int = 0  # earlier messages sent again, standing alone, because a neighbour lost them
     sent_digest: bytes = b""  # mask_digest of the masks sent
     missing_base: int = 0  # neighbours' deltas refused because this agent did not hold their base
     heard_digests: dict[int, tuple[int, bytes]] | None = None  # sender → (round, digest) of the masks used
@@ -49,7 +53,7 @@ class RoundReport:
         row: dict[str, Any] = {
             "loss": self.loss, "bytes_sent": self.bytes_sent, "bytes_received": self.bytes_received,
             "neighbours_heard": self.neighbours_heard, "rejected": self.rejected, "missing_base": self.missing_base,
-            "mask_flips": self.mask_flips, "keyframe": self.keyframe}
+            "mask_flips": self.mask_flips, "keyframe": self.keyframe, "resent": self.resent}
         if self.sent_digest:
             row["sent_digest"] = self.sent_digest.hex()
             row["heard_digests"] = {str(s): [r, d.hex()] for s, (r, d) in sorted((self.heard_digests or {}).items())}
@@ -82,9 +86,21 @@ class Agent:
         # What the last message sent carried (before round 1: the initial mask), so every round can say
         # how many mask bits moved. None: unknown (an old checkpoint).
         self.sent_masks: list[np.ndarray] | None = self.current_masks()
-        # The round of the last message sent, which its receivers hold: a delta's base. None: nothing
-        # sent yet (the initial mask is nobody's base) or unknown.
-        self.sent_round: int | None = None
+        # The masks of the last few messages sent: the newest is the next delta's base, and all of them
+        # can be sent again, standing alone, to a neighbour that lost them (it asks the transport).
+        self.recent: deque[MaskRecord] = deque(maxlen=RESEND_DEPTH)
+
+    @property
+    def sent_round(self) -> int | None:
+        """The round of the last message sent (None: none yet — the initial mask is nobody's base)."""
+        return self.recent[-1].round if self.recent else None
+
+    def restore_sent(self, masks: list[np.ndarray] | None, round: int | None) -> None:
+        """After a checkpoint: the last message sent (None: unknown, so the next message stands alone)."""
+        self.sent_masks = masks
+        self.recent.clear()
+        if masks is not None and round is not None:
+            self.recent.append(MaskRecord.of(round, masks))
 
     def current_masks(self) -> list[np.ndarray]:
         """The rule's current mask per layer as bool arrays (what a mask message would carry)."""
@@ -99,34 +115,44 @@ class Agent:
         return self.rule.encode_message(fingerprint=self.fingerprint, sender=self.agent_id, round=round, key=self.key,
                                         reference=reference)
 
-    def last_sent(self) -> MaskRecord | None:
-        """The masks of the last message sent, with their round and digest (None before the first)."""
-        if self.sent_round is None or self.sent_masks is None:
-            return None
-        return MaskRecord.of(self.sent_round, self.sent_masks)
+    def standalone_copies(self, since: int) -> list[tuple[int, bytes]]:
+        """(round, message) for each recent message of round ≥ ``since``, encoded to stand alone (Rice).
+
+        What a neighbour that lost this agent's masks from round ``since`` on gets again: it can use
+        those still inside its staleness window and decode this agent's next delta.
+        """
+        return [(r.round, encode_masks(r.masks, fingerprint=self.fingerprint, sender=self.agent_id, round=r.round,
+                                       key=self.key, codec="rice")) for r in self.recent if r.round >= since]
 
     def begin_round(self, round: int, transport: Transport) -> None:
         """docs/algorithm.md#round steps 1–3: local step(s), mask to send, publish.
 
-        The last message sent is the reference a delta codec may code against, unless a receiver
-        has asked the transport for a stand-alone message (it lost the base).
+        The last message sent is the reference a delta codec may code against — unless a receiver
+        lost this agent's masks (it asked the transport): then the recent messages it lacks go out
+        again standing alone, and so does this round's.
         """
         began = time.perf_counter()
         loss = 0.0
         for _ in range(self.rule.params.local_steps):
             idx = self.sampler.next_batch().to(self.train_data.images.device)
             loss = self.rule.local_step(self.train_data.images[idx], self.train_data.labels[idx])
-        reference = None if transport.take_keyframe_request(self.agent_id) else self.last_sent()
-        message = self.encode_message(round, reference)
+        since = transport.take_keyframe_request(self.agent_id)
+        resent = self.standalone_copies(since) if since is not None else []
+        for old_round, copy in resent:
+            transport.publish(self.agent_id, old_round, copy)
+        message = self.encode_message(round, None if since is not None or not self.recent else self.recent[-1])
         trained = time.perf_counter() - began
         transport.publish(self.agent_id, round, message)
         sent, previous = self.current_masks(), self.sent_masks
         flips = None if previous is None else [int(np.count_nonzero(a != b)) for a, b in zip(sent, previous)]
-        self.sent_masks, self.sent_round = sent, round
-        # One copy of the message goes to each neighbour (docs/algorithm.md#communication).
-        self._report = RoundReport(loss=loss, bytes_sent=len(message) * len(self.neighbours), train_seconds=trained,
-                                   mask_flips=flips, keyframe=not is_delta(message),
-                                   sent_digest=mask_digest(sent) if self.rule.learns_masks else b"")
+        record = MaskRecord.of(round, sent)
+        self.sent_masks = sent
+        self.recent.append(record)
+        # One copy of each message goes to each neighbour (docs/algorithm.md#communication).
+        sent_bytes = (len(message) + sum(len(copy) for _, copy in resent)) * len(self.neighbours)
+        self._report = RoundReport(loss=loss, bytes_sent=sent_bytes, train_seconds=trained, mask_flips=flips,
+                                   keyframe=not is_delta(message), resent=len(resent),
+                                   sent_digest=record.digest if self.rule.learns_masks else b"")
 
     def finish_round(self, round: int, transport: Transport, timeout: float | None = None) -> RoundReport:
         """docs/algorithm.md#round steps 3–5: gather neighbours' messages, aggregate what arrived, consensus step.

@@ -136,3 +136,22 @@ def masks_of(run_dir):
 
 def comparable(rows):
     return [{k: v for k, v in r.items() if k not in TIMING_OR_DEVICE_ONLY} for r in rows]
+
+
+def sent_digests(state_dirs) -> dict[tuple[int, int], str]:
+    """(agent, wire round) → the digest of the masks it sent, from every agent's metrics rows."""
+    return {(r["agent"], r["round"] - 1): r["sent_digest"] for d in state_dirs for r in rows(d)}
+
+
+def assert_exact_reconstructions(state_dirs) -> int:
+    """Every mask any agent used is exactly what its sender sent that round; returns how many were checked."""
+    sent = sent_digests(state_dirs)
+    checked = 0
+    for d in state_dirs:
+        for r in rows(d):
+            for s, (t, digest) in r["heard_digests"].items():
+                assert digest == sent[(int(s), t)], f"agent {r['agent']} round {r['round']}: sender {s}'s round {t}"
+                checked += 1
+    assert checked > 0
+    return checked
+

@@ -34,8 +34,9 @@ def test_without_neighbours_the_vote_is_plain_topk():
 
 
 def test_lab_runs_sends_masks_and_keeps_density():
-    mcepl = Simulator(tiny_lab_config(), log=lambda s: None)
-    sim = Simulator(tiny_lab_config(**{"algorithm.name": "mask_averaging"}), log=lambda s: None)
+    packbits = {"algorithm.mask_codec": "packbits"}  # a size that depends on the shapes only
+    mcepl = Simulator(tiny_lab_config(**packbits), log=lambda s: None)
+    sim = Simulator(tiny_lab_config(**packbits, **{"algorithm.name": "mask_averaging"}), log=lambda s: None)
     for t in range(3):
         rows, ref = sim.run_round(t), mcepl.run_round(t)
     assert [r["density"] for r in rows] == [r["density"] for r in ref]

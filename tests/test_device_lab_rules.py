@@ -9,14 +9,7 @@ from edge_mcepl.metrics import read_metrics
 from edge_mcepl.simulator import Simulator
 
 from conftest import tiny_lab_config
-from labsupport import tiny_raw, write_yaml
-
-DEVICE_ONLY = {"train_seconds", "round_seconds", "gather_seconds", "aggregate_seconds", "eval_seconds",
-               "published_at", "arrivals", "stale", "duplicates", "late", "degree"}
-
-
-def comparable(rows):
-    return [{k: v for k, v in r.items() if k not in DEVICE_ONLY} for r in rows]
+from labsupport import comparable, tiny_raw, write_yaml
 
 
 @pytest.mark.parametrize("name, width", [("dsgd", 1.0), ("mask_averaging", 1.0),

@@ -1,4 +1,4 @@
-"""A receiver that lost a sender's base refuses its delta (counted) and gets a keyframe next round."""
+"""A receiver that lost a sender's base refuses its delta (counted) and gets the masks again, standing alone."""
 
 from __future__ import annotations
 
@@ -21,8 +21,9 @@ def test_a_receiver_that_lost_its_bases_is_exact_again_one_round_later():
     lost = rows[3][1]
     assert (lost["missing_base"], lost["rejected"], lost["neighbours_heard"]) == (degree, degree, 0)
     assert lost["heard_digests"] == {}
-    for j in forgetful.neighbours:  # asked: their next message stands alone, then deltas again
+    for j in forgetful.neighbours:  # asked: the refused round's masks again, standing alone, and a keyframe next
         assert [rows[t][j]["keyframe"] for t in range(6)] == [True, False, False, False, True, False]
+        assert [rows[t][j]["resent"] for t in range(6)] == [0, 0, 0, 0, 1, 0]
     for round_rows in rows[4:]:
         assert round_rows[1]["neighbours_heard"] == degree and round_rows[1]["missing_base"] == 0
     # Every mask anybody used is exactly the one its sender sent that round.

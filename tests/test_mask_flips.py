@@ -8,6 +8,8 @@ import pytest
 from edge_mcepl.checkpoint import load_checkpoint, restore_agent, save_checkpoint
 from edge_mcepl.comm.transport import InMemoryTransport
 from edge_mcepl.simulator import Simulator
+from edge_mcepl.wire.delta import MaskRecord
+from edge_mcepl.wire.history import MaskHistory
 from edge_mcepl.wire.masks import decode_masks
 
 from conftest import tiny_lab_config
@@ -33,7 +35,12 @@ def test_flips_are_the_xor_of_consecutive_sent_masks(width):
     assert all(row["mask_flips"] is not None for round_rows in rows for row in round_rows)
     assert any(sum(row["mask_flips"]) for round_rows in rows[1:] for row in round_rows)  # masks do move
     for agent in sim.agents:
-        masks = [decode_masks(p, nested=True).masks for p in transport.sent[agent.agent_id]]
+        history = MaskHistory()  # what a receiver holds: the bases of the deltas
+        masks = []
+        for payload in transport.sent[agent.agent_id]:
+            msg = decode_masks(payload, nested=True, bases=history.lookup)
+            history.remember(agent.agent_id, MaskRecord(msg.round, msg.masks, msg.digest))
+            masks.append(msg.masks)
         for t in range(1, 4):
             want = [int(np.count_nonzero(a != b)) for a, b in zip(masks[t], masks[t - 1])]
             assert rows[t][agent.agent_id]["mask_flips"] == want

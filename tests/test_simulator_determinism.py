@@ -48,7 +48,8 @@ def strip_timing(rows):
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, graph_file):
     base = tmp_path_factory.mktemp("runs")
-    config = tiny_lab_config(**{"rounds": 5, "eval_every": 2, "topology.kind": "file", "topology.file": graph_file})
+    config = tiny_lab_config(**{"rounds": 5, "eval_every": 2, "topology.kind": "file", "topology.file": graph_file,
+                                "algorithm.mask_codec": "packbits"})  # exact sizes below
     other = tiny_lab_config(**{"seed": 6, "rounds": 5, "eval_every": 2, "topology.kind": "file",
                                "topology.file": graph_file})
     return config, run(config, base / "a"), run(config, base / "b"), run(other, base / "c")
@@ -78,6 +79,7 @@ def test_metrics_rows_have_the_documented_fields(runs):
     degree = {0: 1, 1: 2, 2: 2, 3: 1}
     neighbours = {0: [1], 1: [0, 2], 2: [1, 3], 3: [2]}
     total = sum(int(np.prod(s)) for s in shapes)
+    sent = {(r["agent"], r["round"]): r["sent_digest"] for r in rows}
 
     assert len(rows) == config.rounds * config.agents
     # Rows number rounds from 1, as the console does: eval_every 2 of 5 rounds evaluates rounds 2, 4 and 5.
@@ -92,7 +94,11 @@ def test_metrics_rows_have_the_documented_fields(runs):
         a = row["agent"]
         assert row["bytes_sent"] == size * degree[a]
         assert row["bytes_received"] == sum(size for _ in neighbours[a])
-        assert row["neighbours_heard"] == degree[a] and row["rejected"] == 0
+        assert row["neighbours_heard"] == degree[a] and row["rejected"] == row["missing_base"] == 0
+        assert row["keyframe"] is True  # packbits: every message stands alone
+        assert sorted(map(int, row["heard_digests"])) == neighbours[a]
+        for s, (t, digest) in row["heard_digests"].items():
+            assert t == row["round"] - 1 and digest == sent[(int(s), row["round"])]
         assert np.isfinite(row["loss"]) and row["loss"] > 0
         assert len(row["classes"]) == config.data.classes_per_agent
         assert row["retention_conv"] == config.retention.conv

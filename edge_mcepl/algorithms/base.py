@@ -29,6 +29,7 @@ from ..errors import UserError
 from ..nn.masking import live_filters
 from ..nn.zoo import MaskedNetwork
 from ..wire.delta import MaskRecord
+from ..wire.history import MaskHistory
 from .params import Retention, RuleParams
 
 if TYPE_CHECKING:
@@ -73,6 +74,9 @@ class LearningRule(ABC, Generic[M, C]):
     learns_masks: ClassVar[bool] = False  # its message is a mask message export can read
     exchanges_messages: ClassVar[bool] = True  # False: the agent is built with no neighbours
     supports_width: ClassVar[bool] = False  # True: it trains and exchanges blocks of retention.width < 1
+    # The neighbours' masks this rule decoded last, the bases of their delta messages (wire/history.py);
+    # None for a rule whose messages never refer to earlier ones. Checkpointed with the agent.
+    history: MaskHistory | None = None
 
     def __init__(self, model: MaskedNetwork, params: RuleParams, retention: Retention) -> None:
         if retention.width != 1 and not self.supports_width:

@@ -47,7 +47,7 @@ class MCEPLParams(RuleParams):
     group_lasso: float = 0.0
     min_kept_per_filter: int | None = None
     aggregation_tensor: bool = True
-    mask_codec: str = "packbits"  # "rice": ≈ H(r) bits per weight (wire/rice.py); "delta": what changed (wire/delta.py)
+    mask_codec: str = "delta"  # what changed (wire/delta.py); "rice": ≈ H(r) bits/weight; "packbits": 1 bit/weight
     keyframe_every: int = 50  # delta codec: a stand-alone (Rice) message every this many rounds
 
 
@@ -82,7 +82,7 @@ class MCEPL(LearningRule[MaskMessage, list[Tensor]]):
             layer.use(state)
             self.layers.append(state)
         self.link_layers()
-        self.history = MaskHistory()  # the neighbours' last decoded masks: the bases of their deltas
+        self.history: MaskHistory = MaskHistory()  # the neighbours' last decoded masks: the bases of their deltas
 
     def narrow_model(self) -> None:
         """Ordered width: the model computes the leading block of every layer (docs/algorithm.md#width)."""

@@ -16,7 +16,8 @@ copy of each message to each neighbour — the simulator's byte count. Rules thi
   again in place of a delta), else rejected as conflicting (first valid one wins).
 - **Keyframe requests**: a delta whose base this agent lacks (it restarted, started late, or lost
   a message) is a counted rejection, and the agent publishes, retained on its own ``keyframe``
-  topic, the senders it lacks; a sender that sees its id there makes its next message a keyframe.
+  topic, each sender it lacks with the first round it lacks; a sender that sees a new entry for
+  itself sends its recent messages from that round on again, standing alone, and a keyframe next.
   Retained, so a sender that was offline when asked still sees the request when it comes back.
 - **Bounded staleness, bounded memory**: a message older than the ``max_staleness`` window is
   dropped on arrival and evicted as the agent moves on; the inbox has a byte budget (payload bytes).
@@ -39,7 +40,6 @@ from ..errors import UserError
 from ..validation import AgentId, StrictModel, validate_json
 from ..wire.delta import BaseMissing
 from ..wire.envelope import CodecError, read_common_header
-from ..wire.masks import is_delta
 from .client import MqttConnection
 from .topics import keyframe_topic, mask_topic, topic_agent
 from .transport import Decoder, Delivery, Gathered, Transport, check_channel
@@ -66,15 +66,22 @@ class _Held:
 
 
 ANSWER_ROUNDS = 2
-"""A sender answers a keyframe request with its next message, or the one after when the request reached it
+"""A sender answers a keyframe request before its next message, or the one after when the request reached it
 after it had encoded the next: a delta still undecodable later than that means the answer was lost, so ask again."""
 
 
 class KeyframeRequest(StrictModel):
-    """An agent's retained ``keyframe`` message: each sender it lacks the base of, and since which of
-    that sender's rounds (−1: since it started). Empty: it lacks nothing."""
+    """An agent's retained ``keyframe`` message: each sender whose deltas it cannot decode, with the first
+    round of that sender's it lacks. Empty: it lacks nothing."""
 
-    lacking: list[tuple[AgentId, Annotated[int, Field(ge=-1, le=2**32 - 1)]]]
+    lacking: list[tuple[AgentId, Annotated[int, Field(ge=0, le=2**32 - 1)]]]
+
+
+def lost_on_purpose(receiver: int, sender: int, round: int, fraction: float) -> bool:
+    """``drop_incoming``'s choice: a pure function of (receiver, sender, round), so a lossy run can be
+    repeated and a test can tell which messages were lost."""
+    draw = hashlib.blake2b(f"{receiver}/{sender}/{round}".encode(), digest_size=8).digest()
+    return int.from_bytes(draw, "little") < fraction * 2**64
 
 
 class _Refused(Exception):
@@ -109,9 +116,9 @@ class MqttTransport(Transport):
         self.last_arrivals: dict[int, float] = {}  # sender → arrival time of what the last gather returned
         self.last_stale: dict[int, int] = {}  # sender → round of a stale message the last gather fell back on
         self.last_gather_end = 0.0  # when the last gather returned (time.time())
-        self._lacking: dict[int, int] = {}  # sender whose base this agent lacks → since its message of this round
-        self._asked: dict[int, int] = {}  # neighbour lacking this agent's base → its request's round (as seen)
-        self._keyframe_due = False  # a request not yet answered by a stand-alone message
+        self._lacking: dict[int, int] = {}  # sender whose deltas this agent cannot decode → first round it lacks
+        self._asked: dict[int, int] = {}  # neighbour lacking this agent's masks → its request's round (as seen)
+        self._keyframe_due: int | None = None  # the earliest round asked for and not yet answered
         conn.on(mask_topic(lab, "+"), self._on_message)
         conn.on(keyframe_topic(lab, "+"), self._on_keyframe_request)
 
@@ -123,27 +130,27 @@ class MqttTransport(Transport):
         self.conn.subscribe([mask_topic(self.lab, s) for s in sorted(self._senders)]
                             + [keyframe_topic(self.lab, s) for s in sorted(self._senders)])
 
-    def ask_keyframes(self, senders: Collection[int], after: int) -> None:
-        """Ask these senders for a stand-alone message: this agent lacks their masks after their round ``after``.
+    def ask_keyframes(self, senders: Collection[int], since: int) -> None:
+        """Ask these senders for their masks from their round ``since`` on, standing alone.
 
         This agent's retained ``keyframe`` message always lists every sender it lacks, each with
-        the round of the loss; a sender answers an entry it has not seen before (or whose round
-        changed) with its next message, so republishing the list never asks anyone twice for the
-        same loss, and a sender that comes back still sees what it was asked while away.
+        the first round it lacks; a sender answers an entry it has not seen before (or whose round
+        changed) once, so republishing the list never asks anyone twice for the same loss, and a
+        sender that comes back still sees what it was asked while away.
         """
         with self._cond:
-            asked = {s: after for s in senders if s not in self._lacking or after > self._lacking[s] + ANSWER_ROUNDS}
+            asked = {s: since for s in senders if s not in self._lacking or since > self._lacking[s] + ANSWER_ROUNDS}
             if not asked:
                 return  # asked already, the answer may still be on its way
             self._lacking.update(asked)
             lacking = dict(self._lacking)
         self._publish_request(lacking)
 
-    def take_keyframe_request(self, sender: int) -> bool:
-        """True while a neighbour's request has not been answered by a stand-alone message."""
+    def take_keyframe_request(self, sender: int) -> int | None:
         self._check_receiver(sender)
         with self._cond:
-            return self._keyframe_due
+            since, self._keyframe_due = self._keyframe_due, None
+        return since
 
     def set_round(self, round: int) -> None:
         """Where this agent is: drops what is now too old (used when resuming)."""
@@ -197,17 +204,17 @@ class MqttTransport(Transport):
         except UserError as exc:
             log.warning("agent %d: ignored: %s", self.agent_id, exc)
             return
-        after = dict(request.lacking).get(self.agent_id)
+        since = dict(request.lacking).get(self.agent_id)
         with self._cond:
-            if after is None:
+            if since is None:
                 self._asked.pop(requester, None)
                 return
-            if self._asked.get(requester) == after:
+            if self._asked.get(requester) == since:
                 return  # already answered (the list was republished for another sender)
-            self._asked[requester] = after
-            self._keyframe_due = True
-        log.info("agent %d: agent %d lacks this agent's masks since round %d: a keyframe follows",
-                 self.agent_id, requester, after)
+            self._asked[requester] = since
+            self._keyframe_due = since if self._keyframe_due is None else min(since, self._keyframe_due)
+        log.info("agent %d: agent %d lacks this agent's masks from round %d on: they follow, standing alone",
+                 self.agent_id, requester, since)
 
     def _round_to_keep(self, sender: int, payload: bytes) -> int | None:
         """The round the common header names, or None when it is too old to be used (counted late)."""
@@ -228,10 +235,7 @@ class MqttTransport(Transport):
 
     def _lost(self, sender: int, round_: int) -> bool:
         """Whether ``drop_incoming`` loses this (sender, round): the same answer for every copy of it."""
-        if not self.drop_incoming:
-            return False
-        draw = hashlib.blake2b(f"{self.agent_id}/{sender}/{round_}".encode(), digest_size=8).digest()
-        if int.from_bytes(draw, "little") >= self.drop_incoming * 2**64:
+        if not lost_on_purpose(self.agent_id, sender, round_, self.drop_incoming):
             return False
         log.info("agent %d: dropped (sender %d, round %d) on purpose (--drop-incoming %g)", self.agent_id, sender,
                  round_, self.drop_incoming)
@@ -277,9 +281,6 @@ class MqttTransport(Transport):
             self._current = max(self._current, round)
             self._evict()
         self.published_at[round] = time.time()
-        if not is_delta(payload):
-            with self._cond:
-                self._keyframe_due = False
         self.conn.publish(mask_topic(self.lab, sender), payload, qos=1)
 
     def gather(self, receiver: int, round: int, timeout: float | None = None) -> Gathered:

@@ -18,8 +18,9 @@ The contract:
   marked ``stale``. The window lives in the transport only; the agent just counts.
 - **Keyframe requests.** A receiver that cannot decode a delta because it lacks the base
   (:class:`~edge_mcepl.wire.delta.BaseMissing`) counts a rejection and asks the sender, through the
-  transport, for a stand-alone message; the sender's next :meth:`Transport.take_keyframe_request`
-  says so, and its next message is a keyframe (docs/wire-format.md#delta).
+  transport, for its masks from that round on; the sender's next :meth:`Transport.take_keyframe_request`
+  says from which round, and it sends its recent messages from then on again, standing alone, and
+  a keyframe as its next message (docs/wire-format.md#delta).
 """
 
 from __future__ import annotations
@@ -81,8 +82,8 @@ class Transport(ABC):
         """The messages ``receiver`` gets for ``round`` (waiting up to ``timeout`` seconds, if given)."""
 
     @abstractmethod
-    def take_keyframe_request(self, sender: int) -> bool:
-        """True (once) if a receiver asked for ``sender``'s next message to stand alone since the last call."""
+    def take_keyframe_request(self, sender: int) -> int | None:
+        """The earliest round of ``sender``'s masks a receiver asked for since the last call (None: no request)."""
 
 
 class InMemoryTransport(Transport):
@@ -95,7 +96,7 @@ class InMemoryTransport(Transport):
     def __init__(self) -> None:
         self._mailbox: dict[tuple[int, int], bytes] = {}
         self._listeners: dict[int, tuple[tuple[int, ...], Decoder]] = {}
-        self._keyframe_requests: set[int] = set()
+        self._keyframe_requests: dict[int, int] = {}  # sender → the earliest round a receiver lacks
 
     def listen(self, receiver: int, senders: Collection[int], decode: Decoder) -> None:
         self._listeners[receiver] = (tuple(senders), decode)
@@ -124,12 +125,10 @@ class InMemoryTransport(Transport):
                 rejected, rejected_bytes = rejected + 1, rejected_bytes + len(payload)
                 if isinstance(exc, BaseMissing):
                     missing_base += 1
-                    self._keyframe_requests.add(sender)
+                    self._keyframe_requests[sender] = min(round, self._keyframe_requests.get(sender, round))
                 continue
             deliveries[sender] = Delivery(message, len(payload))
         return Gathered(deliveries, rejected, rejected_bytes, missing_base)
 
-    def take_keyframe_request(self, sender: int) -> bool:
-        asked = sender in self._keyframe_requests
-        self._keyframe_requests.discard(sender)
-        return asked
+    def take_keyframe_request(self, sender: int) -> int | None:
+        return self._keyframe_requests.pop(sender, None)

@@ -55,7 +55,7 @@ from ..profiles import load_profile
 from ..run_dir import FINAL_MASK_FILE, METRICS_FILE, AgentSettings, RunIdentity, write_agent_result
 from ..simulator import agent_record, build_agent, build_topology_for
 from ..wire.envelope import CodecError, read_common_header
-from ..wire.masks import encode_masks, is_delta
+from ..wire.masks import is_delta
 from .envelope import parse_envelope
 from .plan import AgentPlan, plan_agent
 from .schema import LabMessage, LabSettings
@@ -263,7 +263,10 @@ class Join:
         self.transport.listen(me, agent.neighbours, agent.decode_message)
         conn.subscribe([status_topic(lab, j) for j in agent.neighbours] + [config_topic(lab)])
         conn.connect()
-        self.transport.ask_keyframes(agent.neighbours, self.start - 1)  # a new process holds none of their masks
+        history = agent.rule.history  # what the checkpoint restored of the neighbours' masks, if anything
+        lacking = [j for j in agent.neighbours if history is not None and not history.holds(j)]
+        if lacking:  # their deltas would be undecodable: ask for every round this agent may still use
+            self.transport.ask_keyframes(lacking, max(0, self.start - self.settings.max_staleness))
         self.transport.set_round(self.start)
         self.info = {"run_id": self.envelope.run_id, "rounds": self.config.rounds,
                      "retention": agent.rule.retention.conv, "profile": self.profile.name if self.profile else None,
@@ -301,10 +304,8 @@ class Join:
             return
         if (header.sender, header.round) != (self.me, self.start - 1):
             return
-        sent = self.agent.last_sent()
-        if is_delta(payload) and sent is not None and sent.round == header.round:
-            payload = encode_masks(sent.masks, fingerprint=self.agent.fingerprint, sender=self.me, round=sent.round,
-                                   key=self.agent.key, codec="rice")
+        if is_delta(payload):
+            payload = next((copy for _, copy in self.agent.standalone_copies(header.round)), payload)
         self.conn.publish(mask_topic(self.lab, self.me), payload, qos=1)
 
     def run_rounds(self) -> None:

@@ -4,11 +4,14 @@ A receiver decodes every neighbour's message once; remembering the last few mask
 sender (packed, 1 bit per weight) is what lets the sender send only what changed. A few rounds,
 not one: a duplicate or a resent copy of the previous round's message names the round before it.
 Lookups match the round *and* the digest, so a sender that restarted and computed a round
-differently can never be decoded against the wrong masks.
+differently can never be decoded against the wrong masks. A device's checkpoint keeps the history
+(:meth:`MaskHistory.entries`), so a receiver that restarts still decodes the deltas queued for it.
+Thread-safe: a device's network thread remembers while its round loop checkpoints.
 """
 
 from __future__ import annotations
 
+import threading
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,7 +22,10 @@ from .delta import MaskRecord
 
 
 @dataclass(frozen=True, eq=False)
-class _Packed:
+class HeldMasks:
+    """One sender's masks as a receiver holds them: 1 bit per weight, with their round and digest."""
+
+    sender: int
     round: int
     digest: bytes
     shapes: tuple[tuple[int, ...], ...]
@@ -35,23 +41,33 @@ class MaskHistory:
 
     def __init__(self, depth: int = 3) -> None:
         self.depth = depth
-        self._by_sender: dict[int, deque[_Packed]] = {}
+        self._by_sender: dict[int, deque[HeldMasks]] = {}
+        self._lock = threading.Lock()
 
     def remember(self, sender: int, record: MaskRecord) -> None:
         """Keep ``record`` (decoded from ``sender``) as a possible base; the oldest beyond ``depth`` goes."""
-        kept = self._by_sender.setdefault(sender, deque(maxlen=self.depth))
-        if any(p.round == record.round and p.digest == record.digest for p in kept):
-            return
-        kept.append(_Packed(record.round, record.digest, tuple(m.shape for m in record.masks),
-                            tuple(np.packbits(m.ravel(), bitorder="little").tobytes() for m in record.masks)))
+        self.add(HeldMasks(sender, record.round, record.digest, tuple(m.shape for m in record.masks),
+                           tuple(np.packbits(m.ravel(), bitorder="little").tobytes() for m in record.masks)))
+
+    def add(self, held: HeldMasks) -> None:
+        """Keep ``held`` (e.g. restored from a checkpoint); the sender's oldest beyond ``depth`` goes."""
+        with self._lock:
+            kept = self._by_sender.setdefault(held.sender, deque(maxlen=self.depth))
+            if not any(p.round == held.round and p.digest == held.digest for p in kept):
+                kept.append(held)
 
     def lookup(self, sender: int, round: int, digest: bytes) -> Sequence[np.ndarray] | None:
         """``sender``'s masks of ``round`` with this digest, if held (fresh arrays), else None."""
-        for packed in self._by_sender.get(sender, ()):
-            if packed.round == round and packed.digest == digest:
-                return packed.unpack()
-        return None
+        with self._lock:
+            found = next((p for p in self._by_sender.get(sender, ()) if p.round == round and p.digest == digest), None)
+        return None if found is None else found.unpack()
 
     def holds(self, sender: int) -> bool:
         """Whether anything of ``sender``'s is held (a process that just started holds nothing)."""
-        return bool(self._by_sender.get(sender))
+        with self._lock:
+            return bool(self._by_sender.get(sender))
+
+    def entries(self) -> list[HeldMasks]:
+        """Everything held, oldest first per sender (what a checkpoint saves)."""
+        with self._lock:
+            return [held for kept in self._by_sender.values() for held in kept]
