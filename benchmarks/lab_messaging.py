@@ -14,12 +14,14 @@ mask is ever missed. Then, from the agents' own per-round metrics:
 - **compute time** = local step + encode (``train_seconds``) + decode/aggregate/consensus
   (``aggregate_seconds``); **round time** = the agent's whole round minus evaluation.
 - **bytes**: mask payload bytes delivered to agents per round (Σ ``bytes_received``, counted by
-  the receivers) against the simulator's count Σᵢ |message| × |Nᵢ|; plus all MQTT traffic through
-  the broker (mosquitto's ``$SYS/broker/bytes/{received,sent}``), framing, acks and status included.
+  the receivers) against the senders' count Σᵢ |message| × |Nᵢ| (``bytes_sent``, what the simulator
+  counts); plus all MQTT traffic through the broker (mosquitto's ``$SYS/broker/bytes/{received,sent}``),
+  framing, acks, status and keyframe requests included.
+- ``--compare-codec packbits``: the same lab again with that mask codec, bytes side by side.
 
 Usage::
 
-    .venv/bin/python benchmarks/lab_messaging.py [--rounds 4] [--data-dir ../shared/data]
+    .venv/bin/python benchmarks/lab_messaging.py [--rounds 4] [--codec delta] [--compare-codec packbits]
 
 20 processes on a 2-core machine time-share the CPU: rounds are slow and the receivers' network
 threads wait for CPU too, so these messaging times are an upper bound for dedicated devices.
@@ -29,12 +31,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,12 +47,12 @@ sys.path.insert(0, str(ROOT))
 from edge_mcepl.comm.broker.credentials import ADMIN_USER  # noqa: E402
 from edge_mcepl.comm.broker.launcher import start_broker  # noqa: E402
 from edge_mcepl.comm.client import BrokerAddress, MqttConnection, MqttOptions  # noqa: E402
-from edge_mcepl.config import load_config  # noqa: E402
+from edge_mcepl.config import LabConfig, load_config  # noqa: E402
 from edge_mcepl.devicelab.envelope import LabSettings, explicit_keys, make_envelope, publish_envelope  # noqa: E402
 from edge_mcepl.nn.zoo import build_model  # noqa: E402
 from edge_mcepl.run_dir import LOAD_LOCK, agent_dir, merge_lab_run  # noqa: E402
 from edge_mcepl.simulator import build_topology_for  # noqa: E402
-from edge_mcepl.wire.masks import message_size  # noqa: E402
+from edge_mcepl.wire.masks import MASK_CODECS  # noqa: E402
 
 
 def pct(values, q):
@@ -56,26 +60,31 @@ def pct(values, q):
     return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--config", default=str(ROOT / "examples" / "paper.yaml"))
-    ap.add_argument("--rounds", type=int, default=4)
-    ap.add_argument("--data-dir", default=str((ROOT / ".." / "shared" / "data").resolve()))
-    ap.add_argument("--run-dir", help="default runs/lab-messaging-TIMESTAMP")
-    ap.add_argument("--out", default=str(ROOT / "docs" / "lab.md"))
-    ap.add_argument("--simulator-run", help="an `edge-mcepl simulate` run of the same config and rounds (with "
-                                            "--threads 1): check the lab's final masks are bit-identical to it")
-    args = ap.parse_args()
+@dataclass
+class LabRun:
+    """One lab run of the benchmark: its rows and what the broker counted."""
 
-    overrides = {"rounds": args.rounds, "eval_every": 10**6, "threads": 1, "data.data_dir": args.data_dir}
-    config = load_config(args.config, overrides)
-    run_dir = Path(args.run_dir or ROOT / "runs" / f"lab-messaging-{time.strftime('%Y%m%d-%H%M%S')}")
+    codec: str
+    run_dir: Path
+    rows: list[dict]
+    mqtt_total: int
+    wall: float
+    broker: str
+
+    def per_round(self, key: str) -> dict[int, int]:
+        return {t: sum(r[key] for r in self.rows if r["round"] == t) for t in sorted({r["round"] for r in self.rows})}
+
+    def payload_total(self, degrees: list[int]) -> float:
+        """Mask payload crossing the broker: each message in once (bytes_sent ÷ degree), out once per neighbour."""
+        return sum(r["bytes_received"] + r["bytes_sent"] / degrees[r["agent"]] for r in self.rows)
+
+
+def run_lab(config: LabConfig, explicit: list[str], settings: LabSettings, run_dir: Path, data_dir: str) -> LabRun:
+    """A real lab of ``config`` (one mosquitto, one join process per agent); rows merged, $SYS bytes read."""
     run_dir.mkdir(parents=True, exist_ok=False)
-    settings = LabSettings(round_deadline_s=3600, max_staleness=0, start_timeout_s=3600)
-    envelope = make_envelope(config, explicit_keys(args.config, overrides), settings)
+    envelope = make_envelope(config, explicit, settings)
     handle = start_broker(run_dir / "broker", config.name, config.agents, kind="mosquitto", port=0, sys_interval=1)
     print(f"{handle.description} at {handle.url}; run dir {run_dir}", flush=True)
-
     sys_bytes: dict[str, tuple[float, int]] = {}
     admin = MqttConnection(BrokerAddress.parse(handle.url), MqttOptions(ADMIN_USER, handle.credentials.admin_password),
                            "bench-admin", name="bench").connect()
@@ -104,7 +113,7 @@ def main() -> int:
         procs.append(subprocess.Popen(
             [sys.executable, "-m", "edge_mcepl.cli", "join", "--broker", handle.url, "--lab", config.name,
              "--agent-id", str(i), "--credentials", str(handle.credentials_file), "--state-dir", str(state),
-             "--threads", "1", "--data-dir", args.data_dir, "--load-lock", str(run_dir / LOAD_LOCK)],
+             "--threads", "1", "--data-dir", data_dir, "--load-lock", str(run_dir / LOAD_LOCK)],
             stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT))
         log.close()
     codes = [p.wait() for p in procs]
@@ -113,10 +122,40 @@ def main() -> int:
     admin.close()
     handle.stop()
     if any(codes):
-        print(f"join exit codes {codes}; see {run_dir}/agents/*/join.log", file=sys.stderr)
-        return 1
+        raise SystemExit(f"join exit codes {codes}; see {run_dir}/agents/*/join.log")
     merge_lab_run(run_dir, config)
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    mqtt_total = (after["sent"] - before["sent"]) + (after["received"] - before["received"])
+    return LabRun(config.algorithm.mask_codec, run_dir, rows, mqtt_total, ended - started, handle.description)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--config", default=str(ROOT / "examples" / "paper.yaml"))
+    ap.add_argument("--rounds", type=int, default=4)
+    ap.add_argument("--codec", choices=list(MASK_CODECS), help="algorithm.mask_codec (default: the config's)")
+    ap.add_argument("--compare-codec", choices=list(MASK_CODECS), help="run the lab again with this mask codec")
+    ap.add_argument("--data-dir", default=str((ROOT / ".." / "shared" / "data").resolve()))
+    ap.add_argument("--run-dir", help="default runs/lab-messaging-TIMESTAMP (the comparison lab: RUN_DIR-CODEC)")
+    ap.add_argument("--out", default=str(ROOT / "docs" / "lab.md"))
+    ap.add_argument("--simulator-run", help="an `edge-mcepl simulate` run of the same config and rounds (with "
+                                            "--threads 1): check the lab's final masks are bit-identical to it")
+    args = ap.parse_args()
+
+    overrides = {"rounds": args.rounds, "eval_every": 10**6, "threads": 1, "data.data_dir": args.data_dir}
+    if args.codec:
+        overrides["algorithm.mask_codec"] = args.codec
+    config = load_config(args.config, overrides)
+    run_dir = Path(args.run_dir or ROOT / "runs" / f"lab-messaging-{time.strftime('%Y%m%d-%H%M%S')}")
+    settings = LabSettings(round_deadline_s=3600, max_staleness=0, start_timeout_s=3600)
+    explicit = explicit_keys(args.config, overrides)
+    lab = run_lab(config, explicit, settings, run_dir, args.data_dir)
+    labs = [lab]
+    if args.compare_codec:
+        other = config.replace(algorithm=config.algorithm.model_copy(update={"mask_codec": args.compare_codec}))
+        labs.append(run_lab(other, sorted({*explicit, "algorithm.mask_codec"}), settings,
+                            run_dir.with_name(f"{run_dir.name}-{args.compare_codec}"), args.data_dir))
+    rows = lab.rows
 
     published = {(r["agent"], r["round"]): r["published_at"] for r in rows}
     per = []  # one entry per (agent, round)
@@ -130,14 +169,8 @@ def main() -> int:
 
     topology = build_topology_for(config)
     shapes = build_model(config.model, 10).layer_shapes()
-    msg = message_size(shapes)
+    weights = sum(math.prod(s) for s in shapes)
     degrees = [len(topology.neighbours(i)) for i in range(config.agents)]
-    sim_per_round = msg * sum(degrees)
-    numbers = range(1, config.rounds + 1)  # metrics rows number rounds from 1
-    measured = {t: sum(r["bytes_received"] for r in rows if r["round"] == t) for t in numbers}
-    sent_rows = {t: sum(r["bytes_sent"] for r in rows if r["round"] == t) for t in numbers}
-    mqtt_total = (after["sent"] - before["sent"]) + (after["received"] - before["received"])
-    payload_total = sum(measured.values()) + msg * config.agents * config.rounds  # delivered + published once
 
     def row3(name, key):
         values = [p[key] for p in per]
@@ -153,7 +186,6 @@ def main() -> int:
                              f"the lab ran {config.rounds}")
         identical = sum((sim_dir / "final" / a["mask_file"]).read_bytes()
                         == (run_dir / "final" / a["mask_file"]).read_bytes() for a in sim_state["agents"])
-    equal = all(measured[t] == sim_per_round == sent_rows[t] for t in measured)
     shown_run_dir = run_dir.relative_to(ROOT) if run_dir.is_relative_to(ROOT) else run_dir
     config_path = Path(args.config)
     shown_config = config_path.relative_to(ROOT) if config_path.resolve().is_relative_to(ROOT) else args.config
@@ -162,21 +194,21 @@ def main() -> int:
         "",
         f"Generated by `benchmarks/lab_messaging.py {' '.join(sys.argv[1:])}` on {time.strftime('%Y-%m-%d')} "
         f"({platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}); "
-        f"{handle.description}; lab run directory `{shown_run_dir}`.",
+        f"{lab.broker}; lab run directory `{shown_run_dir}`.",
         "",
         f"Setting: `{shown_config}`"
         f" — {config.agents} agents, topology {config.topology.kind} ({sum(degrees) // 2} edges, "
         f"degrees {min(degrees)}–{max(degrees)}), model {config.model}, batch {config.algorithm.batch_size}, "
-        f"{config.data.dataset} ({config.data.partition} partition); {config.rounds} rounds; "
-        f"{config.agents} `edge-mcepl join` processes with one torch thread each, "
+        f"{config.data.dataset} ({config.data.partition} partition); {config.rounds} rounds; mask codec "
+        f"`{lab.codec}`; {config.agents} `edge-mcepl join` processes with one torch thread each, "
         f"one mosquitto; round deadline {settings.round_deadline_s:g} s (never reached: every mask arrived). "
-        f"Wall time {ended - started:.0f} s including start-up (data loading is serialised two at a time) "
+        f"Wall time {lab.wall:.0f} s including start-up (data loading is serialised two at a time) "
         "and the final evaluation.",
         "",
-        "**Caveat:** this machine has 2 CPU cores shared with another long benchmark, so 20 agents "
-        "time-share them: a round takes tens of seconds instead of ~1 s on a device of its own, and a "
-        "receiving agent's network thread also waits for CPU, which inflates the messaging times below. "
-        "Compare the ratio, not absolute times (DESIGN.md: timings here drift by tens of percent).",
+        "**Caveat:** this machine has 2 CPU cores, so 20 agents time-share them: a round takes tens of seconds "
+        "instead of ~1 s on a device of its own, and a receiving agent's network thread also waits for CPU, which "
+        "inflates the messaging times below. Compare the ratio, not absolute times (DESIGN.md: timings here drift "
+        "by tens of percent).",
         "",
         "## Time per agent and round (seconds; median / p90 / max over agent-rounds)",
         "",
@@ -188,8 +220,7 @@ def main() -> int:
         row3("round time (without evaluation)", "round_time"),
         row3("messaging / round time", "share"),
         "",
-        f"Single messages ({len(all_lat)} mask deliveries of {msg:,} bytes): "
-        f"median {statistics.median(all_lat) * 1000:.1f} ms, "
+        f"Single messages ({len(all_lat)} mask deliveries): median {statistics.median(all_lat) * 1000:.1f} ms, "
         f"p90 {pct(all_lat, 0.9) * 1000:.1f} ms, max {max(all_lat) * 1000:.1f} ms.",
         "",
         f"**Messaging share of round time: {share_total * 100:.2f} %** (Σ messaging / Σ round time over all "
@@ -200,24 +231,39 @@ def main() -> int:
         *([f"**Masks:** the lab's final masks are bit-identical to `edge-mcepl simulate`'s for "
            f"{identical} of {config.agents} agents (`{args.simulator_run}`, same config, `--threads 1`).", ""]
           if identical is not None else []),
-        "## Bytes per round",
-        "",
-        "| round | mask payload delivered to agents (measured at receivers) | simulator's count Σᵢ bytes_sent "
-        "| equal |",
-        "|---|---|---|---|",
-        *[f"| {t} | {measured[t]:,} | {sim_per_round:,} | {'yes' if measured[t] == sim_per_round else 'NO'} |"
-          for t in sorted(measured)],
-        "",
-        f"One mask message is {msg:,} bytes (codec v1: header + 1 bit per masked weight + tag); the simulator "
-        f"counts one copy per neighbour: {msg:,} × {sum(degrees)} (Σ degrees) = {sim_per_round:,} bytes per round. "
-        f"Byte counts equal: **{'yes' if equal else 'NO'}**.",
-        "",
-        f"All MQTT traffic through the broker during the lab (mosquitto `$SYS/broker/bytes`, both directions, "
-        f"start-up and shutdown included): {mqtt_total:,} bytes = {mqtt_total / config.rounds:,.0f} per round. "
-        f"Mask payload crossing the broker (each message in once, out once per neighbour): {payload_total:,} bytes. "
-        f"Everything else — MQTT framing, PUBACKs, retained config and status messages, keep-alives — "
-        f"{(mqtt_total - payload_total) / payload_total * 100:+.3f} % on top.",
-        "",
+    ]
+    for run in labs:
+        received, sent = run.per_round("bytes_received"), run.per_round("bytes_sent")
+        equal = received == sent
+        payload = run.payload_total(degrees)
+        messages = sum(degrees) * config.rounds
+        lines += [
+            f"## Bytes per round, mask codec `{run.codec}`",
+            "",
+            "| round | mask payload delivered to agents (measured at receivers) | senders' count Σᵢ bytes_sent "
+            "(the simulator's) | equal | bits per weight per delivered message |",
+            "|---|---|---|---|---:|",
+            *[f"| {t} | {received[t]:,} | {sent[t]:,} | {'yes' if received[t] == sent[t] else 'NO'} | "
+              f"{8 * received[t] / (sum(degrees) * weights):.4f} |" for t in received],
+            "",
+            f"Byte counts equal: **{'yes' if equal else 'NO'}** ({weights:,} masked weights per agent; "
+            f"{'no message sent again' if not any(r['resent'] for r in run.rows) else 'some messages sent again'}).",
+            "",
+            f"All MQTT traffic through the broker during the lab (mosquitto `$SYS/broker/bytes`, both directions, "
+            f"start-up and shutdown included): **{run.mqtt_total:,} bytes** = {run.mqtt_total / config.rounds:,.0f} "
+            f"per round. Mask payload crossing the broker (each message in once, out once per neighbour): "
+            f"{payload:,.0f} bytes. Everything else — MQTT framing, PUBACKs, retained config, status and keyframe "
+            f"messages, keep-alives — {(run.mqtt_total - payload) / payload * 100:+.3f} % on top "
+            f"({(run.mqtt_total - payload) / messages:,.0f} bytes per delivered mask).",
+            "",
+        ]
+    if len(labs) == 2:
+        a, b = labs
+        lines += [f"**`{a.codec}` vs `{b.codec}`, same lab, same rounds:** {a.mqtt_total:,} vs {b.mqtt_total:,} "
+                  f"bytes through mosquitto — {b.mqtt_total / a.mqtt_total:.1f}× fewer with `{a.codec}`. The first "
+                  "round's messages stand alone (a keyframe costs what Rice costs), so over a short run the "
+                  "keyframe dominates; docs/codec.md has the whole-run figures.", ""]
+    lines += [
         "## How it is measured",
         "",
         "Each join process writes one metrics row per round (`runs/.../agents/agent_NNN/metrics.jsonl`, merged into "

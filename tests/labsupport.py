@@ -7,12 +7,17 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
 import pytest
 import yaml
 
+from edge_mcepl.comm.broker.credentials import ADMIN_USER
+from edge_mcepl.comm.client import BrokerAddress, MqttConnection, MqttOptions
+from edge_mcepl.config import config_from_dict
+from edge_mcepl.devicelab.envelope import LabSettings, make_envelope, publish_envelope
 from edge_mcepl.nn.zoo import build_model
 from edge_mcepl.simulator import Simulator
 from edge_mcepl.wire.masks import decode_masks
@@ -154,4 +159,21 @@ def assert_exact_reconstructions(state_dirs) -> int:
                 checked += 1
     assert checked > 0
     return checked
+
+
+def admin(handle) -> MqttConnection:
+    """A lab-admin MQTT connection to a test broker."""
+    return MqttConnection(BrokerAddress.parse(handle.url), MqttOptions(ADMIN_USER, handle.credentials.admin_password),
+                          f"test-admin-{threading.get_ident()}", name="test admin").connect()
+
+
+def publish_lab(handle, raw: dict, settings: LabSettings, **envelope_changes) -> dict:
+    """Publish a lab config for ``raw`` on a test broker, as `edge-mcepl broker` would."""
+    config = config_from_dict(raw)
+    envelope = make_envelope(config, ["retention.conv"], settings)
+    envelope.update(envelope_changes)
+    conn = admin(handle)
+    publish_envelope(conn, envelope)
+    conn.close()
+    return envelope
 

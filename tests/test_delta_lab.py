@@ -11,8 +11,16 @@ from edge_mcepl.comm.broker.launcher import start_broker
 from edge_mcepl.comm.mqtt_transport import ANSWER_ROUNDS, lost_on_purpose
 from edge_mcepl.devicelab.schema import LabSettings
 
-from labsupport import assert_exact_reconstructions, needs_mosquitto, rows, start_join, stop_all, tiny_raw, wait_until
-from test_join_faults import publish_lab
+from labsupport import (
+    assert_exact_reconstructions,
+    needs_mosquitto,
+    publish_lab,
+    rows,
+    start_join,
+    stop_all,
+    tiny_raw,
+    wait_until,
+)
 
 pytestmark = needs_mosquitto
 DROP = 0.3

@@ -10,37 +10,18 @@ import json
 import re
 import signal
 import subprocess
-import threading
 import time
 
 from edge_mcepl.cli import main
-from edge_mcepl.comm.broker.credentials import ADMIN_USER
 from edge_mcepl.comm.broker.launcher import start_broker
-from edge_mcepl.comm.client import BrokerAddress, MqttConnection, MqttOptions
 from edge_mcepl.comm.topics import config_topic
-from edge_mcepl.config import config_from_dict
-from edge_mcepl.devicelab.envelope import LabSettings, make_envelope, publish_envelope
+from edge_mcepl.devicelab.envelope import LabSettings
 from edge_mcepl.simulator import Simulator
 
 from conftest import tiny_lab_config
-from labsupport import log_text, needs_mosquitto, rows, start_join, stop_all, tiny_raw, wait_until
+from labsupport import admin, log_text, needs_mosquitto, publish_lab, rows, start_join, stop_all, tiny_raw, wait_until
 
 pytestmark = needs_mosquitto
-
-
-def admin(handle) -> MqttConnection:
-    return MqttConnection(BrokerAddress.parse(handle.url), MqttOptions(ADMIN_USER, handle.credentials.admin_password),
-                          f"test-admin-{threading.get_ident()}", name="test admin").connect()
-
-
-def publish_lab(handle, raw: dict, settings: LabSettings, **envelope_changes) -> dict:
-    config = config_from_dict(raw)
-    envelope = make_envelope(config, ["retention.conv"], settings)
-    envelope.update(envelope_changes)
-    conn = admin(handle)
-    publish_envelope(conn, envelope)
-    conn.close()
-    return envelope
 
 
 class StatusWatcher:

@@ -165,6 +165,7 @@ class MqttTransport(Transport):
         sender = topic_agent(topic)
         if sender is None or sender not in self._senders or self._decode is None:
             return  # not a neighbour (e.g. a wildcard subscription of someone else's): not ours
+        round_: int | None = None
         try:
             round_ = self._round_to_keep(sender, payload)
             if round_ is None or self._lost(sender, round_) or self._is_redelivery(sender, round_, payload):
@@ -176,7 +177,7 @@ class MqttTransport(Transport):
             with self._cond:
                 self._stats.rejected += 1
                 self._stats.missing_base += isinstance(exc, BaseMissing)
-            if isinstance(exc, BaseMissing):
+            if isinstance(exc, BaseMissing) and round_ is not None:  # (only a decoded header names a base)
                 self.ask_keyframes([sender], round_)
             return
         self._file((sender, round_), _Held(payload, message, arrived))

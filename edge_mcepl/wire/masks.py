@@ -39,10 +39,10 @@ from .delta import BaseLookup, MaskRecord, mask_digest
 from .envelope import (
     FORMAT_VERSION,
     KINDS,
-    Header,
     MASK_MAGIC,
     TAG_SIZE,
     CodecError,
+    Header,
     check_layer_shape,
     check_length,
     header_size,
@@ -53,8 +53,8 @@ from .envelope import (
     verify,
 )
 
-__all__ = ["CODEC_DELTA", "CODEC_PACKBITS", "CODEC_RICE", "MASK_CODECS", "FORMAT_VERSION", "MAGIC", "CodecError", "MaskMessage",
-           "decode_masks", "encode_masks", "header_size", "message_size", "unpack_masks"]
+__all__ = ["CODEC_DELTA", "CODEC_PACKBITS", "CODEC_RICE", "MASK_CODECS", "FORMAT_VERSION", "MAGIC", "CodecError",
+           "MaskMessage", "decode_masks", "encode_masks", "header_size", "is_delta", "message_size", "unpack_masks"]
 
 MAGIC = MASK_MAGIC
 CODEC_PACKBITS: int = 1
