@@ -5,8 +5,8 @@ Runs the paper setting (``examples/paper.yaml``) twice for a few rounds — full
 and reads the ``mask_flips`` every metrics row carries (bits of the mask sent that differ from the
 agent's previous message, per layer). Per round it reports the flip fraction per layer and the
 entropy bound of coding the XOR with the previous mask, Σ_l n_l·H(f_l) / Σ_l n_l bits per weight
-(H the binary entropy) — what a delta codec could reach, before headers and keyframes; no such
-codec is built yet. Writes ``docs/flips.md`` and ``docs/flips.png``.
+(H the binary entropy) — what a delta codec could reach, before headers and keyframes (the delta
+codec's real sizes: docs/codec.md). Writes ``docs/flips.md`` and ``docs/flips.png``.
 
 Usage:  python benchmarks/mask_flips.py [--rounds 50] [--data-dir ../shared/data]
 """
@@ -97,7 +97,8 @@ def main() -> None:
              "Flip fraction = bits of a layer's sent mask that differ from the agent's previous message, over all "
              "agents; **entropy bound** = Σ_l n_l·H(f_l) / Σ_l n_l bits per weight — what coding the XOR with the "
              "previous mask could cost at best, before headers and keyframes (for comparison: packbits 1.0, the "
-             f"Rice codec {RICE_BITS} bits per weight, docs/codec.md). No delta codec is built yet (issue 13).", ""]
+             f"Rice codec {RICE_BITS} bits per weight, docs/codec.md). What the delta codec (wire/delta.py) "
+             "really sends, headers and keyframes included: docs/codec.md.", ""]
     for label, by_round in results.items():
         lines += [f"## {label}", "", "| rounds | " + " | ".join(f"{n} flips" for n in LAYERS)
                   + " | entropy bound, bits per weight |", "|---|" + "---:|" * (len(LAYERS) + 1)]
