@@ -48,6 +48,7 @@ from edge_mcepl.wire.history import MaskHistory  # noqa: E402
 from edge_mcepl.wire.masks import MASK_CODECS, decode_masks, encode_masks, message_size  # noqa: E402
 
 TARGET_BITS = 0.05  # issue 13: mean bits per weight over a 400-round paper run, everything included
+PAPER_DELIVERIES = 208  # messages per round in the paper setting: Σ degrees of the reference graph (docs/lab.md)
 
 
 def entropy_bits(masks: list[np.ndarray]) -> float:
@@ -193,6 +194,10 @@ def main(argv: list[str] | None = None) -> None:
         enc, dec = 1000 * statistics.median(r["enc"]), 1000 * statistics.median(r["dec"])
         lines.append(f"| {codec} | {size:,.0f} | {8 * size / weights:.4f} | {size / statistics.mean(bound):.3f} | "
                      f"{fp32 / size:.2f}× | {enc:.2f} | {dec:.2f} | {enc + dec:.2f} |")
+    decode_ms = {codec: 1000 * statistics.median(r["dec"]) for codec, r in rows.items()}
+    per_round = ", ".join(f"{codec} {PAPER_DELIVERIES * ms / 1000:.2f} s" for codec, ms in decode_ms.items())
+    lines += ["", f"A simulated paper-setting round decodes {PAPER_DELIVERIES} messages (the reference graph's "
+              f"Σ degrees): {per_round} of decoding per round, next to ≈ 4.6 s of training (docs/performance.md)."]
     given = argv if argv is not None else sys.argv[1:]
     if runs:
         windows = [(lo, hi) for lo, hi in ((1, 10), (11, 50), (51, 200), (201, runs[0].rounds))

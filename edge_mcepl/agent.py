@@ -137,6 +137,8 @@ class Agent:
             idx = self.sampler.next_batch().to(self.train_data.images.device)
             loss = self.rule.local_step(self.train_data.images[idx], self.train_data.labels[idx])
         since = transport.take_keyframe_request(self.agent_id)
+        if not self.rule.learns_masks:  # its messages never refer to earlier ones: nothing to send again
+            since = None
         resent = self.standalone_copies(since) if since is not None else []
         for old_round, copy in resent:
             transport.publish(self.agent_id, old_round, copy)
