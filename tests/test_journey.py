@@ -121,7 +121,8 @@ def test_demo_export_infer_and_bench_as_the_readme_says(tmp_path):
 def test_device_lab_interrupted_and_resumed_with_the_printed_hint(tmp_path):
     words = readme_command(".venv/bin/edge-mcepl lab examples/device-lab.yaml")
     run_dir = tmp_path / "lab"
-    lab = subprocess.Popen(argv(words) + ["--rounds", "3", "--eval-every", "3", "--out", str(run_dir)], cwd=ROOT,
+    # Enough rounds that Ctrl-C after agent 0's first one lands mid-run on an idle machine too.
+    lab = subprocess.Popen(argv(words) + ["--rounds", "8", "--eval-every", "8", "--out", str(run_dir)], cwd=ROOT,
                            env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         first = run_dir / "agents" / "agent_000" / "metrics.jsonl"
@@ -141,6 +142,6 @@ def test_device_lab_interrupted_and_resumed_with_the_printed_hint(tmp_path):
     # The run's config.yaml says what ran: simulating it gives the lab's masks, interrupt and all.
     Simulator(load_config(run_dir / "config.yaml"), log=lambda _: None).run(tmp_path / "sim", progress=False)
     state, lab_masks = masks_of(run_dir)
-    assert state["rounds"] == 3 and len(lab_masks) == 4
+    assert state["rounds"] == 8 and len(lab_masks) == 4
     assert lab_masks == masks_of(tmp_path / "sim")[1]
 
