@@ -128,7 +128,7 @@ class AlgorithmConfig(StrictModel):
     aggregation_tensor: bool = True
     # packbits (1 bit/weight), rice (wire/rice.py) or delta (what changed since the last round, wire/delta.py)
     mask_codec: Literal[tuple(MASK_CODECS)] = "delta"  # type: ignore[valid-type]
-    keyframe_every: int = Field(50, ge=1, le=1_000_000)  # delta codec: a stand-alone message every N rounds
+    keyframe_every: int = Field(100, ge=1, le=1_000_000)  # delta codec: a stand-alone message every N rounds
     preset: Literal[tuple(PRESETS)] = "reference"  # type: ignore[valid-type]
     # Which rule the agents run (issue 5 baselines): see edge_mcepl/algorithms/. The knobs below
     # are read only by the weight-based baselines (dsgd, weight_training, dispfl).

@@ -48,7 +48,7 @@ class MCEPLParams(RuleParams):
     min_kept_per_filter: int | None = None
     aggregation_tensor: bool = True
     mask_codec: str = "delta"  # what changed (wire/delta.py); "rice": ≈ H(r) bits/weight; "packbits": 1 bit/weight
-    keyframe_every: int = 50  # delta codec: a stand-alone (Rice) message every this many rounds
+    keyframe_every: int = 100  # delta codec: a stand-alone (Rice) message every this many rounds (docs/codec.md)
 
 
 class MCEPL(LearningRule[MaskMessage, list[Tensor]]):
