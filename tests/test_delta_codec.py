@@ -150,7 +150,7 @@ def test_the_history_keeps_the_newest_few_rounds_per_sender():
     for record in records[1:]:
         got = history.lookup(5, record.round, record.digest)
         assert got is not None and np.array_equal(got[0], record.masks[0])
-    assert history.holds(5) and not history.holds(6)
+    assert history.newest_round(5) == 2 and history.newest_round(6) is None
 
 
 @settings(max_examples=40, deadline=None)

@@ -19,7 +19,18 @@ from edge_mcepl.devicelab.envelope import LabSettings
 from edge_mcepl.simulator import Simulator
 
 from conftest import tiny_lab_config
-from labsupport import admin, log_text, needs_mosquitto, publish_lab, rows, start_join, stop_all, tiny_raw, wait_until
+from labsupport import (
+    admin,
+    assert_exact_reconstructions,
+    log_text,
+    needs_mosquitto,
+    publish_lab,
+    rows,
+    start_join,
+    stop_all,
+    tiny_raw,
+    wait_until,
+)
 
 pytestmark = needs_mosquitto
 
@@ -77,6 +88,7 @@ def test_killed_agent_others_finish_after_deadline_and_restart_resumes_from_chec
     assert resumed_at >= 1  # (killed after ≥ 2 rounds; the checkpoint follows each round's metrics row)
     later = [r for r in rows(dirs[3]) if r["round"] >= resumed_at + 3]  # round numbers are 1-based
     assert later and all(r["neighbours_heard"] == 2 for r in later)
+    assert_exact_reconstructions(dirs)  # every mask anyone used is the one its sender sent (delta-coded)
     assert watcher.states[3][-1] == "done"
 
 
@@ -111,6 +123,7 @@ def test_broker_restart_mid_run_everyone_reconnects_and_finishes(tmp_path):
     for i in range(n):
         assert "reconnected to" in log_text(dirs[i]), f"agent {i} did not log a reconnect"
         assert [r["round"] for r in rows(dirs[i])] == list(range(1, rounds + 1))
+    assert_exact_reconstructions(dirs)  # a broker restart loses no base for good
 
 
 def test_sigterm_exits_cleanly_and_the_same_command_resumes_to_the_simulators_masks(tmp_path):

@@ -175,6 +175,12 @@ def test_hostile_messages_are_rejected_with_reasons_and_masks_match_the_simulato
     admin.publish(mask_topic(LAB, 0), conflicting).wait_for_publish(5)
     wait_until(lambda: "duplicate of (sender 0" in caplog.text and "conflicting" in caplog.text, 10,
                "the duplicate and the conflicting message")
+    # The same masks in another encoding (a keyframe sent again in place of a delta) are a duplicate too.
+    same = sim.agents[1].decode_message(real)
+    again = encode_masks(list(same.masks), fingerprint=fp, sender=0, round=config.rounds - 1, codec="rice")
+    assert again != real
+    admin.publish(mask_topic(LAB, 0), again).wait_for_publish(5)
+    wait_until(lambda: "again with the same content" in caplog.text, 10, "the same masks, another encoding")
     stats = transports[1].take_stats()
     for conn in conns + [admin]:
         conn.close()
@@ -184,7 +190,7 @@ def test_hostile_messages_are_rejected_with_reasons_and_masks_match_the_simulato
                    "claims sender 1 on agent 0's topic", "duplicate of (sender 0, round 3) ignored",
                    "conflicting second message"):
         assert reason in text, f"no logged reason containing {reason!r}"
-    assert stats.duplicates >= 1
+    assert stats.duplicates >= 2 and stats.rejected == 5 * config.rounds + 1  # the forgeries and the conflict
     # The forgeries did not touch training: bit-identical to the in-memory simulator.
     for ours, theirs in zip(sim.agents, reference.agents):
         assert ours.encode_message(config.rounds) == theirs.encode_message(config.rounds)

@@ -30,7 +30,7 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -130,8 +130,8 @@ class MqttTransport(Transport):
         self.conn.subscribe([mask_topic(self.lab, s) for s in sorted(self._senders)]
                             + [keyframe_topic(self.lab, s) for s in sorted(self._senders)])
 
-    def ask_keyframes(self, senders: Collection[int], since: int) -> None:
-        """Ask these senders for their masks from their round ``since`` on, standing alone.
+    def ask_keyframes(self, since: Mapping[int, int]) -> None:
+        """Ask each sender for its masks from its round ``since[sender]`` on, standing alone.
 
         This agent's retained ``keyframe`` message always lists every sender it lacks, each with
         the first round it lacks; a sender answers an entry it has not seen before (or whose round
@@ -139,7 +139,7 @@ class MqttTransport(Transport):
         sender that comes back still sees what it was asked while away.
         """
         with self._cond:
-            asked = {s: since for s in senders if s not in self._lacking or since > self._lacking[s] + ANSWER_ROUNDS}
+            asked = {s: r for s, r in since.items() if s not in self._lacking or r > self._lacking[s] + ANSWER_ROUNDS}
             if not asked:
                 return  # asked already, the answer may still be on its way
             self._lacking.update(asked)
@@ -178,7 +178,7 @@ class MqttTransport(Transport):
                 self._stats.rejected += 1
                 self._stats.missing_base += isinstance(exc, BaseMissing)
             if isinstance(exc, BaseMissing) and round_ is not None:  # (only a decoded header names a base)
-                self.ask_keyframes([sender], round_)
+                self.ask_keyframes({sender: round_})
             return
         self._file((sender, round_), _Held(payload, message, arrived))
         self._base_regained(sender)
@@ -260,6 +260,8 @@ class MqttTransport(Transport):
             old = self._inbox.get(key)
             if old is not None and old.message == held.message:  # same content, another encoding (or a race)
                 self._stats.duplicates += 1
+                log.warning("agent %d: (sender %d, round %d) again with the same content: duplicate ignored",
+                            self.agent_id, *key)
                 return
             if old is not None:
                 self._stats.rejected += 1

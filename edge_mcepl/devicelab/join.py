@@ -263,15 +263,30 @@ class Join:
         self.transport.listen(me, agent.neighbours, agent.decode_message)
         conn.subscribe([status_topic(lab, j) for j in agent.neighbours] + [config_topic(lab)])
         conn.connect()
-        history = agent.rule.history  # what the checkpoint restored of the neighbours' masks, if anything
-        lacking = [j for j in agent.neighbours if history is not None and not history.holds(j)]
-        if lacking:  # their deltas would be undecodable: ask for every round this agent may still use
-            self.transport.ask_keyframes(lacking, max(0, self.start - self.settings.max_staleness))
+        self._ask_for_what_may_be_lost()
         self.transport.set_round(self.start)
         self.info = {"run_id": self.envelope.run_id, "rounds": self.config.rounds,
                      "retention": agent.rule.retention.conv, "profile": self.profile.name if self.profile else None,
                      "pid": os.getpid()}
         conn.publish(status_topic(lab, me), status_payload("online", me, round=self.start, **self.info), retain=True)
+
+    def _ask_for_what_may_be_lost(self) -> None:
+        """Ask every neighbour for its masks after the newest this agent holds, standing alone.
+
+        A new process holds none; a resumed one holds what its checkpoint kept, but it may have
+        received (and acknowledged: QoS 1) later masks before it stopped, and lost them. The
+        neighbours send those they still have again (docs/wire-format.md#delta), so a restarted
+        device loses no round it can still use — and decodes their next deltas.
+        """
+        history = self.agent.rule.history
+        if history is None:  # the rule's messages never refer to earlier ones
+            return
+        floor = max(0, self.start - self.settings.max_staleness)
+        since = {}
+        for j in self.agent.neighbours:
+            newest = history.newest_round(j)
+            since[j] = floor if newest is None else max(floor, newest + 1)
+        self.transport.ask_keyframes(since)
 
     def wait_for_neighbours(self) -> None:
         """Before the first round to run: until every neighbour is online, or the start timeout."""

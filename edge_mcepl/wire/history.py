@@ -62,10 +62,10 @@ class MaskHistory:
             found = next((p for p in self._by_sender.get(sender, ()) if p.round == round and p.digest == digest), None)
         return None if found is None else found.unpack()
 
-    def holds(self, sender: int) -> bool:
-        """Whether anything of ``sender``'s is held (a process that just started holds nothing)."""
+    def newest_round(self, sender: int) -> int | None:
+        """The latest round of ``sender``'s masks held (None: nothing — a process that just started)."""
         with self._lock:
-            return bool(self._by_sender.get(sender))
+            return max((p.round for p in self._by_sender.get(sender, ())), default=None)
 
     def entries(self) -> list[HeldMasks]:
         """Everything held, oldest first per sender (what a checkpoint saves)."""
