@@ -8,7 +8,8 @@ sizes on final masks are those of every round's message. A delta needs the previ
 final mask with ``--flip-rate`` of each layer's bits swapped at random (kept count unchanged) — the
 measured mean flip rate of the first ``--delta-run`` by default — stands in for it, for timing.
 
-``--delta-run RUN [RUN ...]``: finished runs with ``algorithm.mask_codec: delta``. From their
+``--delta-run RUN [RUN ...]``: finished runs with ``algorithm.mask_codec: delta`` (live, or archived
+under ``results/``: config and metrics are enough). From their
 metrics rows (``bytes_sent`` = message bytes × degree, ``keyframe``), the mean bits per weight over
 the whole run — headers, tags and keyframes included — per round (plotted to ``docs/codec.png``),
 the keyframe share, and the ratios to DSGD and packbits.
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import math
 import platform
 import statistics
@@ -39,9 +39,12 @@ import matplotlib  # noqa: E402
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from benchmarks.reproduction.runs import metrics_path  # noqa: E402
 from edge_mcepl.metrics import read_metrics  # noqa: E402
 from edge_mcepl.nn.width import width_shapes  # noqa: E402
+from edge_mcepl.nn.zoo import build_model  # noqa: E402
 from edge_mcepl.run_dir import read_config  # noqa: E402
+from edge_mcepl.simulator import build_topology_for  # noqa: E402
 from edge_mcepl.wire.delta import MaskRecord  # noqa: E402
 from edge_mcepl.wire.dense import message_size as fp32_message_size  # noqa: E402
 from edge_mcepl.wire.history import MaskHistory  # noqa: E402
@@ -101,13 +104,11 @@ class DeltaRun:
         config = read_config(run_dir)
         if config.algorithm.mask_codec != "delta":
             raise SystemExit(f"--delta-run {run_dir}: its mask_codec is {config.algorithm.mask_codec}, not delta")
-        state = json.loads((run_dir / "final" / "state.json").read_text())
-        self.degree = {a["id"]: len(a["neighbours"]) for a in state["agents"]}
-        from edge_mcepl.nn.zoo import build_model
-
-        self.full = build_model(config.model, state["num_classes"]).layer_shapes()
+        topology = build_topology_for(config)
+        self.degree = {i: topology.degree(i) for i in range(config.agents)}
+        self.full = build_model(config.model).layer_shapes()
         self.weights = sum(math.prod(s) for s in self.full)
-        self.rows = [r for r in read_metrics(run_dir / "metrics.jsonl") if self.degree[r["agent"]]]
+        self.rows = [r for r in read_metrics(metrics_path(run_dir)) if self.degree[r["agent"]]]
         self.rounds = max(r["round"] for r in self.rows)
         self.packbits = {w: message_size(width_shapes(self.full, w)) for w in {r.get("width", 1.0) for r in self.rows}}
         self.fp32 = fp32_message_size(self.full)
