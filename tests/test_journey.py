@@ -123,11 +123,12 @@ def test_device_lab_interrupted_and_resumed_with_the_printed_hint(tmp_path):
     run_dir = tmp_path / "lab"
     # Enough rounds that Ctrl-C after agent 0's first one lands mid-run on an idle machine too.
     lab = subprocess.Popen(argv(words) + ["--rounds", "8", "--eval-every", "8", "--out", str(run_dir)], cwd=ROOT,
-                           env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                           env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                           start_new_session=True)  # its own process group, as in a terminal
     try:
         first = run_dir / "agents" / "agent_000" / "metrics.jsonl"
         wait_until(lambda: first.exists() and first.read_text().strip(), 300, "agent 0's first round", [lab])
-        lab.send_signal(signal.SIGINT)  # Ctrl-C
+        os.killpg(lab.pid, signal.SIGINT)  # Ctrl-C: the terminal signals the whole foreground group
         printed, _ = lab.communicate(timeout=120)
     finally:
         if lab.poll() is None:

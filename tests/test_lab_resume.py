@@ -171,7 +171,11 @@ def test_the_printed_hint_resumes_verbatim_to_the_simulators_masks(interrupted, 
     state, lab_masks = masks_of(out)
     assert lab_masks == masks_of(sim_dir)[1] and len(lab_masks) == 2
     assert [a["retention_conv"] for a in state["agents"]] == [0.2, 0.4]
-    assert comparable(read_metrics(out / "metrics.jsonl")) == comparable(read_metrics(sim_dir / "metrics.jsonl"))
+    # Learning, masks and every mask used (digests) are the simulator's; only the bytes of the resumed rounds
+    # may differ: a resumed agent asks its neighbours for what it may have lost (keyframes and copies).
+    wire = {"bytes_sent", "bytes_received", "keyframe", "resent"}
+    assert [{k: v for k, v in r.items() if k not in wire} for r in comparable(read_metrics(out / "metrics.jsonl"))] \
+        == [{k: v for k, v in r.items() if k not in wire} for r in comparable(read_metrics(sim_dir / "metrics.jsonl"))]
     # lab.json: the run's fields as they were written at the start; the first session kept, the resume appended.
     lab_json, first = json.loads((out / "lab.json").read_text()), interrupted.lab_json
     session_fields = {"broker", "broker_url", "exit_codes", "sessions"}
