@@ -9,7 +9,7 @@ itself justifies. It imports numpy only, so a torch-free device can decode too. 
 Layout: the shared :mod:`.envelope` (header, shape records, BLAKE2b tag) with magic ``b"MCPL"``
 and one of two payload codecs, named by the header's codec id:
 
-- ``CODEC_PACKBITS`` (1, ``"packbits"``, the default): per layer in model order,
+- ``CODEC_PACKBITS`` (1, ``"packbits"``): per layer in model order,
   ``np.packbits(mask.ravel(), bitorder="little")``, each layer padded to whole bytes with zero
   bits — exactly 1 bit per weight. Per-layer padding costs at most 7 bits a layer but lets every
   layer be unpacked from its own byte slice, and checking that the padding is zero keeps the
