@@ -21,7 +21,7 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from .algorithms.registry import RULE_NAMES
 from .errors import UserError
-from .validation import StrictModel, read_yaml, set_dotted, validate
+from .validation import AgentId, StrictModel, read_yaml, set_dotted, validate
 from .wire.masks import MASK_CODECS
 
 ALGORITHMS: tuple[str, ...] = RULE_NAMES  # each rule reads its own knobs from the algorithm section
@@ -129,6 +129,9 @@ class AlgorithmConfig(StrictModel):
     # packbits (1 bit/weight), rice (wire/rice.py) or delta (what changed since the last round, wire/delta.py)
     mask_codec: Literal[tuple(MASK_CODECS)] = "delta"  # type: ignore[valid-type]
     keyframe_every: int = Field(100, ge=1, le=1_000_000)  # delta codec: a stand-alone message every N rounds
+    # m̄ over every neighbour heard ("none"), or only those whose mask overlaps this agent's more than two
+    # independent masks of their densities would ("overlap": drops anti-correlated, Byzantine masks).
+    robust_aggregation: Literal["none", "overlap"] = "none"
     preset: Literal[tuple(PRESETS)] = "reference"  # type: ignore[valid-type]
     # Which rule the agents run (issue 5 baselines): see edge_mcepl/algorithms/. The knobs below
     # are read only by the weight-based baselines (dsgd, weight_training, dispfl).
@@ -136,6 +139,15 @@ class AlgorithmConfig(StrictModel):
     weight_lr: float = Field(0.05, ge=0, le=1e9)
     mixing: Literal["metropolis", "uniform"] = "metropolis"
     prune: bool = False
+
+
+class AttackConfig(StrictModel):
+    """Byzantine agents, for robustness experiments (docs/security.md#byzantine-agents): each listed agent
+    trains honestly but sends, with a valid signature and its declared kept count, the weights it ranks
+    lowest instead of its mask."""
+
+    agents: list[AgentId] = []
+    kind: Literal["inverted_masks"] = "inverted_masks"
 
 
 class LabConfig(StrictModel):
@@ -152,6 +164,17 @@ class LabConfig(StrictModel):
     topology: TopologyConfig = Field(default_factory=TopologyConfig)
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
     algorithm: AlgorithmConfig = Field(default_factory=AlgorithmConfig)
+    attack: AttackConfig = Field(default_factory=AttackConfig)
+
+    @model_validator(mode="after")
+    def _attackers_exist(self) -> LabConfig:
+        outside = [i for i in self.attack.agents if i >= self.agents]
+        if outside:
+            raise ValueError(f"attack.agents {outside}: the lab has agents 0..{self.agents - 1}")
+        if self.attack.agents and self.algorithm.name != "mcepl":
+            raise ValueError(f"attack.kind {self.attack.kind}: an attack on mask messages needs algorithm.name mcepl, "
+                             f"not {self.algorithm.name}")
+        return self
 
     @field_validator("device")
     @classmethod

@@ -13,7 +13,7 @@ import importlib
 from .errors import UserError
 
 # extra → the modules it provides (pyproject.toml's optional-dependencies list their distributions)
-_LAB = ("torch", "tqdm", "psutil", "paho")
+_LAB = ("torch", "tqdm", "psutil", "paho", "cryptography")
 EXTRAS: dict[str, tuple[str, ...]] = {"lab": _LAB, "all": (*_LAB, "onnx")}
 # subcommand → the extra it needs; the runtime's subcommands need none (tests check every one is listed)
 COMMAND_EXTRAS: dict[str, str] = {

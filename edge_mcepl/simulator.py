@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,7 @@ import torch
 from tqdm import tqdm
 
 from .agent import Agent
+from .algorithms.attacks import ATTACKS
 from .algorithms.base import RuleContext
 from .algorithms.params import Retention
 from .algorithms.registry import rule_class
@@ -40,23 +41,34 @@ def build_topology_for(config: LabConfig) -> Topology:
     return build_topology(t.kind, config.agents, config.seed, **params)
 
 
-def build_agent(config: LabConfig, data: LabData, topology: Topology, fixed: FixedWeights, agent_id: int) -> Agent:
+def declared_retention(config: LabConfig, agent_id: int) -> Retention:
+    """What agent ``agent_id`` keeps under ``config`` (its round-robin entries): its declared retention."""
+    return Retention(*config.retention.for_agent(agent_id), width=config.retention.width_for(agent_id))
+
+
+def build_agent(config: LabConfig, data: LabData, topology: Topology, fixed: FixedWeights, agent_id: int,
+                declared: Mapping[int, Retention] | None = None) -> Agent:
     """Agent ``agent_id`` of a lab, exactly as every process building it from the same config gets it.
 
-    On a GPU (``config.device``) the model, the agent's data and the rule's tensors live there;
-    ``fixed`` and ``data.test`` are moved once by the caller so that agents share them.
+    ``declared``: every agent's retention as the lab declares it (a device lab's roster); by default
+    what ``config`` gives each agent (the simulator's lab). On a GPU (``config.device``) the model,
+    the agent's data and the rule's tensors live there; ``fixed`` and ``data.test`` are moved once
+    by the caller so that agents share them. An agent listed in ``config.attack`` runs the attack.
     """
     device = resolve_device(config.device)
     fixed = fixed.to(device)
     model = build_model(config.model, data.train.num_classes).to(device)
     load_fixed_weights(model, fixed)
-    rule_cls = rule_class(config.algorithm.name)
+    byzantine = agent_id in config.attack.agents
+    rule_cls = ATTACKS[config.attack.kind] if byzantine else rule_class(config.algorithm.name)
     graph_neighbours = topology.neighbours(agent_id)
+    if declared is None:
+        declared = {j: declared_retention(config, j) for j in range(config.agents)}
     rule = rule_cls.build(RuleContext(
-        model=model, algorithm=config.algorithm, retention=Retention(*config.retention.for_agent(agent_id),
-                                                                   width=config.retention.width_for(agent_id)),
+        model=model, algorithm=config.algorithm, retention=declared_retention(config, agent_id),
         agent_id=agent_id, seed=config.seed, per_agent_scores=config.per_agent_scores,
-        degrees={j: topology.degree(j) for j in (agent_id, *graph_neighbours)}, total_rounds=config.rounds))
+        degrees={j: topology.degree(j) for j in (agent_id, *graph_neighbours)}, total_rounds=config.rounds,
+        declared={j: declared[j] for j in graph_neighbours if j in declared}))
     neighbours = graph_neighbours if rule_cls.exchanges_messages else ()
     part = data.partitions[agent_id]
     return Agent(agent_id, rule, neighbours, data.train.subset(part.train_indices).to(device), data.test.to(device),

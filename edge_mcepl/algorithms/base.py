@@ -66,6 +66,7 @@ class RuleContext:
     per_agent_scores: bool = False  # True: this agent draws its own initial scores
     degrees: Mapping[int, int] | None = None  # lab-graph degree of the agent and its neighbours
     total_rounds: int = 0  # schedules that anneal over the run (Dis-PFL)
+    declared: Mapping[int, Retention] | None = None  # the neighbours' declared retention (the lab's roster)
 
 
 class LearningRule(ABC, Generic[M, C]):

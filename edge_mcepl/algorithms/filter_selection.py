@@ -62,6 +62,11 @@ class LearnedFilters(MCEPL):
 
     layer_mask = FilterTopKMask
 
+    @property
+    def exact_kept_count(self) -> bool:
+        """TopK runs over the kept filters' live inputs only: at most the declared count."""
+        return False
+
     def narrow_model(self) -> None:
         """No slicing: the kept filters are anywhere in the layer, so the full network is computed."""
 

@@ -32,8 +32,10 @@ from ..wire.delta import MaskRecord
 from ..wire.history import MaskHistory
 from ..wire.masks import MaskMessage, decode_masks, encode_masks
 from .base import LearningRule, RuleContext, arrays
+from .density import WrongDensity, check_density
 from .holders import mean_over_holders
 from .params import Retention, RuleParams, params_from
+from .robust import above_chance
 from .score_mask import ScoreMask
 
 
@@ -49,6 +51,7 @@ class MCEPLParams(RuleParams):
     aggregation_tensor: bool = True
     mask_codec: str = "delta"  # what changed (wire/delta.py); "rice": ≈ H(r) bits/weight; "packbits": 1 bit/weight
     keyframe_every: int = 100  # delta codec: a stand-alone (Rice) message every this many rounds (docs/codec.md)
+    robust_aggregation: str = "none"  # "overlap": m̄ leaves out masks anti-correlated with this agent's (robust.py)
 
 
 class MCEPL(LearningRule[MaskMessage, list[Tensor]]):
@@ -60,8 +63,11 @@ class MCEPL(LearningRule[MaskMessage, list[Tensor]]):
     params: MCEPLParams
 
     def __init__(self, model: MaskedNetwork, params: MCEPLParams, retention: Retention, *, seed: int,
-                 agent_id: int | None = None) -> None:
+                 agent_id: int | None = None, declared: Mapping[int, Retention] | None = None) -> None:
         """``seed`` draws the initial scores (shared, or this agent's own when ``agent_id`` is given) and m̄⁽⁰⁾.
+
+        ``declared``: each neighbour's retention, as the lab declares it (the roster): a received mask
+        must keep exactly what it implies (:mod:`.density`). None: not checked (a rule built alone).
 
         With ``retention.width`` < 1 the model computes its ordered-width block only, and every
         per-layer tensor (scores, m̄, mask) is that block: the leading corner of what a full-width
@@ -83,6 +89,9 @@ class MCEPL(LearningRule[MaskMessage, list[Tensor]]):
             self.layers.append(state)
         self.link_layers()
         self.history: MaskHistory = MaskHistory()  # the neighbours' last decoded masks: the bases of their deltas
+        self.declared = declared
+        self.kinds = [layer.kind for _, layer in model.masked_layers()]
+        self.left_out = 0  # neighbours robust aggregation left out of the last m̄
 
     def narrow_model(self) -> None:
         """Ordered width: the model computes the leading block of every layer (docs/algorithm.md#width)."""
@@ -94,7 +103,7 @@ class MCEPL(LearningRule[MaskMessage, list[Tensor]]):
     @classmethod
     def build(cls, ctx: RuleContext) -> MCEPL:
         return cls(ctx.model, cls.params_for(ctx), ctx.retention, seed=ctx.seed,
-                   agent_id=ctx.agent_id if ctx.per_agent_scores else None)
+                   agent_id=ctx.agent_id if ctx.per_agent_scores else None, declared=ctx.declared)
 
     @classmethod
     def params_for(cls, ctx: RuleContext) -> MCEPLParams:
@@ -138,12 +147,23 @@ class MCEPL(LearningRule[MaskMessage, list[Tensor]]):
         """A neighbour's masks: any ordered-width block of the lab's ``shapes`` (its width is its own).
 
         A delta is decoded against the sender's masks this rule decoded before; every decoded
-        message is remembered as a base for the sender's next one.
+        message is remembered as a base for the sender's next one. Then the masks must keep what
+        the sender's declared retention keeps (:mod:`.density`).
         """
         msg = decode_masks(payload, expected_fingerprint=fingerprint, expected_shapes=shapes, key=key, nested=True,
                            bases=self.history.lookup)
         self.history.remember(msg.sender, MaskRecord(msg.round, msg.masks, msg.digest))
+        if self.declared is not None:
+            if msg.sender not in self.declared:
+                raise WrongDensity(f"agent {msg.sender} has no declared retention in this lab")
+            check_density(msg.masks, self.kinds, self.declared[msg.sender], sender=msg.sender,
+                          exact=self.exact_kept_count)
         return msg
+
+    @property
+    def exact_kept_count(self) -> bool:
+        """Whether every mask keeps exactly the declared count (not with the filter-drop rule, which drops more)."""
+        return self.params.min_kept_per_filter is None
 
     def received_content(self, msg: MaskMessage) -> list[Tensor]:
         """A neighbour's binary masks, one float tensor per layer (what :meth:`aggregate` averages)."""
@@ -151,9 +171,23 @@ class MCEPL(LearningRule[MaskMessage, list[Tensor]]):
 
     def aggregate(self, received: Sequence[list[Tensor]]) -> None:
         """m̄ ← per entry, the mean of the received masks that hold it (uniform 1/|heard from| when all
-        widths match); zeros where nobody was heard (docs/algorithm.md#width)."""
+        widths match); zeros where nobody was heard (docs/algorithm.md#width).
+
+        With ``robust_aggregation: overlap``, only over the masks that overlap this agent's own more
+        than chance (:mod:`.robust`); the others are counted in ``left_out``.
+        """
+        if self.params.robust_aggregation == "overlap":
+            own = self.masks()
+            kept = [masks for masks in received if above_chance(own, masks)]
+            self.left_out, received = len(received) - len(kept), kept
         for i, state in enumerate(self.layers):
             state.neighbour_mean = mean_over_holders([masks[i] for masks in received], state.scores)
+
+    def mask_stats(self) -> dict[str, float | int | list[int]]:
+        stats = super().mask_stats()
+        if self.params.robust_aggregation != "none":
+            stats["left_out"] = self.left_out
+        return stats
 
     def consensus_step(self) -> None:
         """z ← z − η₂·g⊙m̄: entries the neighbours keep move further along this agent's gradient."""

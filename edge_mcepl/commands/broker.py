@@ -59,6 +59,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--broker-kind", default="auto", choices=("auto", "mosquitto", "python"),
                    help="auto: mosquitto when installed, else the built-in Python broker")
     p.add_argument("--new-run", action="store_true", help="publish the config under a new run id even if unchanged")
+    p.add_argument("--tls", default="auto", choices=("auto", "on", "off"),
+                   help="auto (default): TLS with the lab's own CA when --host is not loopback; on: always; off: never")
     p.add_argument("--tls-cert", help="server certificate (mosquitto only): the listener speaks TLS (mqtts://)")
     p.add_argument("--tls-key", help="server key for --tls-cert")
     add_lab_settings(p)
@@ -73,14 +75,16 @@ def run(args: argparse.Namespace) -> int:
     if envelope is not None:
         _keep_run_id(directory / RUN_STATE_FILE, envelope, args.new_run)
     handle = start_broker(directory, lab, agents, kind=args.broker_kind, host=args.host, port=args.port,
-                          tls_cert=args.tls_cert, tls_key=args.tls_key)
+                          tls=args.tls, tls_cert=args.tls_cert, tls_key=args.tls_key)
     try:
         print(f"edge-mcepl broker: {handle.description}")
         url = handle.credentials.broker_url or handle.url
         print(f"  connection string: {url}")
         print(f"  credentials file:  {handle.credentials_file}  (users lab-admin, agent-0 … agent-{agents - 1})")
         print(f"  broker files:      {handle.directory}")
-        if not _is_loopback(args.host) and not args.tls_cert:
+        if handle.ca_file is not None:
+            print(f"  lab CA:            {handle.ca_file}  (devices pin it: join --cafile)")
+        if not _is_loopback(args.host) and not url.startswith("mqtts://"):
             print("  WARNING: listening beyond loopback without TLS: passwords and masks cross the network in clear")
         if envelope is not None:
             _publish(handle, url, envelope, directory / RUN_STATE_FILE)
@@ -90,8 +94,14 @@ def run(args: argparse.Namespace) -> int:
         stop = threading.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())
+        printed = 0
         while not stop.wait(1.0):
-            pass
+            notices = handle.restart_notices
+            for line in notices[printed:]:
+                print(f"  broker: {line}", flush=True)
+            printed = len(notices)
+            if handle.failed is not None:
+                raise UserError(f"the broker is down: {handle.failed}")
     finally:
         handle.stop()
         print("edge-mcepl broker: stopped", flush=True)
@@ -139,8 +149,10 @@ def _publish(handle: BrokerHandle, url: str, envelope: dict, state_file: Path) -
     from ..comm.topics import config_topic
     from ..devicelab.envelope import envelope_digest, publish_envelope
 
-    admin = MqttConnection(BrokerAddress.parse(url), MqttOptions(ADMIN_USER, handle.credentials.admin_password),
-                           f"edge-mcepl-{envelope['lab']}-broker-admin", name="lab-admin").connect()
+    options = MqttOptions(ADMIN_USER, handle.credentials.admin_password,
+                          ca_file=str(handle.ca_file) if handle.ca_file is not None else None)
+    admin = MqttConnection(BrokerAddress.parse(url), options, f"edge-mcepl-{envelope['lab']}-broker-admin",
+                           name="lab-admin").connect()
     publish_envelope(admin, envelope)
     admin.close()
     atomic_write(state_file, json.dumps({"run_id": envelope["run_id"], "digest": envelope_digest(envelope)}))

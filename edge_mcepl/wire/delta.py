@@ -38,6 +38,8 @@ KEPT = struct.Struct("<I")
 class BaseMissing(CodecError):
     """A delta relative to a mask this receiver does not hold: it cannot be decoded, only refused."""
 
+    reason = "missing_base"
+
 
 @dataclass(frozen=True, eq=False)
 class MaskRecord:

@@ -39,7 +39,7 @@ import operator
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import SupportsIndex
+from typing import ClassVar, SupportsIndex
 
 from ..errors import UserError
 from ..nn.width import check_nested
@@ -64,7 +64,13 @@ KINDS: dict[bytes, str] = {MASK_MAGIC: "mask", WEIGHT_MAGIC: "weight", SPARSE_WE
 
 
 class CodecError(UserError):
-    """A message (or the arguments to build or read one) is invalid; the text says why."""
+    """A message (or the arguments to build or read one) is invalid; the text says why.
+
+    ``reason`` names the kind of defect in a receiver's per-reason rejection counters (a subclass
+    per reason a lab operator tells apart: a bad signature, another run, a missing base...).
+    """
+
+    reason: ClassVar[str] = "malformed"
 
 
 @dataclass(frozen=True)

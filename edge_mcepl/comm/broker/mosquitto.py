@@ -3,19 +3,30 @@
 Files written there:
 
 - ``mosquitto.conf``: one listener (loopback unless told otherwise), ``allow_anonymous false``,
-  ``set_tcp_nodelay true``, ``message_size_limit``, persistence (retained config, persistent
-  sessions and their queued masks survive a broker restart), bounded per-client queues;
+  ``set_tcp_nodelay true``, ``message_size_limit``, persistence saved every ~2 s (retained config,
+  persistent sessions and their queued masks survive a broker restart, and a crash loses at most
+  the last couple of seconds), bounded per-client queues (messages and bytes);
 - ``passwd``: made with ``mosquitto_passwd`` (hashed, never plain text) from the lab's credentials;
-- ``acl``: :meth:`~.credentials.LabAcl.mosquitto_acl`.
+- ``acl``: :meth:`~.credentials.LabAcl.mosquitto_acl`;
+- ``listener.crt`` / ``listener.key``: a copy of the TLS certificate and key, when the listener speaks TLS.
+
+**Least privilege.** Started as root, mosquitto drops to an unprivileged account (:func:`broker_user`)
+right after binding its listener, and only then opens the password file, ACL, certificate, log and
+persistence; so those belong to that account, and the configuration names them relative to the
+broker directory, mosquitto's working directory: the account needs to enter that one folder, not
+its parents (often private, like ``/root`` or pytest's temporary folders). ``credentials.yaml`` (the
+plain-text passwords) and the lab CA's key stay root's, unreadable by the broker.
 """
 
 from __future__ import annotations
 
 import os
 import pwd
+import re
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import time
 from dataclasses import dataclass
@@ -26,6 +37,11 @@ from ...errors import UserError
 from .credentials import LabAcl, LabCredentials
 
 START_TIMEOUT_S = 15.0
+_TIMESTAMP = re.compile(r"^\d+: ")  # mosquitto's stderr lines start with the Unix time
+CONF_FILE = "mosquitto.conf"
+LOG_FILE = "mosquitto.log"
+# Debian's package creates "mosquitto"; mosquitto itself falls back to "nobody" when it is missing.
+UNPRIVILEGED_USERS = ("mosquitto", "nobody")
 
 
 def find_mosquitto() -> str | None:
@@ -49,12 +65,48 @@ class Listener:
     tls_key: str | None = None
 
 
+@dataclass(frozen=True)
+class Limits:
+    """What one client may cost the broker: its largest message, and its queue of QoS 1 messages.
+
+    ``queue_messages`` / ``queue_bytes`` bound what mosquitto holds per client beyond the in-flight
+    window (for an agent that is away, or too slow); once either is reached, new ones for it are dropped.
+    """
+
+    message_bytes: int
+    queue_messages: int
+    queue_bytes: int
+
+
+@dataclass(frozen=True)
+class BrokerUser:
+    """The account mosquitto runs as: it owns what mosquitto opens after dropping root."""
+
+    name: str
+    uid: int
+    gid: int
+
+
+def broker_user() -> BrokerUser:
+    """Root → Debian's ``mosquitto`` account, else ``nobody``; anyone else → themselves (no switch possible)."""
+    if os.geteuid() != 0:
+        entry = pwd.getpwuid(os.geteuid())
+        return BrokerUser(entry.pw_name, entry.pw_uid, entry.pw_gid)
+    for name in UNPRIVILEGED_USERS:
+        try:
+            entry = pwd.getpwnam(name)
+        except KeyError:
+            continue
+        return BrokerUser(entry.pw_name, entry.pw_uid, entry.pw_gid)
+    raise UserError("running as root, but there is no mosquitto or nobody account to run mosquitto as "
+                    "(Debian's mosquitto package creates one: apt-get install mosquitto)")
+
+
 @dataclass
 class Mosquitto:
     """A running mosquitto process."""
 
     process: subprocess.Popen
-    version: str
 
     def stop(self) -> None:
         proc = self.process
@@ -67,22 +119,85 @@ class Mosquitto:
                 proc.wait()
 
 
-def start_mosquitto(binary: str, directory: Path, acl: LabAcl, creds: LabCredentials, listener: Listener,
-                    message_limit: int, sys_interval: int) -> Mosquitto:
-    """Write the lab's files into ``directory``, start mosquitto and wait until it listens."""
+@dataclass(frozen=True)
+class MosquittoConfig:
+    """A lab's mosquitto files, written: what starting (and restarting) the broker needs."""
+
+    binary: str
+    directory: Path
+    listener: Listener
+    version: str
+
+    @property
+    def conf_file(self) -> Path:
+        return self.directory / CONF_FILE
+
+    @property
+    def log_file(self) -> Path:
+        return self.directory / LOG_FILE
+
+    def launch(self) -> Mosquitto:
+        """Start mosquitto on these files and wait until it listens (a one-line UserError if it cannot)."""
+        proc = subprocess.Popen([self.binary, "-c", str(self.conf_file)], cwd=self.directory,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+        _wait_listening(proc, self)
+        return Mosquitto(proc)
+
+
+def write_mosquitto_config(binary: str, directory: Path, acl: LabAcl, creds: LabCredentials, listener: Listener,
+                           limits: Limits, sys_interval: int) -> MosquittoConfig:
+    """Write the lab's files into ``directory``, owned by the account mosquitto will run as."""
     if listener.tls_cert and not listener.tls_key:
         raise UserError("--tls-cert needs --tls-key")
+    user = broker_user()
+    _let_in(directory, user)
     _write_passwd(directory / "passwd", creds)
     atomic_write(directory / "acl", acl.mosquitto_acl(), mode=0o600)
-    (directory / "persistence").mkdir(exist_ok=True)
-    conf_path = directory / "mosquitto.conf"
-    atomic_write(conf_path, "\n".join(_config_lines(directory, acl, listener, message_limit, sys_interval)) + "\n")
+    persistence = directory / "persistence"
+    persistence.mkdir(mode=0o700, exist_ok=True)
+    log_file = directory / LOG_FILE
+    log_file.touch(mode=0o640)
+    tls = _install_tls(directory, listener)
+    for path in [directory / "passwd", directory / "acl", persistence, *persistence.iterdir(), log_file, *tls]:
+        _hand_over(path, user)  # persistence from a run before this account: mosquitto must read it back
+    atomic_write(directory / CONF_FILE, "\n".join(_config_lines(acl, listener, limits, sys_interval, user)) + "\n")
     version = subprocess.run([binary, "-h"], capture_output=True, text=True).stdout.split("\n")[0]
     version = version.replace("mosquitto version ", "").strip() or "?"
-    proc = subprocess.Popen([binary, "-c", str(conf_path)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            start_new_session=True)
-    _wait_listening(proc, directory, listener)
-    return Mosquitto(proc, version)
+    return MosquittoConfig(binary, directory, listener, version)
+
+
+def _hand_over(path: Path, user: BrokerUser) -> None:
+    """Give ``path`` to the broker account (only root can, and only root runs mosquitto as someone else)."""
+    if os.geteuid() == 0:
+        os.chown(path, user.uid, user.gid)
+
+
+def _let_in(directory: Path, user: BrokerUser) -> None:
+    """Let the broker account enter ``directory`` (search, not list): mosquitto opens its files from there."""
+    if os.geteuid() != 0:
+        return
+    st = directory.stat()
+    mode = stat.S_IMODE(st.st_mode)
+    if st.st_uid == user.uid or mode & stat.S_IXOTH or (st.st_gid == user.gid and mode & stat.S_IXGRP):
+        return
+    os.chown(directory, -1, user.gid)
+    os.chmod(directory, (mode & ~stat.S_IRWXG) | stat.S_IXGRP)
+
+
+def _install_tls(directory: Path, listener: Listener) -> list[Path]:
+    """Copy the listener's certificate and key into ``directory``, where the broker account can read them."""
+    if not (listener.tls_cert and listener.tls_key):
+        return []
+    copies = []
+    for source, name, mode in ((listener.tls_cert, "listener.crt", 0o644), (listener.tls_key, "listener.key", 0o600)):
+        try:
+            data = Path(source).read_bytes()
+        except OSError as exc:
+            raise UserError(f"{source}: cannot read the TLS {'key' if mode == 0o600 else 'certificate'}: "
+                            f"{exc.strerror}") from None
+        atomic_write(directory / name, data, mode=mode)
+        copies.append(directory / name)
+    return copies
 
 
 def _write_passwd(path: Path, creds: LabCredentials) -> None:
@@ -96,55 +211,66 @@ def _write_passwd(path: Path, creds: LabCredentials) -> None:
                 raise UserError(f"mosquitto_passwd failed for {user}: {(done.stderr or done.stdout).strip()}")
 
 
-def _config_lines(directory: Path, acl: LabAcl, listener: Listener, message_limit: int, sys_interval: int) -> list[str]:
-    tls = ([f"certfile {Path(listener.tls_cert).resolve()}", f"keyfile {Path(listener.tls_key).resolve()}"]
-           if listener.tls_cert and listener.tls_key else [])
+def _config_lines(acl: LabAcl, listener: Listener, limits: Limits, sys_interval: int, user: BrokerUser) -> list[str]:
+    tls = ["certfile listener.crt", "keyfile listener.key"] if listener.tls_cert and listener.tls_key else []
     return [
         "# generated by edge-mcepl broker — one device lab; see credentials.yaml for the passwords",
         f"# lab: {acl.lab}, agents: {acl.n_agents}",
-        f"user {pwd.getpwuid(os.getuid()).pw_name}",  # run as the invoking user: it owns these files
+        "# Paths are relative to this folder, mosquitto's working directory: the account it runs as",
+        "# needs to enter this folder only, not its parents.",
+        f"user {user.name}",  # started as root, mosquitto drops to this account once its listener is bound
         "per_listener_settings false",
         f"listener {listener.port} {listener.host}",
         *tls,
         "allow_anonymous false",
-        f"password_file {directory / 'passwd'}",
-        f"acl_file {directory / 'acl'}",
+        "password_file passwd",
+        "acl_file acl",
         "set_tcp_nodelay true",
-        f"message_size_limit {message_limit}",
+        f"message_size_limit {limits.message_bytes}",
         "persistence true",
-        f"persistence_location {directory / 'persistence'}/",
-        "autosave_interval 30",
+        "persistence_location persistence/",
+        # Saved on a clock, not per change (a full rewrite per queued mask would be quadratic): mosquitto
+        # saves once more than autosave_interval whole seconds have passed, so a kill -9 loses ≤ ~2 s.
+        "autosave_interval 1",
+        "autosave_on_changes false",
         "persistent_client_expiration 7d",
-        "max_queued_messages 2000",
+        f"max_queued_messages {limits.queue_messages}",
+        f"max_queued_bytes {limits.queue_bytes}",
         "max_inflight_messages 20",
         f"sys_interval {sys_interval}",
-        f"log_dest file {directory / 'mosquitto.log'}",
-        "log_type error", "log_type warning", "log_type notice", "log_type information",
+        f"log_dest file {LOG_FILE}",
+        "log_type error", "log_type warning", "log_type notice",  # not information: a line per autosave
         "connection_messages true",
         "log_timestamp_format %Y-%m-%dT%H:%M:%S",
     ]
 
 
-def _wait_listening(proc: subprocess.Popen, directory: Path, listener: Listener) -> None:
+def _wait_listening(proc: subprocess.Popen, config: MosquittoConfig) -> None:
+    listener = config.listener
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             err = proc.stderr.read().decode(errors="replace").strip() if proc.stderr else ""
-            tail = _tail(directory / "mosquitto.log")
+            said = [_TIMESTAMP.sub("", line) for line in (err or last_log_line(config.log_file)).splitlines()]
             raise UserError(f"mosquitto exited at start-up (status {proc.returncode}): "
-                            f"{(err or tail or 'no output').splitlines()[-1]} — config {directory / 'mosquitto.conf'}")
+                            f"{' '.join(said[-3:]) or 'no output'} — config {config.conf_file}")
         try:
             with socket.create_connection((listener.host, listener.port), timeout=0.5):
                 return
         except OSError:
             time.sleep(0.05)
     proc.kill()
+    proc.wait()
     raise UserError(f"mosquitto did not start listening on {listener.host}:{listener.port} within "
-                    f"{START_TIMEOUT_S:g} s (log {directory / 'mosquitto.log'})")
+                    f"{START_TIMEOUT_S:g} s (log {config.log_file})")
 
 
-def _tail(path: Path) -> str:
+def last_log_line(path: Path) -> str:
+    """The last line of mosquitto's log ("" when there is none): what it said before it stopped."""
     try:
-        return path.read_text(errors="replace").strip()
+        with open(path, "rb") as f:
+            f.seek(max(f.seek(0, os.SEEK_END) - 4096, 0))
+            lines = f.read().decode(errors="replace").strip().splitlines()
     except OSError:
         return ""
+    return lines[-1] if lines else ""

@@ -1,10 +1,10 @@
 """The zero-install fallback broker: a small MQTT 3.1.1 broker, asyncio in a background thread.
 
 Enough for demos and tests when mosquitto is not installed: QoS 0/1, retained messages, last will,
-persistent sessions (in memory), username/password, the lab's :class:`~.credentials.LabAcl` and a
-packet-size limit. It keeps nothing on disk and is slower than mosquitto. Clients asking for MQTT 5
-are answered "unsupported protocol version" and fall back to 3.1.1 (see
-:class:`~edge_mcepl.comm.client.MqttConnection`).
+persistent sessions (in memory), username/password, the lab's :class:`~.credentials.LabAcl`, a
+packet-size limit and per-session queues bounded like mosquitto's (messages and bytes). It keeps
+nothing on disk and is slower than mosquitto. Clients asking for MQTT 5 are answered "unsupported
+protocol version" and fall back to 3.1.1 (see :class:`~edge_mcepl.comm.client.MqttConnection`).
 """
 
 from __future__ import annotations
@@ -23,7 +23,10 @@ from .credentials import LabAcl
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MESSAGE_LIMIT = 64 << 20  # bytes; an AlexNet-CIFAR mask message is ≈ 153 kB
+# Defaults for both broker kinds; a lab passes values sized for its model (start_broker's parameters).
+DEFAULT_MESSAGE_LIMIT = 1 << 20  # bytes per message; an AlexNet-CIFAR mask message is ≈ 153 kB
+DEFAULT_QUEUE_MESSAGES = 2000  # QoS 1 messages queued per client (while it is away or slow)
+DEFAULT_QUEUE_BYTES = 64 << 20  # bytes queued per client: ≈ 400 AlexNet-CIFAR masks
 
 
 class _ProtocolError(Exception):
@@ -110,6 +113,7 @@ class _Session:
     username: str | None = None
     subs: dict[str, int] = field(default_factory=dict)
     queue: deque = field(default_factory=deque)  # (topic, payload, qos) while offline
+    queued_bytes: int = 0  # the payloads in queue
     inflight: dict[int, tuple[str, bytes]] = field(default_factory=dict)
     next_id: int = 0
     writer: asyncio.StreamWriter | None = None
@@ -127,10 +131,12 @@ class PythonBroker:
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, users: dict[str, str] | None = None,
                  acl: LabAcl | None = None, max_packet_size: int = DEFAULT_MESSAGE_LIMIT,
-                 max_queued: int = 2000, max_buffer: int = 256 << 20) -> None:
+                 max_queued: int = DEFAULT_QUEUE_MESSAGES, max_queued_bytes: int = DEFAULT_QUEUE_BYTES,
+                 max_buffer: int = 256 << 20) -> None:
         self.host, self.port = host, port
         self.users, self.acl = users, acl
         self.max_packet_size, self.max_queued, self.max_buffer = max_packet_size, max_queued, max_buffer
+        self.max_queued_bytes = max_queued_bytes
         self.sessions: dict[str, _Session] = {}
         self.retained: dict[str, bytes] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -292,6 +298,7 @@ class PythonBroker:
         while session.queue:
             topic, payload, qos = session.queue.popleft()
             self._send(session, topic, payload, qos, False)
+        session.queued_bytes = 0
         return session, will, keepalive
 
     def _handle(self, session: _Session, header: int, body: bytes, writer: asyncio.StreamWriter) -> None:
@@ -367,15 +374,21 @@ class PythonBroker:
     def _send(self, session: _Session, topic: str, payload: bytes, qos: int, retain: bool) -> None:
         if session.writer is None:
             if qos and not session.clean:
-                if len(session.queue) >= self.max_queued:
-                    session.queue.popleft()
-                session.queue.append((topic, payload, qos))
+                self._queue(session, topic, payload, qos)
             return
         pid = 0
         if qos:
             pid = session.packet_id()
             session.inflight[pid] = (topic, payload)
         session.writer.write(self._publish_packet(topic, payload, qos, retain, pid))
+
+    def _queue(self, session: _Session, topic: str, payload: bytes, qos: int) -> None:
+        """Hold a message for an absent client; once either bound is reached, new ones are dropped (as mosquitto)."""
+        if len(session.queue) >= self.max_queued or session.queued_bytes >= self.max_queued_bytes:
+            log.info("built-in broker: queue of %s full; dropped a message for %s", session.client_id, topic)
+            return
+        session.queue.append((topic, payload, qos))
+        session.queued_bytes += len(payload)
 
     @staticmethod
     def _publish_packet(topic: str, payload: bytes, qos: int, retain: bool, pid: int, dup: bool = False) -> bytes:
