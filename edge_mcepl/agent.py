@@ -21,6 +21,7 @@ from .comm.transport import Transport
 from .data.arrays import ArrayDataset
 from .data.sampling import EpochSampler
 from .wire.delta import MaskRecord
+from .wire.envelope import Authenticator
 from .wire.masks import encode_masks, is_delta
 
 RESEND_DEPTH = 4  # recent messages an agent can send again to a neighbour that lost them
@@ -73,13 +74,15 @@ class Agent:
         test_indices: np.ndarray,
         fingerprint: bytes,
         seed: int,
-        key: bytes | None = None,
+        auth: Authenticator | None = None,
         eval_batch_size: int = 128,
     ) -> None:
+        """``auth``: signs what this agent sends and verifies what it receives (wire/signing.py);
+        None: unsigned messages (tests of a rule alone; a lab always signs)."""
         self.agent_id, self.rule, self.neighbours = agent_id, rule, neighbours
         self.train_data, self.test_data = train, test
         self.test_indices = torch.as_tensor(np.array(test_indices, dtype=np.int64), device=test.images.device)
-        self.fingerprint, self.key, self.eval_batch_size = fingerprint, key, eval_batch_size
+        self.fingerprint, self.auth, self.eval_batch_size = fingerprint, auth, eval_batch_size
         self.sampler = EpochSampler(len(train), rule.params.batch_size, seed, agent_id)
         self.layer_shapes = rule.model.layer_shapes()
         self._report: RoundReport | None = None
@@ -107,13 +110,18 @@ class Agent:
         return [m.detach().cpu().numpy().astype(bool) for m in self.rule.masks()]
 
     def encode_message(self, round: int, reference: MaskRecord | None = None) -> bytes:
-        """The rule's current message for the wire (what is sent, and what a run saves for export).
+        """The rule's current message for the wire, signed.
 
         ``reference`` is the last message sent, for a codec that sends only what changed; without
-        it the message stands alone (what a run directory keeps).
+        it the message stands alone.
         """
-        return self.rule.encode_message(fingerprint=self.fingerprint, sender=self.agent_id, round=round, key=self.key,
-                                        reference=reference)
+        return self.rule.encode_message(fingerprint=self.fingerprint, sender=self.agent_id, round=round,
+                                        auth=self.auth, reference=reference)
+
+    def file_message(self, round: int) -> bytes:
+        """The rule's current message as a run directory keeps it for export: standing alone, unsigned
+        (integrity tag): a file is read with no roster (wire/envelope.py)."""
+        return self.rule.encode_message(fingerprint=self.fingerprint, sender=self.agent_id, round=round, auth=None)
 
     def standalone_copies(self, since: int) -> list[tuple[int, bytes]]:
         """(round, message) for each recent message of round ≥ ``since``, encoded to stand alone (Rice).
@@ -122,7 +130,7 @@ class Agent:
         those still inside its staleness window and decode this agent's next delta.
         """
         return [(r.round, encode_masks(r.masks, fingerprint=self.fingerprint, sender=self.agent_id, round=r.round,
-                                       key=self.key, codec="rice")) for r in self.recent if r.round >= since]
+                                       auth=self.auth, codec="rice")) for r in self.recent if r.round >= since]
 
     def begin_round(self, round: int, transport: Transport) -> None:
         """docs/algorithm.md#round steps 1–3: local step(s), mask to send, publish.
@@ -179,12 +187,13 @@ class Agent:
         return report
 
     def decode_message(self, payload: bytes) -> Message:
-        """Decode and verify a message against this agent's lab (fingerprint, shapes, key).
+        """Decode and verify a message against this agent's lab (signature, run, fingerprint, shapes).
 
         The strict decoder this agent's transport decodes its neighbours' messages with, once
         (:meth:`~edge_mcepl.comm.transport.Transport.listen`); raises ``CodecError``.
         """
-        return self.rule.decode_message(payload, fingerprint=self.fingerprint, shapes=self.layer_shapes, key=self.key)
+        return self.rule.decode_message(payload, fingerprint=self.fingerprint, shapes=self.layer_shapes,
+                                        auth=self.auth)
 
     def evaluate(self) -> tuple[float, float]:
         """(accuracy, mean loss) of the personalized model on this agent's test images."""

@@ -7,6 +7,7 @@ simulated run and a device lab with the same seed and config produce the same ma
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -32,6 +33,8 @@ from .nn.weights import FixedWeights, generate_fixed_weights, load_fixed_weights
 from .nn.zoo import build_model
 from .run_dir import AgentEntry, AgentRecord, RunIdentity, write_config, write_final_state, write_summary
 from .topology import Topology, build_topology
+from .wire.envelope import RUN_ID_SIZE
+from .wire.signing import MessageAuth, simulation_keys
 
 
 def build_topology_for(config: LabConfig) -> Topology:
@@ -47,13 +50,14 @@ def declared_retention(config: LabConfig, agent_id: int) -> Retention:
 
 
 def build_agent(config: LabConfig, data: LabData, topology: Topology, fixed: FixedWeights, agent_id: int,
-                declared: Mapping[int, Retention] | None = None) -> Agent:
+                declared: Mapping[int, Retention] | None = None, auth: MessageAuth | None = None) -> Agent:
     """Agent ``agent_id`` of a lab, exactly as every process building it from the same config gets it.
 
     ``declared``: every agent's retention as the lab declares it (a device lab's roster); by default
     what ``config`` gives each agent (the simulator's lab). On a GPU (``config.device``) the model,
     the agent's data and the rule's tensors live there; ``fixed`` and ``data.test`` are moved once
     by the caller so that agents share them. An agent listed in ``config.attack`` runs the attack.
+    ``auth`` signs its messages and verifies its neighbours' (None: unsigned, a rule tested alone).
     """
     device = resolve_device(config.device)
     fixed = fixed.to(device)
@@ -72,7 +76,7 @@ def build_agent(config: LabConfig, data: LabData, topology: Topology, fixed: Fix
     neighbours = graph_neighbours if rule_cls.exchanges_messages else ()
     part = data.partitions[agent_id]
     return Agent(agent_id, rule, neighbours, data.train.subset(part.train_indices).to(device), data.test.to(device),
-                 part.test_indices, fixed.fingerprint, config.seed)
+                 part.test_indices, fixed.fingerprint, config.seed, auth=auth)
 
 
 def agent_record(agent: Agent, classes: Sequence[int]) -> AgentRecord:
@@ -83,9 +87,18 @@ def agent_record(agent: Agent, classes: Sequence[int]) -> AgentRecord:
                        neighbours=list(agent.neighbours), classes=list(classes))
 
 
+def simulation_auth(config: LabConfig) -> dict[int, MessageAuth]:
+    """Every simulated agent's signing identity: keys from the lab seed (wire/signing.py), one made-up run."""
+    keys = simulation_keys(config.seed, config.agents)
+    roster = {i: key.public_key() for i, key in keys.items()}
+    run_id = hashlib.blake2b(f"edge-mcepl simulation/{config.seed}".encode(), digest_size=RUN_ID_SIZE).digest()
+    return {i: MessageAuth(run_id, key, roster) for i, key in keys.items()}
+
+
 def build_agents(config: LabConfig, data: LabData, topology: Topology, fixed: FixedWeights) -> list[Agent]:
-    """Every agent of the lab, sharing the fixed weights (one copy in memory)."""
-    return [build_agent(config, data, topology, fixed, i) for i in range(len(data.partitions))]
+    """Every agent of the lab, sharing the fixed weights (one copy in memory), signing as a lab would."""
+    auth = simulation_auth(config)
+    return [build_agent(config, data, topology, fixed, i, auth=auth[i]) for i in range(len(data.partitions))]
 
 
 @dataclass
@@ -177,5 +190,5 @@ class Simulator:
                                weights_seed=self.config.seed, fingerprint=self.fixed.fingerprint_hex,
                                rounds=self.config.rounds)
         agents = [(AgentEntry.of_record(agent_record(a, self.data.partitions[a.agent_id].classes)),
-                   a.encode_message(self.config.rounds)) for a in self.agents]
+                   a.file_message(self.config.rounds)) for a in self.agents]
         write_final_state(directory, identity, agents)

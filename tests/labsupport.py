@@ -17,7 +17,8 @@ import yaml
 from edge_mcepl.comm.broker.credentials import ADMIN_USER
 from edge_mcepl.comm.client import BrokerAddress, MqttConnection, MqttOptions
 from edge_mcepl.config import config_from_dict
-from edge_mcepl.devicelab.envelope import LabSettings, make_envelope, publish_envelope
+from edge_mcepl.devicelab.envelope import LabSettings, make_envelope, publish_envelope, sign_envelope
+from edge_mcepl.devicelab.plan import lab_roster
 from edge_mcepl.nn.zoo import build_model
 from edge_mcepl.simulator import Simulator
 from edge_mcepl.wire.masks import decode_masks
@@ -64,12 +65,11 @@ def profile_file(folder: Path, name: str, retention: float | str, gflops: float 
     return str(path)
 
 
-def start_join(broker_url: str, lab: str, agent_id: int, credentials: Path, state_dir: Path,
-               *extra: str) -> subprocess.Popen:
+def start_join(bundle: Path, state_dir: Path, *extra: str) -> subprocess.Popen:
+    """``edge-mcepl join --bundle BUNDLE`` as a device runs it, logging to ``state_dir/join.log``."""
     state_dir.mkdir(parents=True, exist_ok=True)
     log = open(state_dir / "join.log", "a")
-    cmd = [sys.executable, "-m", "edge_mcepl.cli", "join", "--broker", broker_url, "--lab", lab,
-           "--agent-id", str(agent_id), "--credentials", str(credentials), "--state-dir", str(state_dir),
+    cmd = [sys.executable, "-m", "edge_mcepl.cli", "join", "--bundle", str(bundle), "--state-dir", str(state_dir),
            "--config-timeout", "60", *extra]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
@@ -167,11 +167,14 @@ def admin(handle) -> MqttConnection:
                           f"test-admin-{threading.get_ident()}", name="test admin").connect()
 
 
-def publish_lab(handle, raw: dict, settings: LabSettings, **envelope_changes) -> dict:
-    """Publish a lab config for ``raw`` on a test broker, as `edge-mcepl broker` would."""
+def publish_lab(handle, raw: dict, settings: LabSettings, profiles: dict[int, str] | None = None,
+                **envelope_changes) -> dict:
+    """Publish a lab config for ``raw`` on a test broker, signed with its roster, as `edge-mcepl broker` would."""
     config = config_from_dict(raw)
     envelope = make_envelope(config, ["retention.conv"], settings)
     envelope.update(envelope_changes)
+    envelope = sign_envelope(envelope, lab_roster(config, ["retention.conv"], profiles or {}, handle.credentials),
+                             handle.credentials.lab_key)
     conn = admin(handle)
     publish_envelope(conn, envelope)
     conn.close()

@@ -54,7 +54,7 @@ def test_mosquitto_runs_as_an_unprivileged_account_and_clients_still_publish_and
         path = directory / name
         assert (path.stat().st_uid, path.stat().st_gid, mode(path)) == (account.pw_uid, account.pw_gid, expected), name
     assert (directory / "mosquitto.log").stat().st_uid == account.pw_uid
-    for secret in (directory / "credentials.yaml", directory / "tls" / "ca.key"):  # never the broker's to read
+    for secret in (handle.credentials_file, directory / "tls" / "ca.key"):  # never the broker's to read
         assert (secret.stat().st_uid, mode(secret)) == (0, 0o600), secret
 
 

@@ -37,7 +37,7 @@ def test_lost_messages_lead_back_to_exact_masks_within_the_answer_bound(tmp_path
     try:
         publish_lab(handle, tiny_raw(name=lab, rounds=rounds, eval_every=100, **{"algorithm.mask_codec": "delta"}),
                     LabSettings(round_deadline_s=3.0, max_staleness=1, start_timeout_s=120))
-        procs = {i: start_join(handle.url, lab, i, handle.credentials_file, dirs[i],
+        procs = {i: start_join(handle.bundle(i), dirs[i],
                                *(["--drop-incoming", str(DROP)] if i == 0 else [])) for i in range(n)}
         codes = {i: p.wait(300) for i, p in procs.items()}
     finally:
@@ -73,13 +73,13 @@ def test_a_restarted_agent_and_a_late_joiner_decode_exactly_soon_after_starting(
         # The others start without agent 3 (start timeout), which joins two rounds late.
         publish_lab(handle, tiny_raw(name=lab, rounds=rounds, eval_every=100, **{"algorithm.mask_codec": "delta"}),
                     LabSettings(round_deadline_s=2.0, max_staleness=1, start_timeout_s=2))
-        procs = {i: start_join(handle.url, lab, i, handle.credentials_file, dirs[i]) for i in range(3)}
+        procs = {i: start_join(handle.bundle(i), dirs[i]) for i in range(3)}
         wait_until(lambda: len(rows(dirs[0])) >= 2, 120, "agent 0's second round", procs.values())
-        procs[3] = start_join(handle.url, lab, 3, handle.credentials_file, dirs[3])
+        procs[3] = start_join(handle.bundle(3), dirs[3])
         wait_until(lambda: len(rows(dirs[1])) >= 5, 120, "agent 1's fifth round", procs.values())
         procs[1].kill()  # a crash: no clean disconnect
         procs[1].wait()
-        procs[1] = start_join(handle.url, lab, 1, handle.credentials_file, dirs[1])  # resumes from its checkpoint
+        procs[1] = start_join(handle.bundle(1), dirs[1])  # resumes from its checkpoint
         codes = {i: p.wait(300) for i, p in procs.items()}
     finally:
         stop_all(procs.values())

@@ -58,7 +58,7 @@ def test_killed_agent_others_finish_after_deadline_and_restart_resumes_from_chec
         publish_lab(handle, tiny_raw(name=lab, rounds=rounds, eval_every=100),
                     LabSettings(round_deadline_s=1.5, max_staleness=1, start_timeout_s=120))
         watcher = StatusWatcher(handle, lab)
-        procs = {i: start_join(handle.url, lab, i, handle.credentials_file, dirs[i]) for i in range(n)}
+        procs = {i: start_join(handle.bundle(i), dirs[i]) for i in range(n)}
         wait_until(lambda: len(rows(dirs[3])) >= 2, 120, "agent 3's second round", procs.values())
         procs[3].kill()  # a crash: no clean disconnect, no final status
         procs[3].wait()
@@ -66,7 +66,7 @@ def test_killed_agent_others_finish_after_deadline_and_restart_resumes_from_chec
         others = [procs[i] for i in range(3)]
         wait_until(lambda: any(r["neighbours_heard"] == 1 for r in rows(dirs[0])), 120,
                    "agent 0 to complete a round without agent 3", others)
-        procs[3] = start_join(handle.url, lab, 3, handle.credentials_file, dirs[3])  # the same command again
+        procs[3] = start_join(handle.bundle(3), dirs[3])  # the same command again
         codes = {i: p.wait(180) for i, p in procs.items()}
         watcher.conn.close()
     finally:
@@ -101,7 +101,7 @@ def test_broker_restart_mid_run_everyone_reconnects_and_finishes(tmp_path):
     dirs = [tmp_path / f"agent{i}" for i in range(n)]
     try:
         envelope = publish_lab(handle, raw, LabSettings(round_deadline_s=20, max_staleness=1, start_timeout_s=120))
-        procs = {i: start_join(handle.url, lab, i, handle.credentials_file, dirs[i]) for i in range(n)}
+        procs = {i: start_join(handle.bundle(i), dirs[i]) for i in range(n)}
         wait_until(lambda: min(len(rows(d)) for d in dirs) >= 3, 120, "three rounds everywhere", procs.values())
         port = handle.port
         handle.stop()  # SIGTERM: mosquitto saves retained messages and persistent sessions
@@ -135,7 +135,7 @@ def test_sigterm_exits_cleanly_and_the_same_command_resumes_to_the_simulators_ma
     try:
         publish_lab(handle, raw, LabSettings(round_deadline_s=5, max_staleness=0, start_timeout_s=10))
         watcher = StatusWatcher(handle, lab)
-        proc = start_join(handle.url, lab, 0, handle.credentials_file, state)
+        proc = start_join(handle.bundle(0), state)
         wait_until(lambda: len(rows(state)) >= 5, 120, "five rounds", [proc])
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 128 + signal.SIGTERM
@@ -144,7 +144,7 @@ def test_sigterm_exits_cleanly_and_the_same_command_resumes_to_the_simulators_ma
         assert 5 <= done < rounds
         assert (state / "checkpoint.npz").exists() and not list(state.glob("*.tmp"))
         assert f"stopped after round {done}/{rounds}" in log_text(state)
-        proc = start_join(handle.url, lab, 0, handle.credentials_file, state)
+        proc = start_join(handle.bundle(0), state)
         assert proc.wait(180) == 0, log_text(state)[-2000:]
         watcher.conn.close()
     finally:
@@ -209,7 +209,7 @@ def test_agents_stopped_a_round_apart_resume_to_the_simulators_masks(tmp_path):
     procs: dict[int, subprocess.Popen] = {}
     try:
         publish_lab(handle, raw, LabSettings(round_deadline_s=10, max_staleness=1, start_timeout_s=60))
-        procs = {i: start_join(handle.url, lab, i, handle.credentials_file, dirs[i]) for i in range(2)}
+        procs = {i: start_join(handle.bundle(i), dirs[i]) for i in range(2)}
         wait_until(lambda: min(len(rows(d)) for d in dirs) >= 2, 120, "two rounds each", procs.values())
         procs[0].send_signal(signal.SIGSTOP)
         time.sleep(0.5)  # agent 1 publishes its mask for round t and waits for agent 0's
@@ -224,7 +224,7 @@ def test_agents_stopped_a_round_apart_resume_to_the_simulators_masks(tmp_path):
         procs[1].send_signal(signal.SIGCONT)
         assert procs[1].wait(30) == 128 + signal.SIGTERM
         stopped = [len(rows(d)) for d in dirs]
-        procs = {i: start_join(handle.url, lab, i, handle.credentials_file, dirs[i]) for i in range(2)}
+        procs = {i: start_join(handle.bundle(i), dirs[i]) for i in range(2)}
         codes = {i: p.wait(120) for i, p in procs.items()}
     finally:
         for p in procs.values():

@@ -29,6 +29,7 @@ from ..errors import UserError
 from ..nn.masking import live_filters
 from ..nn.zoo import MaskedNetwork
 from ..wire.delta import MaskRecord
+from ..wire.envelope import Authenticator
 from ..wire.history import MaskHistory
 from .params import Retention, RuleParams
 
@@ -96,7 +97,7 @@ class LearningRule(ABC, Generic[M, C]):
         """One optimisation step on a mini-batch; returns the loss."""
 
     @abstractmethod
-    def encode_message(self, *, fingerprint: bytes, sender: int, round: int, key: bytes | None,
+    def encode_message(self, *, fingerprint: bytes, sender: int, round: int, auth: Authenticator | None,
                        reference: MaskRecord | None = None) -> bytes:
         """What this agent sends its neighbours this round, encoded for the wire.
 
@@ -106,7 +107,7 @@ class LearningRule(ABC, Generic[M, C]):
 
     @abstractmethod
     def decode_message(self, payload: bytes, *, fingerprint: bytes, shapes: Sequence[tuple[int, ...]],
-                       key: bytes | None) -> M:
+                       auth: Authenticator | None) -> M:
         """Strictly decode a neighbour's message (raises ``CodecError``)."""
 
     @abstractmethod

@@ -38,6 +38,7 @@ from ..nn.masking import topk_mask
 from ..nn.weights import derive_seed
 from ..nn.zoo import MaskedNetwork
 from ..wire.delta import MaskRecord
+from ..wire.envelope import Authenticator
 from ..wire.sparse import SparseWeightMessage, decode_sparse_weights, encode_sparse_weights
 from .base import RuleContext
 from .params import Retention, params_from
@@ -81,14 +82,14 @@ class DisPFL(WeightRule[SparseWeightMessage, tuple[list[Tensor], list[Tensor]]])
         return cls(ctx.model, params_from(DisPFLParams, ctx.algorithm), ctx.retention, ctx.agent_id, ctx.seed,
                    ctx.total_rounds)
 
-    def encode_message(self, *, fingerprint: bytes, sender: int, round: int, key: bytes | None,
+    def encode_message(self, *, fingerprint: bytes, sender: int, round: int, auth: Authenticator | None,
                        reference: MaskRecord | None = None) -> bytes:
         return encode_sparse_weights([m.bool().cpu().numpy() for m in self.keep], self.current_weights(),
-                                     fingerprint=fingerprint, sender=sender, round=round, key=key)
+                                     fingerprint=fingerprint, sender=sender, round=round, auth=auth)
 
     def decode_message(self, payload: bytes, *, fingerprint: bytes, shapes: Sequence[tuple[int, ...]],
-                       key: bytes | None) -> SparseWeightMessage:
-        return decode_sparse_weights(payload, expected_fingerprint=fingerprint, expected_shapes=shapes, key=key)
+                       auth: Authenticator | None) -> SparseWeightMessage:
+        return decode_sparse_weights(payload, expected_fingerprint=fingerprint, expected_shapes=shapes, auth=auth)
 
     def received_content(self, msg: SparseWeightMessage) -> tuple[list[Tensor], list[Tensor]]:
         device = self.model.device

@@ -22,6 +22,7 @@ from torch import Tensor
 
 from ..nn.zoo import MaskedNetwork
 from ..wire.dense import WeightMessage, decode_weights
+from ..wire.envelope import Authenticator
 from .base import RuleContext
 from .holders import mean_over_holders
 from .params import Retention, params_from
@@ -42,9 +43,9 @@ class HeteroFL(DenseWeightRule):
         return cls(ctx.model, params_from(WeightParams, ctx.algorithm), ctx.retention.width)
 
     def decode_message(self, payload: bytes, *, fingerprint: bytes, shapes: Sequence[tuple[int, ...]],
-                       key: bytes | None) -> WeightMessage:
+                       auth: Authenticator | None) -> WeightMessage:
         """A neighbour's weights: any ordered-width block of the lab's ``shapes``."""
-        return decode_weights(payload, expected_fingerprint=fingerprint, expected_shapes=shapes, key=key, nested=True)
+        return decode_weights(payload, expected_fingerprint=fingerprint, expected_shapes=shapes, auth=auth, nested=True)
 
     @torch.no_grad()
     def aggregate(self, received: Sequence[tuple[int, list[Tensor]]]) -> None:

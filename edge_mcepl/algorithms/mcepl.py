@@ -29,6 +29,7 @@ from ..nn.weights import seeded_bernoulli_prior, seeded_scores
 from ..nn.width import block_slices
 from ..nn.zoo import MaskedNetwork
 from ..wire.delta import MaskRecord
+from ..wire.envelope import Authenticator
 from ..wire.history import MaskHistory
 from ..wire.masks import MaskMessage, decode_masks, encode_masks
 from .base import LearningRule, RuleContext, arrays
@@ -133,24 +134,24 @@ class MCEPL(LearningRule[MaskMessage, list[Tensor]]):
         """m⁽ᵗ⁺¹⁾ = TopK(|z| + mean|z|·m̄⁽ᵗ⁾) per layer: new scores, old neighbour mean."""
         return [state.mask() for state in self.layers]
 
-    def encode_message(self, *, fingerprint: bytes, sender: int, round: int, key: bytes | None,
+    def encode_message(self, *, fingerprint: bytes, sender: int, round: int, auth: Authenticator | None,
                        reference: MaskRecord | None = None) -> bytes:
         """The mask to send (wire format v1): 1 bit per weight, fewer with the Rice codec, only what changed
         since ``reference`` with the delta codec — except on the keyframe schedule (docs/wire-format.md#delta)."""
         masks = [m.cpu().numpy().astype(bool) for m in self.masks()]
         base = None if reference is None or round % self.params.keyframe_every == 0 else reference
-        return encode_masks(masks, fingerprint=fingerprint, sender=sender, round=round, key=key,
+        return encode_masks(masks, fingerprint=fingerprint, sender=sender, round=round, auth=auth,
                             codec=self.params.mask_codec, base=base)
 
     def decode_message(self, payload: bytes, *, fingerprint: bytes, shapes: Sequence[tuple[int, ...]],
-                       key: bytes | None) -> MaskMessage:
+                       auth: Authenticator | None) -> MaskMessage:
         """A neighbour's masks: any ordered-width block of the lab's ``shapes`` (its width is its own).
 
         A delta is decoded against the sender's masks this rule decoded before; every decoded
         message is remembered as a base for the sender's next one. Then the masks must keep what
         the sender's declared retention keeps (:mod:`.density`).
         """
-        msg = decode_masks(payload, expected_fingerprint=fingerprint, expected_shapes=shapes, key=key, nested=True,
+        msg = decode_masks(payload, expected_fingerprint=fingerprint, expected_shapes=shapes, auth=auth, nested=True,
                            bases=self.history.lookup)
         self.history.remember(msg.sender, MaskRecord(msg.round, msg.masks, msg.digest))
         if self.declared is not None:

@@ -21,6 +21,7 @@ from ..nn.masking import topk_mask
 from ..nn.zoo import MaskedNetwork
 from ..wire.delta import MaskRecord
 from ..wire.dense import WeightMessage, decode_weights, encode_weights
+from ..wire.envelope import Authenticator
 from .base import C, LearningRule, M, arrays
 from .params import Retention, RuleParams
 
@@ -101,13 +102,13 @@ class WeightRule(LearningRule[M, C]):
 class DenseWeightRule(WeightRule[WeightMessage, tuple[int, list[Tensor]]]):
     """A weight rule that sends its weights as fp32 (:mod:`edge_mcepl.wire.dense`)."""
 
-    def encode_message(self, *, fingerprint: bytes, sender: int, round: int, key: bytes | None,
+    def encode_message(self, *, fingerprint: bytes, sender: int, round: int, auth: Authenticator | None,
                        reference: MaskRecord | None = None) -> bytes:
-        return encode_weights(self.current_weights(), fingerprint=fingerprint, sender=sender, round=round, key=key)
+        return encode_weights(self.current_weights(), fingerprint=fingerprint, sender=sender, round=round, auth=auth)
 
     def decode_message(self, payload: bytes, *, fingerprint: bytes, shapes: Sequence[tuple[int, ...]],
-                       key: bytes | None) -> WeightMessage:
-        return decode_weights(payload, expected_fingerprint=fingerprint, expected_shapes=shapes, key=key)
+                       auth: Authenticator | None) -> WeightMessage:
+        return decode_weights(payload, expected_fingerprint=fingerprint, expected_shapes=shapes, auth=auth)
 
     def received_content(self, msg: WeightMessage) -> tuple[int, list[Tensor]]:
         """What :meth:`aggregate` gets per neighbour: (sender, tensors) — mixing weights need the sender."""

@@ -19,9 +19,14 @@ copy of each message to each neighbour — the simulator's byte count. Rules thi
   topic, each sender it lacks with the first round it lacks; a sender that sees a new entry for
   itself sends its recent messages from that round on again, standing alone, and a keyframe next.
   Retained, so a sender that was offline when asked still sees the request when it comes back.
-- **Bounded staleness, bounded memory**: a message older than the ``max_staleness`` window is
-  dropped on arrival and evicted as the agent moves on; the inbox has a byte budget (payload bytes).
-  :meth:`~MqttTransport.gather` is the one place that decides what is stale.
+- **A round window**: a message older than the ``max_staleness`` window is dropped on arrival
+  (counted late) and evicted as the agent moves on; one further ahead than an honest neighbour can
+  be (:class:`MqttTransport`) is refused (``early``), so a flood of future rounds cannot fill the
+  inbox or pre-empt the genuine messages. The inbox
+  has a byte budget (payload bytes). :meth:`~MqttTransport.gather` is the one place that decides
+  what is stale.
+- **Every refusal is counted by reason** (``reasons``: signature, run, density, early, conflict,
+  oversize, missing_base, malformed, ...) and logged with it.
 """
 
 from __future__ import annotations
@@ -30,8 +35,9 @@ import hashlib
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from pydantic import Field
@@ -56,6 +62,7 @@ class TransportStats:
     duplicates: int = 0
     late: int = 0
     dropped: int = 0  # thrown away on purpose (``drop_incoming``, a lossy link for testing)
+    reasons: Counter[str] = field(default_factory=Counter)  # rejected messages by reason (signature, run, early, ...)
 
 
 @dataclass(frozen=True)
@@ -85,7 +92,11 @@ def lost_on_purpose(receiver: int, sender: int, round: int, fraction: float) -> 
 
 
 class _Refused(Exception):
-    """A message this agent will not use; the text is the logged reason."""
+    """A message this agent will not use; the text is the logged reason, ``reason`` its counter's name."""
+
+    def __init__(self, reason: str, text: str) -> None:
+        super().__init__(text)
+        self.reason = reason
 
 
 class MqttTransport(Transport):
@@ -97,12 +108,18 @@ class MqttTransport(Transport):
     """
 
     def __init__(self, conn: MqttConnection, lab: str, agent_id: int, *, max_staleness: int = 0,
-                 max_message_bytes: int = 64 << 20, inbox_budget_bytes: int = 512 << 20,
+                 max_message_bytes: int = 1 << 20, inbox_budget_bytes: int = 64 << 20, resend_depth: int = 0,
                  drop_incoming: float = 0.0) -> None:
         """``drop_incoming``: the fraction of neighbours' messages to lose on arrival, as a lossy link
-        would (which ones is a pure function of receiver, sender and round, so a run can be repeated)."""
+        would (which ones is a pure function of receiver, sender and round, so a run can be repeated).
+
+        Messages are accepted up to ``max_staleness`` + 1 + ``resend_depth`` rounds ahead: a neighbour
+        that heard this agent is at most ``max_staleness`` + 1 ahead, and one that went on without it
+        (a late joiner, a restart) sends its last ``resend_depth`` messages again when asked.
+        """
         self.conn, self.lab, self.agent_id = conn, lab, agent_id
         self.max_staleness, self.drop_incoming = max_staleness, drop_incoming
+        self.max_ahead = max_staleness + 1 + resend_depth
         self.max_message_bytes, self.inbox_budget_bytes = max_message_bytes, inbox_budget_bytes
         self.stop = threading.Event()
         self._cond = threading.Condition()
@@ -173,10 +190,11 @@ class MqttTransport(Transport):
             message = self._decode(payload)
             check_channel(message, sender, round_)
         except (CodecError, _Refused) as exc:
-            log.warning("agent %d: rejected message on %s: %s", self.agent_id, topic, exc)
+            log.warning("agent %d: rejected message on %s (%s): %s", self.agent_id, topic, exc.reason, exc)
             with self._cond:
                 self._stats.rejected += 1
                 self._stats.missing_base += isinstance(exc, BaseMissing)
+                self._stats.reasons[exc.reason] += 1
             if isinstance(exc, BaseMissing) and round_ is not None:  # (only a decoded header names a base)
                 self.ask_keyframes({sender: round_})
             return
@@ -220,14 +238,18 @@ class MqttTransport(Transport):
     def _round_to_keep(self, sender: int, payload: bytes) -> int | None:
         """The round the common header names, or None when it is too old to be used (counted late)."""
         if len(payload) > self.max_message_bytes:
-            raise _Refused(f"{len(payload)} bytes exceeds the {self.max_message_bytes}-byte limit")
+            raise _Refused("oversize", f"{len(payload)} bytes exceeds the {self.max_message_bytes}-byte limit")
         header = read_common_header(payload)
         if header.sender != sender:
-            raise _Refused(f"message claims sender {header.sender} on agent {sender}'s topic")
+            raise _Refused("sender", f"message claims sender {header.sender} on agent {sender}'s topic")
         with self._cond:
             too_old = header.round < self._current - self.max_staleness
+            too_early = header.round > self._current + self.max_ahead
             if too_old:
                 self._stats.late += 1
+        if too_early:
+            raise _Refused("early", f"round {header.round} is beyond this agent's window (it is at round "
+                                    f"{self._current}, accepts up to {self.max_ahead} ahead)")
         if too_old:
             log.info("agent %d: late message (sender %d, round %d) dropped: this agent is at round %d "
                      "(max staleness %d)", self.agent_id, sender, header.round, self._current, self.max_staleness)
@@ -265,6 +287,7 @@ class MqttTransport(Transport):
                 return
             if old is not None:
                 self._stats.rejected += 1
+                self._stats.reasons["conflict"] += 1
                 log.warning("agent %d: conflicting second message for (sender %d, round %d); keeping the first",
                             self.agent_id, *key)
                 return

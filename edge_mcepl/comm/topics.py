@@ -2,16 +2,17 @@
 
 Topics (``<lab>`` is the lab name, ``<id>`` an agent id)::
 
-    edge-mcepl/<lab>/config              retained: the lab config envelope (JSON, never pickle)
-    edge-mcepl/<lab>/agent/<id>/mask     QoS 1: the agent's encoded message for a round (wire format v1)
+    edge-mcepl/<lab>/config              retained: the lab config envelope (JSON, never pickle), signed
+                                         by the lab key, with the roster of agents' public keys
+    edge-mcepl/<lab>/agent/<id>/mask     QoS 1: the agent's signed message for a round (wire format v2)
     edge-mcepl/<lab>/agent/<id>/status   retained JSON {"state": "online"|"done"|"offline", ...};
                                          the last will is {"state": "offline", ...}
-    edge-mcepl/<lab>/agent/<id>/keyframe retained JSON {"round": t, "senders": [...]}: the neighbours
-                                         whose deltas agent <id> cannot decode (it lacks the base),
-                                         asking each for a stand-alone message next
+    edge-mcepl/<lab>/agent/<id>/keyframe retained JSON {"lacking": [[sender, since], ...]}: the
+                                         neighbours whose deltas agent <id> cannot decode (it lacks
+                                         the base), asking each for stand-alone messages
 
-Every agent writes only under its own ``agent/<id>/`` (the generated broker ACL enforces it), which
-is why a message's topic, not its claimed sender, says who sent it.
+Every agent writes only these three topics of its own (the generated broker ACL enforces it), so a
+message's topic says which account published it; its signature says which agent wrote it.
 """
 
 from __future__ import annotations
@@ -40,16 +41,23 @@ def config_topic(lab: str) -> str:
     return f"{lab_prefix(lab)}config"
 
 
+AGENT_TOPICS = ("mask", "status", "keyframe")  # all an agent may publish (the ACL allows no other)
+
+
+def agent_topic(lab: str, agent_id: int | str, name: str) -> str:
+    return f"{lab_prefix(lab)}agent/{agent_id}/{name}"
+
+
 def mask_topic(lab: str, agent_id: int | str) -> str:
-    return f"{lab_prefix(lab)}agent/{agent_id}/mask"
+    return agent_topic(lab, agent_id, "mask")
 
 
 def status_topic(lab: str, agent_id: int | str) -> str:
-    return f"{lab_prefix(lab)}agent/{agent_id}/status"
+    return agent_topic(lab, agent_id, "status")
 
 
 def keyframe_topic(lab: str, agent_id: int | str) -> str:
-    return f"{lab_prefix(lab)}agent/{agent_id}/keyframe"
+    return agent_topic(lab, agent_id, "keyframe")
 
 
 def topic_agent(topic: str) -> int | None:

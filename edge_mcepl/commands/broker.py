@@ -7,14 +7,16 @@ import ipaddress
 import json
 import signal
 import threading
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..atomic import atomic_write
 from ..errors import UserError
 
 if TYPE_CHECKING:  # imported when the command runs: `edge-mcepl --help` stays fast
     from ..comm.broker.launcher import BrokerHandle
+    from ..config import LabConfig
     from ..devicelab.schema import LabSettings
 
 RUN_STATE_FILE = "lab-run.json"  # the published config's run id and digest, in the broker's directory
@@ -53,6 +55,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int)
     p.add_argument("--eval-every", type=int)
     p.add_argument("--preset", help="algorithm preset: reference or structured")
+    p.add_argument("--profiles", help="device profiles, comma-separated, assigned to agents round-robin: the roster "
+                                      "declares each agent's structure from its profile (default: the config's)")
     p.add_argument("--host", default="127.0.0.1", help="listener address (default 127.0.0.1, loopback only)")
     p.add_argument("--port", type=int, default=1883, help="listener port (default 1883; 0 = any free port)")
     p.add_argument("--dir", help="broker files: config, passwords, ACL, persistence (default runs/broker-LAB)")
@@ -67,29 +71,49 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+@dataclass
+class _Published:
+    """What this broker publishes for its lab: the config, who set what, and each agent's profile."""
+
+    config: LabConfig
+    explicit: list[str]
+    envelope: dict
+    profiles: dict[int, str]
+
+
 def run(args: argparse.Namespace) -> int:
     from ..comm.broker.launcher import start_broker
 
-    lab, agents, envelope = _lab(args)
+    lab, agents, published = _lab(args)
     directory = Path(args.dir or Path("runs") / f"broker-{lab}")
-    if envelope is not None:
-        _keep_run_id(directory / RUN_STATE_FILE, envelope, args.new_run)
+    limits: dict[str, Any] = {}  # start_broker's limits: its defaults without a lab config
+    if published is not None:
+        from ..devicelab.limits import broker_limits
+
+        _keep_run_id(directory / RUN_STATE_FILE, published.envelope, args.new_run)
+        derived = broker_limits(published.config, published.envelope, lab_settings(args).max_staleness)
+        limits = {"message_limit": derived.message_bytes, "queue_messages": derived.queue_messages,
+                  "queue_bytes": derived.queue_bytes}
     handle = start_broker(directory, lab, agents, kind=args.broker_kind, host=args.host, port=args.port,
-                          tls=args.tls, tls_cert=args.tls_cert, tls_key=args.tls_key)
+                          tls=args.tls, tls_cert=args.tls_cert, tls_key=args.tls_key, **limits)
     try:
         print(f"edge-mcepl broker: {handle.description}")
         url = handle.credentials.broker_url or handle.url
         print(f"  connection string: {url}")
-        print(f"  credentials file:  {handle.credentials_file}  (users lab-admin, agent-0 … agent-{agents - 1})")
+        print(f"  lab secrets:       {handle.credentials_file}  (stays on this host: admin password, lab key)")
+        print(f"  device bundles:    {handle.bundle(0).parent}/  (agent-N.yaml: give each device only its own; "
+              "observer.yaml: read-only)")
         print(f"  broker files:      {handle.directory}")
+        if limits:
+            print(f"  limits:            messages ≤ {limits['message_limit']} bytes; ≤ {limits['queue_messages']} "
+                  f"messages / {limits['queue_bytes']} bytes queued per client")
         if handle.ca_file is not None:
-            print(f"  lab CA:            {handle.ca_file}  (devices pin it: join --cafile)")
+            print(f"  lab CA:            {handle.ca_file}  (in every bundle: devices pin it)")
         if not _is_loopback(args.host) and not url.startswith("mqtts://"):
             print("  WARNING: listening beyond loopback without TLS: passwords and masks cross the network in clear")
-        if envelope is not None:
-            _publish(handle, url, envelope, directory / RUN_STATE_FILE)
-        print(f"  join a device:     edge-mcepl join --broker {url} --lab {lab} --agent-id 0 "
-              f"--credentials {handle.credentials_file} --profile rpi4")
+        if published is not None:
+            _publish(handle, url, published, directory / RUN_STATE_FILE)
+        print(f"  join a device:     edge-mcepl join --bundle {handle.bundle(0)}")
         print("Ctrl-C stops the broker.", flush=True)
         stop = threading.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -108,17 +132,20 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _lab(args: argparse.Namespace) -> tuple[str, int, dict | None]:
-    """(lab name, agents, the config envelope to publish or None) from a config YAML or --lab/--agents."""
+def _lab(args: argparse.Namespace) -> tuple[str, int, _Published | None]:
+    """(lab name, agents, what to publish or None) from a config YAML or --lab/--agents."""
     from ..comm.topics import check_lab_name
 
     if not args.config:
         if not args.lab or not args.agents:
             raise UserError("give a lab config YAML, or --lab NAME and --agents N (then publish the config later)")
-        lab, agents, envelope = check_lab_name(args.lab, "--lab"), args.agents, None
+        if args.profiles:
+            raise UserError("--profiles needs a lab config: the roster declares each agent's structure")
+        lab, agents, published = check_lab_name(args.lab, "--lab"), args.agents, None
     else:
         from ..config import load_config
         from ..devicelab.envelope import explicit_keys, make_envelope
+        from ..devicelab.session import assign_profiles
 
         overrides = {"rounds": args.rounds, "agents": args.agents, "seed": args.seed, "eval_every": args.eval_every,
                      "algorithm.preset": args.preset}
@@ -126,10 +153,12 @@ def _lab(args: argparse.Namespace) -> tuple[str, int, dict | None]:
         if args.lab and args.lab != config.name:
             raise UserError(f"--lab {args.lab}: the config {args.config} names the lab {config.name!r}")
         lab, agents = check_lab_name(config.name, f"{args.config}: name"), config.agents
-        envelope = make_envelope(config, explicit_keys(args.config, overrides), lab_settings(args))
+        explicit = explicit_keys(args.config, overrides)
+        profiles = assign_profiles(args.profiles.split(","), agents) if args.profiles else {}
+        published = _Published(config, explicit, make_envelope(config, explicit, lab_settings(args)), profiles)
     if agents < 1:
         raise UserError(f"--agents {agents}: must be ≥ 1")
-    return lab, agents, envelope
+    return lab, agents, published
 
 
 def _keep_run_id(state_file: Path, envelope: dict, new_run: bool) -> None:
@@ -142,12 +171,16 @@ def _keep_run_id(state_file: Path, envelope: dict, new_run: bool) -> None:
             envelope["run_id"] = previous["run_id"]
 
 
-def _publish(handle: BrokerHandle, url: str, envelope: dict, state_file: Path) -> None:
-    """Publish the envelope (retained) as the lab admin and remember its run id."""
+def _publish(handle: BrokerHandle, url: str, published: _Published, state_file: Path) -> None:
+    """Sign the envelope with the roster, publish it (retained) as the lab admin, remember its run id."""
     from ..comm.broker.credentials import ADMIN_USER
     from ..comm.client import BrokerAddress, MqttConnection, MqttOptions
     from ..comm.topics import config_topic
-    from ..devicelab.envelope import envelope_digest, publish_envelope
+    from ..devicelab.envelope import envelope_digest, publish_envelope, sign_envelope
+    from ..devicelab.plan import lab_roster
+
+    roster = lab_roster(published.config, published.explicit, published.profiles, handle.credentials)
+    envelope = sign_envelope(published.envelope, roster, handle.credentials.lab_key)
 
     options = MqttOptions(ADMIN_USER, handle.credentials.admin_password,
                           ca_file=str(handle.ca_file) if handle.ca_file is not None else None)

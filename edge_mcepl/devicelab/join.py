@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import dataclasses
 import fcntl
 import gc
 import json
@@ -37,10 +38,12 @@ from typing import Any
 
 import torch
 
-from ..agent import Agent
+from ..agent import RESEND_DEPTH, Agent
+from ..algorithms.params import Retention
 from ..allocator import keep_freed_memory
 from ..atomic import atomic_write
 from ..checkpoint import load_checkpoint, restore_agent, save_checkpoint
+from ..comm.broker.bundles import Bundle
 from ..comm.client import BrokerAddress, MqttConnection, MqttOptions, fetch_retained, status_payload
 from ..comm.mqtt_transport import MqttTransport
 from ..comm.topics import check_lab_name, config_topic, mask_topic, status_topic
@@ -56,7 +59,9 @@ from ..run_dir import FINAL_MASK_FILE, METRICS_FILE, AgentSettings, RunIdentity,
 from ..simulator import agent_record, build_agent, build_topology_for
 from ..wire.envelope import CodecError, read_common_header
 from ..wire.masks import is_delta
+from ..wire.signing import MessageAuth, decode_key, encode_key, private_key, public_bytes, public_key, run_id_bytes
 from .envelope import parse_envelope
+from .limits import lab_limits
 from .plan import AgentPlan, plan_agent
 from .schema import LabMessage, LabSettings
 
@@ -66,11 +71,10 @@ SENT_FILE = "sent.mcpl"  # the mask of the last completed round, as published
 
 @dataclass
 class JoinOptions:
-    """What ``edge-mcepl join`` was asked to do (one field per option)."""
+    """What ``edge-mcepl join`` was asked to do (one field per option); the bundle says who, where, with which key."""
 
+    bundle: Bundle
     broker: str
-    lab: str
-    agent_id: int
     mqtt: MqttOptions = field(default_factory=MqttOptions)
     profile: str | None = None
     data_dir: str | None = None
@@ -150,7 +154,9 @@ class Join:
 
     def __init__(self, opts: JoinOptions, stop: StopFlag) -> None:
         self.opts, self.stop, self.say = opts, stop, opts.log
-        self.lab, self.me = check_lab_name(opts.lab), opts.agent_id
+        assert opts.bundle.agent_id is not None and opts.bundle.signing_key is not None, "an agent's bundle"
+        self.lab, self.me = check_lab_name(opts.bundle.lab), opts.bundle.agent_id
+        self.signing_key = opts.bundle.signing_key
         self.address = BrokerAddress.parse(opts.broker)
         self.profile = load_profile(opts.profile) if opts.profile else None
         self.state_dir = Path(opts.state_dir) if opts.state_dir else default_state_dir(self.lab, self.me)
@@ -163,6 +169,7 @@ class Join:
 
     def run(self) -> int:
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        self._pin_lab_ca()
         self.say(f"agent {self.me}: joining lab {self.lab!r} at {self.address.url}"
                  + (f" with profile {self.profile.name}" if self.profile else ""))
         self.fetch_config()
@@ -187,10 +194,18 @@ class Join:
                 raise KeyboardInterrupt
             raise UserError(f"no lab config for lab {lab!r} on {self.address.url} after {opts.config_timeout:g} s "
                             f"(topic {config_topic(lab)}; is `edge-mcepl broker CONFIG.yaml` running for this lab?)")
-        env = parse_envelope(payload, lab, self.state_dir / "lab-files", opts.data_dir)
+        env = parse_envelope(payload, lab, self.state_dir / "lab-files", opts.data_dir,
+                             lab_public_key=opts.bundle.lab_public_key)
         self.envelope = env.message
         if not 0 <= me < env.config.agents:
-            raise UserError(f"--agent-id {me}: lab {lab!r} has agents 0..{env.config.agents - 1}")
+            raise UserError(f"bundle: agent {me}, but lab {lab!r} has agents 0..{env.config.agents - 1}")
+        entry = self.envelope.roster[me]
+        if entry.public_key != encode_key(public_bytes(private_key(decode_key(self.signing_key, "signing_key")))):
+            raise UserError(f"bundle: its signing key is not agent {me}'s in the lab's roster (a bundle of another "
+                            "enrolment of this lab? take the broker's current bundles/)")
+        if self.profile is None and entry.profile:
+            self.profile = load_profile(entry.profile)
+            self.say(f"agent {me}: profile {self.profile.name}, as the lab's roster assigns")
         self.plan = plan_agent(env, me, self.profile, opts.threads)
         self.config, self.settings = self.plan.config, self.envelope.settings
         self.say(f"agent {me}: run {self.envelope.run_id}, {self.config.agents} agents, {self.config.rounds} rounds, "
@@ -213,7 +228,8 @@ class Join:
             if published and computed != published.get(me):
                 raise UserError(f"topology mismatch: the lab says agent {me}'s neighbours are "
                                 f"{published.get(me)}, this device computed {computed}")
-            self.agent = agent = build_agent(config, data, topology, fixed, me)
+            self.agent = agent = build_agent(config, data, topology, fixed, me, declared=self._declared(),
+                                             auth=self._auth())
             # Keep only this agent's test images (same images, same order: identical evaluation).
             indices = agent.test_indices.cpu().numpy()
             agent.test_data = data.test.subset(indices)
@@ -252,8 +268,10 @@ class Join:
         client_id = f"edge-mcepl-{lab}-{self.envelope.run_id[:8]}-agent-{me}"
         self.conn = conn = MqttConnection(self.address, self.opts.mqtt, client_id, persistent=True,
                                           will=(status_topic(lab, me), offline), name=f"agent {me}")
+        limits = lab_limits(self.config, len(agent.neighbours), self.settings.max_staleness)
         self.transport = _Transport(conn, lab, me, max_staleness=self.settings.max_staleness,
-                                    drop_incoming=self.opts.drop_incoming)
+                                    max_message_bytes=limits.message_bytes, inbox_budget_bytes=limits.inbox_bytes,
+                                    resend_depth=RESEND_DEPTH, drop_incoming=self.opts.drop_incoming)
         if self.opts.drop_incoming:
             self.say(f"agent {me}: losing {self.opts.drop_incoming:.0%} of the neighbours' messages on purpose "
                      "(--drop-incoming)")
@@ -262,9 +280,9 @@ class Join:
         conn.on(config_topic(lab), self._on_config)
         self.transport.listen(me, agent.neighbours, agent.decode_message)
         conn.subscribe([status_topic(lab, j) for j in agent.neighbours] + [config_topic(lab)])
+        self.transport.set_round(self.start)  # before connecting: the queued messages are judged from here
         conn.connect()
         self._ask_for_what_may_be_lost()
-        self.transport.set_round(self.start)
         self.info = {"run_id": self.envelope.run_id, "rounds": self.config.rounds,
                      "retention": agent.rule.retention.conv, "profile": self.profile.name if self.profile else None,
                      "pid": os.getpid()}
@@ -360,7 +378,7 @@ class Join:
         message = self.envelope
         identity = RunIdentity(model=config.model, num_classes=message.num_classes, weights_seed=config.seed,
                                fingerprint=message.fingerprint, rounds=config.rounds)
-        mask = self.agent.encode_message(config.rounds) if self.agent.rule.learns_masks else None
+        mask = self.agent.file_message(config.rounds) if self.agent.rule.learns_masks else None
         mask_path = write_agent_result(self.state_dir, identity, agent_record(self.agent, self.classes), mask,
                                        lab=self.lab, run_id=message.run_id,
                                        profile=self.profile.name if self.profile else None, notes=list(self.plan.notes),
@@ -370,6 +388,25 @@ class Join:
         return self._close("done", 0)
 
     # -- helpers --------------------------------------------------------------------------------
+
+    def _pin_lab_ca(self) -> None:
+        """The lab CA of the bundle, written beside the state, is what a TLS broker must chain to
+        (unless ``--cafile`` says otherwise)."""
+        if self.opts.bundle.ca and self.opts.mqtt.ca_file is None:
+            path = self.state_dir / "lab-ca.pem"
+            atomic_write(path, self.opts.bundle.ca)
+            self.opts.mqtt = dataclasses.replace(self.opts.mqtt, ca_file=str(path))
+
+    def _declared(self) -> dict[int, Retention]:
+        """Every agent's retention as the roster declares it: what its masks must keep."""
+        return {j: Retention(e.retention.conv, e.retention.linear, e.retention.width)
+                for j, e in self.envelope.roster.items()}
+
+    def _auth(self) -> MessageAuth:
+        """This agent's signing key and the roster's public keys, bound to this run."""
+        roster = {j: public_key(decode_key(e.public_key, f"roster agent {j}")) for j, e in self.envelope.roster.items()}
+        return MessageAuth(run_id_bytes(self.envelope.run_id), private_key(decode_key(self.signing_key, "signing_key")),
+                           roster)
 
     def _fixed_weights(self, data: LabData) -> tuple[MaskedNetwork, FixedWeights]:
         config = self.config
@@ -405,6 +442,7 @@ class Join:
                    eval_seconds=round(ended - evaluated, 6), published_at=round(published, 6),
                    arrivals={str(j): round(a, 6) for j, a in transport.last_arrivals.items()},
                    stale=report.stale, duplicates=stats.duplicates, late=stats.late, dropped=stats.dropped,
+                   rejected_reasons=dict(sorted(stats.reasons.items())),
                    degree=len(agent.neighbours))
         return row
 

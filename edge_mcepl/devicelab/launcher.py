@@ -39,7 +39,9 @@ from ..data.resolve import load_lab_data
 from ..errors import UserError
 from ..nn.zoo import build_model
 from ..run_dir import FINAL_DIR, LOAD_LOCK, agent_dir, merge_lab_run
-from .envelope import publish_envelope
+from .envelope import publish_envelope, sign_envelope
+from .limits import broker_limits
+from .plan import lab_roster
 from .session import LabOptions, begin_session, end_session, new_run_dir, plan_session
 
 EXIT_INTERRUPTED = 130
@@ -82,9 +84,13 @@ def run_lab(config_path: str, overrides: dict[str, Any], opts: LabOptions) -> in
     run_dir = plan.run_dir or new_run_dir(config, opts.out)
     say(f"{'resuming run' if plan.recorded else 'run'} {envelope['run_id']}; weights fingerprint "
         f"{envelope['fingerprint']}; run directory {run_dir}")
-    broker = start_broker(run_dir / "broker", config.name, config.agents, kind=plan.broker_kind, port=plan.port)
+    limits = broker_limits(config, envelope, plan.settings.max_staleness)
+    broker = start_broker(run_dir / "broker", config.name, config.agents, kind=plan.broker_kind, port=plan.port,
+                          message_limit=limits.message_bytes, queue_messages=limits.queue_messages,
+                          queue_bytes=limits.queue_bytes)
     record = begin_session(plan, broker, run_dir)
-    say(f"broker: {broker.description} at {broker.url}; credentials {broker.credentials_file}")
+    say(f"broker: {broker.description} at {broker.url}; secrets {broker.credentials_file}, device bundles "
+        f"{broker.bundle(0).parent}")
     # The run's config.yaml records the data the agents used (a fallback says synthetic, as in simulate).
     lab = _Lab(config.replace(data=used), plan.explicit, run_dir, record.run_id, plan.profiles, broker, plan.verbose)
     ending = _run_agents(lab, envelope, say)
@@ -156,7 +162,8 @@ def _run_agents(lab: _Lab, envelope: dict, say: Callable[[str], None]) -> _Endin
     ending = _Ending({})
     try:
         admin.connect()
-        publish_envelope(admin, envelope)
+        roster = lab_roster(lab.config, lab.explicit, lab.profiles, broker.credentials)
+        publish_envelope(admin, sign_envelope(envelope, roster, broker.credentials.lab_key))
         statuses: dict[int, dict] = {}
         admin.on(status_topic(name, "+"), lambda _topic, payload: _file_status(statuses, lab.run_id, payload))
         admin.subscribe([status_topic(name, "+")])
@@ -211,9 +218,8 @@ def _start_joins(lab: _Lab, procs: dict[int, subprocess.Popen], logs: list[IO[st
     for i in range(config.agents):
         folder = agent_dir(lab.run_dir, i)
         folder.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "edge_mcepl.cli", "join", "--broker", broker.url, "--lab", config.name,
-               "--agent-id", str(i), "--credentials", str(broker.credentials_file), "--state-dir", str(folder),
-               "--load-lock", str(lock), "--threads", str(threads)]
+        cmd = [sys.executable, "-m", "edge_mcepl.cli", "join", "--bundle", str(broker.bundle(i)),
+               "--state-dir", str(folder), "--load-lock", str(lock), "--threads", str(threads)]
         if i in lab.profiles:
             cmd += ["--profile", lab.profiles[i]]
         if config.data.data_dir:  # the folder the launcher read, even where it is missing (a fallback)

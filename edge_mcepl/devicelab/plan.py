@@ -16,11 +16,15 @@ A device lab always trains on each device's CPU: the config's ``device`` is the 
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
+from ..comm.broker.credentials import LabCredentials
 from ..config import LabConfig, RetentionConfig
-from ..profiles import DeviceProfile, policy_structure
+from ..errors import UserError
+from ..profiles import DeviceProfile, load_profile, policy_structure
 from .envelope import LabEnvelope
+from .schema import DeclaredRetention, RosterEntry
 
 
 @dataclass(frozen=True)
@@ -35,15 +39,31 @@ class AgentPlan:
         return self.config.threads
 
 
-def plan_agent(env: LabEnvelope, agent_id: int, profile: DeviceProfile | None = None,
-               threads: int | None = None) -> AgentPlan:
-    """Apply the documented precedence (lab explicit > profile > lab default) for one agent."""
-    config = env.config
+@dataclass(frozen=True)
+class Structure:
+    """What one agent keeps and why (the documented precedence), before any device runs it."""
+
+    conv: float
+    linear: float
+    width: float
+    why_conv: str
+    why_width: str
+
+    @property
+    def declared(self) -> DeclaredRetention:
+        return DeclaredRetention(conv=self.conv, linear=self.linear, width=self.width)
+
+
+def plan_structure(config: LabConfig, explicit: Collection[str], agent_id: int,
+                   profile: DeviceProfile | None) -> Structure:
+    """The precedence above (lab explicit > profile > lab default) for agent ``agent_id``'s retention.
+
+    The coordinator runs it for every agent to declare the roster; a device runs it again and must
+    get the roster's answer.
+    """
     conv, linear = config.retention.for_agent(agent_id)
     width = config.retention.width_for(agent_id)
-    explicit = env.message.explicit
     decision = policy_structure(profile, config.model) if profile is not None else None
-    notes = []
     if decision is not None and decision.retention is not None and "retention.conv" not in explicit:
         conv, why_conv = decision.retention, decision.detail
     else:
@@ -52,7 +72,43 @@ def plan_agent(env: LabEnvelope, agent_id: int, profile: DeviceProfile | None = 
         width, why_width = decision.width, decision.detail
     else:
         why_width = "set by the lab config" if "retention.width" in explicit else "lab default"
-    config = config.replace(retention=RetentionConfig(conv=conv, linear=config.retention.linear, width=width))
+    return Structure(conv, linear, width, why_conv, why_width)
+
+
+def lab_roster(config: LabConfig, explicit: Collection[str], profiles: Mapping[int, str],
+               creds: LabCredentials) -> dict[int, RosterEntry]:
+    """Every agent's roster entry: its public key and the retention its profile (if any) gives it."""
+    from ..wire.signing import decode_key, encode_key, private_key, public_bytes
+
+    roster = {}
+    for i in range(config.agents):
+        spec = profiles.get(i)
+        structure = plan_structure(config, explicit, i, load_profile(spec) if spec else None)
+        key = encode_key(public_bytes(private_key(decode_key(creds.signing_keys[i], f"agent {i}'s key"))))
+        roster[i] = RosterEntry(public_key=key, retention=structure.declared, profile=spec)
+    return roster
+
+
+def plan_agent(env: LabEnvelope, agent_id: int, profile: DeviceProfile | None = None,
+               threads: int | None = None) -> AgentPlan:
+    """Apply the documented precedence (lab explicit > profile > lab default) for one agent.
+
+    The retention must be what the lab's roster declares for this agent (its neighbours check its
+    masks against it): a device with another profile than the one it was enrolled with is refused.
+    """
+    config = env.config
+    s = plan_structure(config, env.message.explicit, agent_id, profile)
+    declared = env.message.roster.get(agent_id)
+    if declared is not None and declared.retention != s.declared:
+        enrolled = f"profile {declared.profile}" if declared.profile else "no profile"
+        got = declared.retention
+        raise UserError(f"agent {agent_id}: {'profile ' + profile.name if profile else 'no profile'} gives retention "
+                        f"{s.conv:g}/{s.linear:g}, width {s.width:g}, but the lab's roster declares "
+                        f"{got.conv:g}/{got.linear:g}, width {got.width:g} ({enrolled}); the coordinator assigns "
+                        "profiles (`broker --profiles`, `lab --profiles`)")
+    conv, linear, width, why_conv, why_width = s.conv, s.linear, s.width, s.why_conv, s.why_width
+    notes = []
+    config = config.replace(retention=RetentionConfig(conv=conv, linear=linear, width=width))
     notes.append(f"width {width:g}: {why_width}")
     notes.append(f"retention {conv:g} (conv) / {linear:g} (linear) inside the kept filters: {why_conv}")
     if profile is not None and profile.batch_size and "algorithm.batch_size" not in env.message.explicit:

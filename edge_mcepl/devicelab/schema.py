@@ -12,11 +12,12 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from ..comm.broker.credentials import KEY_PATTERN
 from ..comm.topics import LAB_NAME_RE
 from ..config import PATH_FIELDS
 from ..validation import AgentId, Fingerprint, StrictModel
 
-ENVELOPE_FORMAT = "edge-mcepl-lab/1"
+ENVELOPE_FORMAT = "edge-mcepl-lab/2"
 FILE_FIELDS = tuple(f for f in PATH_FIELDS if f != "data.data_dir")  # the config's files travel in the envelope
 
 
@@ -33,6 +34,22 @@ class EmbeddedFile(StrictModel):
 
     name: str  # the coordinator's file name; a device keeps only its last component
     text: str
+
+
+class DeclaredRetention(StrictModel):
+    """What an agent keeps, as the lab declares it: a receiver checks each of its masks against it."""
+
+    conv: float = Field(gt=0, le=1)
+    linear: float = Field(gt=0, le=1)
+    width: float = Field(gt=0, le=1)
+
+
+class RosterEntry(StrictModel):
+    """One agent of the lab: the key its messages must verify with, and the structure they must have."""
+
+    public_key: str = Field(pattern=KEY_PATTERN, description="an Ed25519 public key, base64")
+    retention: DeclaredRetention
+    profile: str | None = None  # the device profile the coordinator planned it with (None: the lab's retention)
 
 
 class LabMessage(StrictModel):
@@ -53,3 +70,5 @@ class LabMessage(StrictModel):
     settings: LabSettings = Field(default_factory=LabSettings)
     neighbours: dict[AgentId, list[AgentId]] = {}  # JSON keys are strings: {"0": [1, 3], ...}
     published_at: str = ""  # informational
+    roster: dict[AgentId, RosterEntry] = {}  # every agent's public key and declared retention
+    signature: str = ""  # Ed25519 by the lab key over the canonical JSON of every other field (envelope.py)

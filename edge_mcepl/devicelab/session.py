@@ -99,7 +99,7 @@ def plan_session(config_path: str, overrides: dict[str, Any], opts: LabOptions) 
     run_overrides = recorded.overrides if recorded else given
     config = load_config(config_path, run_overrides)
     check_lab_name(config.name, f"{config_path}: name")
-    profiles = _profiles(opts.profiles, config.agents) if opts.profiles is not None else None
+    profiles = assign_profiles(opts.profiles, config.agents) if opts.profiles is not None else None
     if recorded:
         _check_resume(recorded, opts, config_path, given, config, profiles)
     settings = recorded.settings if recorded else opts.settings
@@ -125,7 +125,7 @@ def _read_record(out: str | None) -> tuple[LabRecord, Path]:
     return validate_json(LabRecord, path.read_bytes(), str(path)), Path(out)
 
 
-def _profiles(specs: list[str], agents: int) -> dict[int, str]:
+def assign_profiles(specs: list[str], agents: int) -> dict[int, str]:
     """Agent → profile, round-robin, each validated now (before anything starts); files by their resolved path.
 
     A resolved path keeps ``lab.json`` valid from another directory and makes two spellings of one

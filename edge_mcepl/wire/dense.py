@@ -20,8 +20,8 @@ import numpy as np
 
 from .envelope import (
     KINDS,
-    TAG_SIZE,
     WEIGHT_MAGIC,
+    Authenticator,
     CodecError,
     check_layer_shape,
     check_length,
@@ -29,6 +29,7 @@ from .envelope import (
     pack_header,
     read_header,
     seal,
+    trailer_size,
     verify,
 )
 
@@ -48,30 +49,30 @@ class WeightMessage:
     digest: None = None  # weights carry no content digest (wire/delta.py's is for masks)
 
 
-def message_size(shapes: Sequence[Sequence[int]]) -> int:
-    """Exact encoded size: header + 4 bytes per entry + tag."""
-    return header_size(shapes) + 4 * sum(math.prod(s) for s in shapes) + TAG_SIZE
+def message_size(shapes: Sequence[Sequence[int]], signed: bool = False) -> int:
+    """Exact encoded size: header + 4 bytes per entry + trailer (a signature when ``signed``, else the tag)."""
+    return header_size(shapes) + 4 * sum(math.prod(s) for s in shapes) + trailer_size(signed)
 
 
 def encode_weights(tensors: Sequence[np.ndarray], *, fingerprint: bytes, sender: int, round: int,
-                   key: bytes | None = None) -> bytes:
+                   auth: Authenticator | None = None) -> bytes:
     """Encode one float array per layer (model order) as fp32; non-finite values are refused."""
     arrays = [finite_fp32(raw, index) for index, raw in enumerate(tensors)]
     header = pack_header(MAGIC, CODEC_FP32, [a.shape for a in arrays], fingerprint=fingerprint, sender=sender,
-                         round=round, key=key, kind=_KIND)
-    return seal(b"".join([header, *(a.tobytes() for a in arrays)]), key)
+                         round=round, auth=auth, kind=_KIND)
+    return seal(b"".join([header, *(a.tobytes() for a in arrays)]), auth)
 
 
 def decode_weights(data: bytes, *, expected_fingerprint: bytes | None = None,
-                   expected_shapes: Sequence[tuple[int, ...]] | None = None, key: bytes | None = None,
+                   expected_shapes: Sequence[tuple[int, ...]] | None = None, auth: Authenticator | None = None,
                    max_entries: int = 1 << 26, nested: bool = False) -> WeightMessage:
     """Decode and verify a weight message; any defect raises :class:`CodecError` (nothing is trusted
     until sizes match the bytes present and the tag checks)."""
     data, header = read_header(data, magic=MAGIC, codec=CODEC_FP32, kind=_KIND,
-                               expected_fingerprint=expected_fingerprint, key=key)
+                               expected_fingerprint=expected_fingerprint, auth=auth)
     entries = check_entries(header.shapes, max_entries)
     check_length(data, header, 4 * entries, _KIND)
-    verify(data, header, kind=_KIND, key=key, expected_fingerprint=expected_fingerprint,
+    verify(data, header, kind=_KIND, auth=auth, expected_fingerprint=expected_fingerprint,
            expected_shapes=expected_shapes, nested=nested)
     tensors, offset = [], header.payload_offset
     for shape in header.shapes:

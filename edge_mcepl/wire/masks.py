@@ -40,7 +40,7 @@ from .envelope import (
     FORMAT_VERSION,
     KINDS,
     MASK_MAGIC,
-    TAG_SIZE,
+    Authenticator,
     CodecError,
     Header,
     check_layer_shape,
@@ -50,6 +50,7 @@ from .envelope import (
     read_common_header,
     read_header,
     seal,
+    trailer_size,
     verify,
 )
 
@@ -90,12 +91,13 @@ class MaskMessage:
         return hash((self.sender, self.round, self.digest))
 
 
-def message_size(shapes: Sequence[Sequence[int]]) -> int:
-    """Exact encoded size of a packbits message for layers of these shapes: header + payload + tag.
+def message_size(shapes: Sequence[Sequence[int]], signed: bool = False) -> int:
+    """Exact encoded size of a packbits message for layers of these shapes: header + payload + trailer
+    (a signature when ``signed``, else the file tag).
 
     (A Rice-coded message's size depends on the masks themselves.)"""
     payload = sum((math.prod(shape) + 7) // 8 for shape in shapes)
-    return header_size(shapes) + payload + TAG_SIZE
+    return header_size(shapes) + payload + trailer_size(signed)
 
 
 def encode_masks(
@@ -104,7 +106,7 @@ def encode_masks(
     fingerprint: bytes,
     sender: int,
     round: int,
-    key: bytes | None = None,
+    auth: Authenticator | None = None,
     codec: str = "packbits",
     base: MaskRecord | None = None,
 ) -> bytes:
@@ -123,7 +125,7 @@ def encode_masks(
     if codec == "delta" and (base is None or not delta.worth_a_delta(bool_masks, base)):
         codec = "rice"
     header = pack_header(MAGIC, MASK_CODECS[codec], [m.shape for m in bool_masks], fingerprint=fingerprint,
-                         sender=sender, round=round, key=key, kind=_KIND)
+                         sender=sender, round=round, auth=auth, kind=_KIND)
     if codec == "delta":
         assert base is not None
         payloads = [delta.encode_payload(bool_masks, base)]
@@ -131,7 +133,7 @@ def encode_masks(
         payloads = [rice.encode_layer(m) for m in bool_masks]
     else:
         payloads = [np.packbits(m.ravel(), bitorder="little").tobytes() for m in bool_masks]
-    return seal(b"".join([header, *payloads]), key)
+    return seal(b"".join([header, *payloads]), auth)
 
 
 def decode_masks(
@@ -139,7 +141,7 @@ def decode_masks(
     *,
     expected_fingerprint: bytes | None = None,
     expected_shapes: Sequence[tuple[int, ...]] | None = None,
-    key: bytes | None = None,
+    auth: Authenticator | None = None,
     max_entries: int = 1 << 28,
     nested: bool = False,
     bases: BaseLookup | None = None,
@@ -153,22 +155,22 @@ def decode_masks(
     ``bases`` (the receiver's :class:`~.history.MaskHistory`); without it, :class:`~.delta.BaseMissing`.
     """
     data, header = read_header(data, magic=MAGIC, codec=tuple(MASK_CODECS.values()), kind=_KIND,
-                               expected_fingerprint=expected_fingerprint, key=key)
+                               expected_fingerprint=expected_fingerprint, auth=auth)
     entries = sum(math.prod(shape) for shape in header.shapes)
     if entries > max_entries:
         raise CodecError(f"mask message declares {entries} entries, more than max_entries={max_entries}")
     if header.codec == CODEC_PACKBITS:
         check_length(data, header, sum((math.prod(shape) + 7) // 8 for shape in header.shapes), _KIND)
-        verify(data, header, kind=_KIND, key=key, expected_fingerprint=expected_fingerprint,
+        verify(data, header, kind=_KIND, auth=auth, expected_fingerprint=expected_fingerprint,
                expected_shapes=expected_shapes, nested=nested)
         masks, _ = unpack_masks(data, header.payload_offset, header.shapes, "mask message")
         return _message(header, masks)
     # Rice and delta layer sizes are in the payload: authenticate first, then walk it with bounds checks.
-    if len(data) - header.payload_offset < TAG_SIZE:
-        raise CodecError("mask message truncated: no room for the tag")
-    verify(data, header, kind=_KIND, key=key, expected_fingerprint=expected_fingerprint,
+    if len(data) - header.payload_offset < header.trailer_size:
+        raise CodecError("mask message truncated: no room for the signature or tag")
+    verify(data, header, kind=_KIND, auth=auth, expected_fingerprint=expected_fingerprint,
            expected_shapes=expected_shapes, nested=nested)
-    body = data[:-TAG_SIZE]
+    body = data[:-header.trailer_size]
     base_round = None
     if header.codec == CODEC_DELTA:
         masks, base_round, offset = delta.decode_payload(body, header.payload_offset, header.sender, header.shapes,

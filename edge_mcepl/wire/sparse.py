@@ -20,7 +20,7 @@ from .dense import check_entries, finite_fp32, read_finite_fp32
 from .envelope import (
     KINDS,
     SPARSE_WEIGHT_MAGIC,
-    TAG_SIZE,
+    Authenticator,
     CodecError,
     check_length,
     pack_header,
@@ -48,7 +48,7 @@ class SparseWeightMessage:
 
 
 def encode_sparse_weights(masks: Sequence[np.ndarray], tensors: Sequence[np.ndarray], *, fingerprint: bytes,
-                          sender: int, round: int, key: bytes | None = None) -> bytes:
+                          sender: int, round: int, auth: Authenticator | None = None) -> bytes:
     """Encode per-layer (mask, weights): the mask bits plus the fp32 values where the mask is set."""
     if len(masks) != len(tensors):
         raise CodecError(f"need one mask per weight tensor, got {len(masks)} masks and {len(tensors)} tensors")
@@ -60,22 +60,22 @@ def encode_sparse_weights(masks: Sequence[np.ndarray], tensors: Sequence[np.ndar
         bits.append(np.packbits(m.ravel(), bitorder="little").tobytes())
         values.append(w[m].tobytes())
     header = pack_header(MAGIC, CODEC_SPARSE_FP32, [np.shape(w) for w in tensors], fingerprint=fingerprint,
-                         sender=sender, round=round, key=key, kind=_KIND)
-    return seal(b"".join([header, *bits, *values]), key)
+                         sender=sender, round=round, auth=auth, kind=_KIND)
+    return seal(b"".join([header, *bits, *values]), auth)
 
 
 def decode_sparse_weights(data: bytes, *, expected_fingerprint: bytes | None = None,
-                          expected_shapes: Sequence[tuple[int, ...]] | None = None, key: bytes | None = None,
+                          expected_shapes: Sequence[tuple[int, ...]] | None = None, auth: Authenticator | None = None,
                           max_entries: int = 1 << 26) -> SparseWeightMessage:
     """Decode and verify; the length must match the masks' popcount exactly (checked after the tag,
     since the popcount is payload)."""
     data, header = read_header(data, magic=MAGIC, codec=CODEC_SPARSE_FP32, kind=_KIND,
-                               expected_fingerprint=expected_fingerprint, key=key)
+                               expected_fingerprint=expected_fingerprint, auth=auth)
     check_entries(header.shapes, max_entries)
     mask_bytes = [(math.prod(s) + 7) // 8 for s in header.shapes]
-    if len(data) - header.payload_offset < sum(mask_bytes) + TAG_SIZE:
+    if len(data) - header.payload_offset < sum(mask_bytes) + header.trailer_size:
         raise CodecError("sparse weight message truncated in its masks")
-    verify(data, header, kind=_KIND, key=key, expected_fingerprint=expected_fingerprint,
+    verify(data, header, kind=_KIND, auth=auth, expected_fingerprint=expected_fingerprint,
            expected_shapes=expected_shapes)
     masks, offset = unpack_masks(data, header.payload_offset, header.shapes, "sparse weight message")
     kept = [int(m.sum()) for m in masks]

@@ -1,8 +1,10 @@
 """Starting a lab's broker: mosquitto when it is installed, else the built-in Python broker.
 
 :func:`start_broker` is the one entry point (``edge-mcepl broker``, ``edge-mcepl lab``, the tests):
-it keeps the lab's credentials in ``credentials.yaml`` (mode 0600: the plain-text passwords to hand
-to each device) and returns a :class:`BrokerHandle` that says which broker runs and stops it.
+it keeps the lab's secrets in ``lab-secrets.yaml`` (mode 0600, the broker host's only: passwords,
+the lab key, every agent's signing key), writes one bundle per device under ``bundles/`` (what to
+hand each device: :mod:`.bundles`) and returns a :class:`BrokerHandle` that says which broker runs
+and stops it.
 mosquitto runs as an unprivileged account, supervised (:mod:`.supervisor`: restarted when it
 dies), and speaks TLS with the lab's own CA (:mod:`.tls`) when it listens beyond loopback.
 """
@@ -18,7 +20,8 @@ from pathlib import Path
 
 from ...errors import UserError
 from ..topics import check_lab_name
-from .credentials import LabAcl, LabCredentials
+from .bundles import bundle_path, write_bundles
+from .credentials import SECRETS_FILE, LabAcl, LabCredentials
 from .mosquitto import Limits, Listener, find_mosquitto, write_mosquitto_config
 from .python_broker import DEFAULT_MESSAGE_LIMIT, DEFAULT_QUEUE_BYTES, DEFAULT_QUEUE_MESSAGES, PythonBroker
 from .supervisor import DEFAULT_RESTART, RestartPolicy, Supervisor
@@ -71,6 +74,10 @@ class BrokerHandle:
         """One line per mosquitto death and restart so far, oldest first."""
         return self._supervisor.notices if self._supervisor is not None else []
 
+    def bundle(self, agent_id: int | None) -> Path:
+        """Agent ``agent_id``'s bundle (None: the observer's): the one file ``join --bundle`` needs."""
+        return bundle_path(self.directory, agent_id)
+
     def stop(self) -> None:
         if self._stop is not None:
             self._stop()
@@ -90,8 +97,9 @@ def start_broker(directory: str | Path, lab: str, n_agents: int, *, kind: str = 
                  restart: RestartPolicy = DEFAULT_RESTART) -> BrokerHandle:
     """Start a broker for ``lab`` (``n_agents`` agents) with its files in ``directory``.
 
-    Credentials in ``directory/credentials.yaml`` are reused when they exist (a restarted broker
-    keeps the passwords devices already hold), else generated. ``port=0`` picks a free port.
+    Secrets in ``directory/lab-secrets.yaml`` are reused when they exist (a restarted broker keeps
+    the passwords and keys devices already hold), else generated; the bundles are written anew.
+    ``port=0`` picks a free port.
 
     Limits, per message and per client: ``message_limit`` bytes (default 1 MiB; mosquitto drops a
     larger message), and at most ``queue_messages`` QoS 1 messages (default 2000) or ``queue_bytes``
@@ -117,7 +125,7 @@ def start_broker(directory: str | Path, lab: str, n_agents: int, *, kind: str = 
                         "TCP only (apt-get install mosquitto, or --tls off to send passwords and masks in clear)")
     directory = Path(directory).resolve()
     directory.mkdir(parents=True, exist_ok=True)
-    cred_file = directory / "credentials.yaml"
+    cred_file = directory / SECRETS_FILE
     creds = _lab_credentials(cred_file, lab, n_agents)
     if port == 0:
         port = free_port(host)
@@ -127,6 +135,7 @@ def start_broker(directory: str | Path, lab: str, n_agents: int, *, kind: str = 
                               max_queued=limits.queue_messages, max_queued_bytes=limits.queue_bytes).start()
         creds.broker_url = f"mqtt://{host}:{broker.port}"
         creds.save(cred_file)
+        write_bundles(directory, creds, None)
         why = "" if kind == "python" else " — mosquitto not found (apt-get install mosquitto for the real broker)"
         return BrokerHandle("python", f"built-in Python broker (MQTT 3.1.1, in-process, no persistence){why}",
                             host, broker.port, directory, creds, cred_file, _stop=broker.stop)
@@ -138,6 +147,7 @@ def start_broker(directory: str | Path, lab: str, n_agents: int, *, kind: str = 
         ca_file, tls_cert, tls_key = lab_tls.ca_file, str(lab_tls.cert_file), str(lab_tls.key_file)
     creds.broker_url = f"{'mqtts' if use_tls else 'mqtt'}://{host}:{port}"
     creds.save(cred_file)
+    write_bundles(directory, creds, ca_file.read_text() if ca_file is not None else None)
     config = write_mosquitto_config(binary, directory, acl, creds, Listener(host, port, tls_cert, tls_key), limits,
                                     sys_interval)
     supervisor = Supervisor(config.launch, config.launch(), config.log_file, restart).start()
