@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from edge_mcepl.comm.broker.credentials import ADMIN_USER
+from edge_mcepl.comm.broker.credentials import ADMIN_USER, LabCredentials
 from edge_mcepl.comm.client import BrokerAddress, MqttConnection, MqttOptions
 from edge_mcepl.config import config_from_dict
 from edge_mcepl.devicelab.envelope import LabSettings, make_envelope, publish_envelope, sign_envelope
@@ -117,7 +117,8 @@ def stop_all(procs) -> None:
 
 # Fields that depend on wall-clock time or exist only in a device lab (the rest must match the simulator).
 TIMING_OR_DEVICE_ONLY = {"train_seconds", "round_seconds", "gather_seconds", "aggregate_seconds", "eval_seconds",
-                         "published_at", "arrivals", "stale", "duplicates", "late", "dropped", "degree"}
+                         "published_at", "arrivals", "stale", "duplicates", "late", "dropped", "degree",
+                         "rejected_reasons"}
 
 
 def simulate(config, tmp_path):
@@ -165,6 +166,15 @@ def admin(handle) -> MqttConnection:
     """A lab-admin MQTT connection to a test broker."""
     return MqttConnection(BrokerAddress.parse(handle.url), MqttOptions(ADMIN_USER, handle.credentials.admin_password),
                           f"test-admin-{threading.get_ident()}", name="test admin").connect()
+
+
+def signed_envelope(envelope: dict, config, explicit=(), profiles: dict[int, str] | None = None,
+                    creds: LabCredentials | None = None) -> tuple[bytes, str]:
+    """``envelope`` signed as a broker would (with ``config``'s roster; a fresh lab unless ``creds``), as the
+    retained payload, and the lab public key a device's bundle holds to check it."""
+    creds = creds or LabCredentials.generate(config.name, config.agents)
+    signed = sign_envelope(envelope, lab_roster(config, list(explicit), profiles or {}, creds), creds.lab_key)
+    return json.dumps(signed).encode(), creds.lab_public_key()
 
 
 def publish_lab(handle, raw: dict, settings: LabSettings, profiles: dict[int, str] | None = None,

@@ -11,7 +11,6 @@ from edge_mcepl.wire.dense import MAGIC, decode_weights, encode_weights, message
 from edge_mcepl.wire.masks import CodecError, encode_masks
 
 FP = bytes(range(16))
-KEY = b"lab secret"
 SHAPES = [(3, 2, 3, 3), (5, 7), (4,)]
 
 
@@ -30,17 +29,6 @@ def test_round_trip_is_bit_exact_and_size_is_exact():
     assert (msg.sender, msg.round, msg.fingerprint) == (7, 42, FP)
     for a, b in zip(ts, msg.tensors):
         assert a.tobytes() == b.tobytes() and b.dtype == np.float32
-
-
-def test_keyed_round_trip_and_key_discipline():
-    data = encode_weights(tensors(), fingerprint=FP, sender=1, round=2, key=KEY)
-    assert decode_weights(data, key=KEY).sender == 1
-    with pytest.raises(CodecError):
-        decode_weights(data)  # keyed message, no key
-    with pytest.raises(CodecError, match="tag"):
-        decode_weights(data, key=b"other key")
-    with pytest.raises(CodecError):
-        decode_weights(encode_weights(tensors(), fingerprint=FP, sender=1, round=2), key=KEY)
 
 
 def test_every_single_byte_flip_is_rejected():

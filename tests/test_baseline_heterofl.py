@@ -27,9 +27,9 @@ def test_weights_are_the_block_and_averaging_is_over_holders_with_self():
     assert [tuple(w.shape) for w in narrow.weights] == narrow.model.block_shapes() != wide.model.layer_shapes()
     images, labels = torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,))
     narrow.local_step(images, labels)
-    payload = narrow.encode_message(fingerprint=FP, sender=1, round=0, key=None)
+    payload = narrow.encode_message(fingerprint=FP, sender=1, round=0, auth=None)
     content = wide.received_content(wide.decode_message(payload, fingerprint=FP, shapes=wide.model.layer_shapes(),
-                                                        key=None))
+                                                        auth=None))
     before = [w.detach().clone() for w in wide.weights]
     wide.aggregate([content])
     conv2 = wide.weights[1].detach()

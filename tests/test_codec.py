@@ -1,4 +1,4 @@
-"""Wire format v1: round trips, exact sizes, and strict rejection of every malformed message."""
+"""Wire format v2: round trips, exact sizes, and strict rejection of every malformed message."""
 
 from __future__ import annotations
 
@@ -22,12 +22,14 @@ from edge_mcepl.wire.masks import (
     header_size,
     message_size,
 )
+from edge_mcepl.wire.signing import MessageAuth
+
+from authsupport import KEYS, OTHER_RUN, ROSTER, RUN, receiver, signer
 
 FP = bytes(range(16))
 OTHER_FP = bytes(range(100, 116))
-KEY = b"lab secret"
 ALEXNET = [(64, 3, 5, 5), (128, 64, 5, 5), (256, 128, 5, 5), (192, 1024), (10, 192)]
-# Offsets fixed by the layout: magic 4 | version 1 | codec 1 | flags 2 | fingerprint 16 | ...
+# Offsets fixed by the layout: magic 4 | version 1 | codec 1 | flags 2 | fingerprint 16 | run id 8 | ...
 VERSION_AT, CODEC_AT, FLAGS_AT, FP_AT = 4, 5, 6, 8
 
 
@@ -41,15 +43,15 @@ def small_message(**kwargs):
     return masks, encode_masks(masks, fingerprint=FP, sender=3, round=9, **kwargs)
 
 
-def retag(body: bytes, key: bytes | None = None) -> bytes:
-    """Recompute the tag after tampering, so the test reaches the specific check."""
-    return body + hashlib.blake2b(body, digest_size=16, key=key or b"").digest()
+def retag(body: bytes) -> bytes:
+    """Recompute the (unsigned) integrity tag after tampering, so the test reaches the specific check."""
+    return body + hashlib.blake2b(body, digest_size=16).digest()
 
 
-def patched(message: bytes, offset: int, new: bytes, key: bytes | None = None) -> bytes:
+def patched(message: bytes, offset: int, new: bytes) -> bytes:
     body = bytearray(message[:-16])
     body[offset : offset + len(new)] = new
-    return retag(bytes(body), key)
+    return retag(bytes(body))
 
 
 def decode_error(data: bytes, **kwargs) -> str:
@@ -73,14 +75,14 @@ shapes_strategy = st.lists(
     sender=st.integers(0, 2**32 - 1),
     round_=st.integers(0, 2**32 - 1),
     fingerprint=st.binary(min_size=16, max_size=16),
-    keyed=st.booleans(),
+    signed=st.booleans(),
 )
-def test_round_trip_random_shapes(shapes, seed, density, sender, round_, fingerprint, keyed):
-    key = KEY if keyed else None
+def test_round_trip_random_shapes(shapes, seed, density, sender, round_, fingerprint, signed):
+    sign = MessageAuth(RUN, KEYS[0], {sender: ROSTER[0]}) if signed else None
     masks = random_masks(shapes, seed, density)
-    data = encode_masks(masks, fingerprint=fingerprint, sender=sender, round=round_, key=key)
-    assert len(data) == message_size(shapes)
-    msg = decode_masks(data, expected_fingerprint=fingerprint, expected_shapes=shapes, key=key)
+    data = encode_masks(masks, fingerprint=fingerprint, sender=sender, round=round_, auth=sign)
+    assert len(data) == message_size(shapes, signed=signed)
+    msg = decode_masks(data, expected_fingerprint=fingerprint, expected_shapes=shapes, auth=sign)
     assert (msg.sender, msg.round, msg.fingerprint) == (sender, round_, fingerprint)
     assert len(msg.masks) == len(masks)
     for got, want in zip(msg.masks, masks):
@@ -91,7 +93,7 @@ def test_round_trip_random_shapes(shapes, seed, density, sender, round_, fingerp
 def test_alexnet_exact_size_and_round_trip():
     masks = random_masks(ALEXNET, seed=7, density=0.3)
     data = encode_masks(masks, fingerprint=FP, sender=1, round=2)
-    fixed = 4 + 1 + 1 + 2 + 16 + 4 + 4 + 2
+    fixed = 4 + 1 + 1 + 2 + 16 + 8 + 4 + 4 + 2
     shape_records = sum(1 + 4 * len(s) for s in ALEXNET)
     payload = sum(math.ceil(math.prod(s) / 8) for s in ALEXNET)
     expected = fixed + shape_records + payload + 16
@@ -131,8 +133,7 @@ def test_layout_puts_bits_little_endian_per_layer():
         ({"sender": -1}, "sender must be in 0..4294967295"),
         ({"round": 2**32}, "round must be in 0..4294967295"),
         ({"sender": 1.5}, "sender must be an integer"),
-        ({"key": b""}, "key must be 1 to 64 bytes"),
-        ({"key": b"k" * 65}, "key must be 1 to 64 bytes"),
+        ({"auth": receiver()}, "no signing key"),
     ],
 )
 def test_encode_rejects_bad_arguments(kwargs, fragment):
@@ -195,7 +196,7 @@ def test_bad_magic():
 
 def test_unsupported_version():
     _, data = small_message()
-    assert "unsupported mask format version 2" in decode_error(patched(data, VERSION_AT, b"\x02"))
+    assert "unsupported mask format version 1" in decode_error(patched(data, VERSION_AT, b"\x01"))
 
 
 def test_unknown_codec_id():
@@ -211,8 +212,8 @@ def test_unknown_flag_bits():
 
 
 def header(n_layers: int, flags: int = 0) -> bytes:
-    fields = (FORMAT_VERSION, CODEC_PACKBITS, flags, FP, 0, 0, n_layers)
-    return MAGIC + struct.pack("<BBH16sIIH", *fields)
+    fields = (FORMAT_VERSION, CODEC_PACKBITS, flags, FP, bytes(8), 0, 0, n_layers)
+    return MAGIC + struct.pack("<BBH16s8sIIH", *fields)
 
 
 @pytest.mark.parametrize("n_layers", [0, 257, 65535])
@@ -280,26 +281,34 @@ def test_shape_mismatch_names_layer_and_shapes():
     assert "has 3 layers, this model has 2" in decode_error(data, expected_shapes=[(3, 5), (7,)])
 
 
-def test_keyed_message_needs_key():
-    masks, data = small_message(key=KEY)
-    assert "keyed (lab secret) but no key" in decode_error(data)
-    msg = decode_masks(data, key=KEY)
+def test_a_signed_message_needs_the_roster():
+    masks, data = small_message(auth=signer(3))
+    assert "signed (a lab's message, not a file): checking it needs the lab's roster" in decode_error(data)
+    msg = decode_masks(data, auth=receiver())
     np.testing.assert_array_equal(msg.masks[2], masks[2])
 
 
-def test_unkeyed_message_refused_when_key_expected():
+def test_an_unsigned_message_is_refused_by_a_lab():
     _, data = small_message()
-    assert "unkeyed but a key was given" in decode_error(data, key=KEY)
+    assert "unsigned: this lab accepts only messages signed by their sender" in decode_error(data, auth=receiver())
 
 
-def test_wrong_key_rejected():
-    _, data = small_message(key=KEY)
-    assert "corrupt or tampered" in decode_error(data, key=b"other secret")
+def test_a_message_signed_by_another_agent_is_refused():
+    masks = random_masks([(3, 5)], seed=1)
+    forged = encode_masks(masks, fingerprint=FP, sender=3, round=9, auth=signer(5))  # agent 5 signs as agent 3
+    assert "does not verify as agent 3's: forged or tampered" in decode_error(forged, auth=receiver())
 
 
-def test_forged_keyed_message_with_unkeyed_tag_rejected():
-    _, data = small_message(key=KEY)
-    assert "corrupt or tampered" in decode_error(retag(data[:-16]), key=KEY)
+def test_a_tampered_signed_message_is_refused():
+    _, data = small_message(auth=signer(3))
+    corrupt = bytearray(data)
+    corrupt[-65] ^= 0x01  # the last payload byte
+    assert "forged or tampered" in decode_error(bytes(corrupt), auth=receiver())
+
+
+def test_a_message_of_another_run_is_refused():
+    _, data = small_message(auth=signer(3, run=OTHER_RUN))
+    assert f"of run {OTHER_RUN.hex()}, this lab runs {RUN.hex()}" in decode_error(data, auth=receiver())
 
 
 def test_decode_rejects_non_bytes_and_bad_arguments():
@@ -314,7 +323,7 @@ def test_decode_rejects_non_bytes_and_bad_arguments():
     st.one_of(
         st.binary(max_size=200),
         # A plausible fixed-header start gets the fuzz past the magic/version checks.
-        st.binary(max_size=200).map(lambda rest: MAGIC + b"\x01\x01\x00\x00" + rest),
+        st.binary(max_size=200).map(lambda rest: MAGIC + b"\x02\x01\x00\x00" + rest),
     )
 )
 def test_arbitrary_bytes_decode_or_codec_error(data):

@@ -1,4 +1,4 @@
-"""The credentials file: what `edge-mcepl broker` writes, `join --credentials` reads back; defects are one line."""
+"""The lab secrets file: what `edge-mcepl broker` keeps on its host and reads back; defects are one line."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from typing import Any
 import pytest
 import yaml
 
-from edge_mcepl.cli import main
 from edge_mcepl.comm.broker.credentials import LabCredentials
 from edge_mcepl.errors import UserError
 
@@ -16,7 +15,7 @@ from edge_mcepl.errors import UserError
 def saved(tmp_path):
     creds = LabCredentials.generate("t", 3)
     creds.broker_url = "mqtt://127.0.0.1:1883"
-    path = tmp_path / "credentials.yaml"
+    path = tmp_path / "lab-secrets.yaml"
     creds.save(path)
     return creds, path
 
@@ -35,7 +34,8 @@ def test_unknown_keys_and_wrong_types_name_the_file_and_the_dotted_field(saved, 
         ({"agents": {**raw["agents"], 1: {**entry, "pasword": "x"}}}, "unknown key 'agents.1.pasword' (known: "),
         ({"admin": {**raw["admin"], "password": 1234}}, "admin.password: expected a string, got 1234"),
         ({"agents": {"one": entry}}, "agents.one: expected an int, got 'one'"),
-        ({"agents": {2: entry}}, "agents.2.username: 'agent-1' is not agent 2's user 'agent-2'"),
+        ({"agents": {2: entry}}, "agents.2.username: 'agent-1' is not the ACL's user 'agent-2'"),
+        ({"agents": {1: {**entry, "signing_key": "short"}}}, "agents.1.signing_key: "),
         ({"admin": None}, "admin: expected a mapping, got None"),
         ({"lab": None}, "lab: expected a lab name of 1–64 letters"),
     ]
@@ -47,7 +47,5 @@ def test_unknown_keys_and_wrong_types_name_the_file_and_the_dotted_field(saved, 
         line = str(err.value)
         assert "\n" not in line and line.startswith(f"{bad}: ") and expected in line, line
     bad.write_text(yaml.safe_dump({k: v for k, v in raw.items() if k != "admin"}))
-    assert main(["join", "--broker", "mqtt://127.0.0.1:1", "--lab", "t", "--agent-id", "1", "--credentials",
-                 str(bad)]) == 2
-    err_lines = capsys.readouterr().err.strip().splitlines()
-    assert len(err_lines) == 1 and f"{bad}: missing key 'admin'" in err_lines[0], err_lines
+    with pytest.raises(UserError, match="missing key 'admin'"):
+        LabCredentials.load(bad)

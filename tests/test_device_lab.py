@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from edge_mcepl.cli import main
+from edge_mcepl.comm.broker.credentials import LabCredentials
 from edge_mcepl.config import load_config
 from edge_mcepl.devicelab.envelope import explicit_keys, make_envelope, parse_envelope
 from edge_mcepl.devicelab.plan import plan_agent
@@ -25,7 +26,16 @@ from edge_mcepl.profiles import load_profile, policy_structure
 from edge_mcepl.run_dir import read_config
 
 from conftest import tiny_lab_config
-from labsupport import comparable, masks_of, needs_mosquitto, profile_file, simulate, tiny_raw, write_yaml
+from labsupport import (
+    comparable,
+    masks_of,
+    needs_mosquitto,
+    profile_file,
+    signed_envelope,
+    simulate,
+    tiny_raw,
+    write_yaml,
+)
 
 
 @needs_mosquitto
@@ -155,38 +165,46 @@ def test_envelope_round_trip_embeds_files_and_validates(tmp_path):
     lab_yaml = write_yaml(tmp_path / "lab.yaml", tiny_raw(**{"topology.kind": "file", "topology.file": "graph.txt"}))
     config = load_config(lab_yaml)
     envelope = make_envelope(config, explicit_keys(lab_yaml), LabSettings(round_deadline_s=7, max_staleness=2))
-    payload = json.dumps(envelope).encode()
+    creds = LabCredentials.generate("t", config.agents)
+    payload, key = signed_envelope(envelope, config, creds=creds)
     graph.unlink()  # a remote device does not have the coordinator's files
-    env = parse_envelope(payload, "t", tmp_path / "device-files")
+    env = parse_envelope(payload, "t", tmp_path / "device-files", lab_public_key=key)
     assert str(env.config.topology.file).startswith(str(tmp_path / "device-files"))
     assert env.config == config.__class__(**{**config.__dict__, "topology": env.config.topology})
     assert env.message.neighbours == {0: [1, 2], 1: [0, 3], 2: [0, 3], 3: [1, 2]}
     assert (env.message.settings.round_deadline_s, env.message.settings.max_staleness) == (7, 2)
     assert "topology.file" in env.message.explicit and "retention.conv" not in env.message.explicit
     with pytest.raises(UserError, match="is for lab 't'"):
-        parse_envelope(payload, "other", tmp_path / "x")
+        parse_envelope(payload, "other", tmp_path / "x", lab_public_key=key)
     bad = dict(envelope, config={**envelope["config"], "rounds": -1})
     with pytest.raises(UserError, match="rounds: -1 is outside"):
-        parse_envelope(json.dumps(bad).encode(), "t", tmp_path / "y")
+        parse_envelope(signed_envelope(bad, config, creds=creds)[0], "t", tmp_path / "y", lab_public_key=key)
     with pytest.raises(UserError, match="format 'pickle'"):
-        parse_envelope(json.dumps(dict(envelope, format="pickle")).encode(), "t", tmp_path / "z")
+        parse_envelope(signed_envelope(dict(envelope, format="pickle"), config, creds=creds)[0], "t", tmp_path / "z",
+                       lab_public_key=key)
 
 
 def test_a_made_envelope_is_its_model_dumped_and_round_trips(tmp_path):
     config = tiny_lab_config()
     envelope = make_envelope(config, ["retention.conv"], LabSettings(round_deadline_s=7.5))
     assert list(envelope) == ["format", "lab", "run_id", "fingerprint", "num_classes", "config", "files", "explicit",
-                              "settings", "neighbours", "published_at"]  # docs/wire-format.md, in that order
+                              "settings", "neighbours", "published_at", "roster",
+                              "signature"]  # docs/wire-format.md, in that order; the last two empty until signed
+    assert (envelope["roster"], envelope["signature"]) == ({}, "")
     assert envelope["settings"] == {"round_deadline_s": 7.5, "max_staleness": 1, "start_timeout_s": 600.0}
     assert list(envelope["neighbours"]) == [str(i) for i in range(config.agents)]  # JSON object keys are strings
-    payload = json.dumps(envelope).encode()
-    assert LabMessage.model_validate_json(payload).model_dump(mode="json") == envelope
-    env = parse_envelope(payload, "test", tmp_path / "f")
-    assert env.message.model_dump(mode="json") == envelope and env.config == config
+    payload, key = signed_envelope(envelope, config)
+    signed = json.loads(payload)
+    assert list(signed) == list(envelope) and len(signed["roster"]) == config.agents and signed["signature"]
+    assert LabMessage.model_validate_json(payload).model_dump(mode="json") == signed
+    env = parse_envelope(payload, "test", tmp_path / "f", lab_public_key=key)
+    assert env.message.model_dump(mode="json") == signed and env.config == config
 
 
 def test_envelope_unknown_keys_and_wrong_types_name_the_topic_and_the_dotted_field(tmp_path):
-    envelope = make_envelope(tiny_lab_config(), [], LabSettings())
+    config = tiny_lab_config()
+    envelope = make_envelope(config, [], LabSettings())
+    creds = LabCredentials.generate("test", config.agents)
     settings = envelope["settings"]
     cases: list[tuple[dict[str, Any], str]] = [
         ({"published": "now"}, "unknown key 'published' (known: config, explicit, files, fingerprint, format, "),
@@ -202,7 +220,8 @@ def test_envelope_unknown_keys_and_wrong_types_name_the_topic_and_the_dotted_fie
     ]
     for changed, expected in cases:
         with pytest.raises(UserError) as err:
-            parse_envelope(json.dumps({**envelope, **changed}).encode(), "test", tmp_path / "f")
+            parse_envelope(signed_envelope({**envelope, **changed}, config, creds=creds)[0], "test", tmp_path / "f",
+                           lab_public_key=creds.lab_public_key())
         line = str(err.value)
         assert "\n" not in line and line.startswith("lab config on edge-mcepl/test/config: ") and expected in line, line
 
@@ -236,8 +255,15 @@ def test_structure_precedence_lab_explicit_then_profile_then_default(tmp_path):
         values = {"retention.conv": 0.25, "retention.width": 0.75}
         config = tiny_lab_config(model="alexnet-cifar", **{k: values[k] for k in explicit},
                                  **{"data.dataset": "cifar10"})
-        payload = json.dumps(make_envelope(config, explicit, LabSettings())).encode()
-        env = parse_envelope(payload, "test", tmp_path / "f")
+        payload, key = signed_envelope(make_envelope(config, explicit, LabSettings()), config, explicit,
+                                       {1: profile.name} if profile is rpi4 else {})
+        env = parse_envelope(payload, "test", tmp_path / "f", lab_public_key=key)
+        if profile is not None and profile is not rpi4:  # a profile the roster was not declared with
+            with pytest.raises(UserError, match="but the lab's roster declares"):
+                plan_agent(env, 1, profile)
+            payload, key = signed_envelope(make_envelope(config, explicit, LabSettings()), config, explicit,
+                                           {1: profile_file(tmp_path, "fixed", 0.15)})
+            env = parse_envelope(payload, "test", tmp_path / "f", lab_public_key=key)
         plan = plan_agent(env, 1, profile)
         got = (plan.config.retention.for_agent(1)[0], plan.config.retention.width_for(1))
         assert got == want, (explicit, profile and profile.name)
@@ -250,10 +276,11 @@ def test_structure_precedence_lab_explicit_then_profile_then_default(tmp_path):
 def test_a_device_lab_trains_on_the_cpu_whatever_the_lab_configs_device(tmp_path):
     """The lab config is shared by every device (a Pi has no CUDA): join keeps to the CPU and says so."""
     config = tiny_lab_config(device="cuda")
-    env = parse_envelope(json.dumps(make_envelope(config, ["device"], LabSettings())).encode(), "test", tmp_path / "f")
+    payload, key = signed_envelope(make_envelope(config, ["device"], LabSettings()), config, ["device"])
+    env = parse_envelope(payload, "test", tmp_path / "f", lab_public_key=key)
     assert env.config.device == "cuda"
     plan = plan_agent(env, 0)
     assert plan.config.device == "cpu"
     assert any(note.startswith("device cpu:") and "'cuda'" in note for note in plan.notes)
-    assert plan_agent(parse_envelope(json.dumps(make_envelope(tiny_lab_config(), [], LabSettings())).encode(),
-                                     "test", tmp_path / "g"), 0).config.device == "cpu"
+    payload, key = signed_envelope(make_envelope(tiny_lab_config(), [], LabSettings()), tiny_lab_config())
+    assert plan_agent(parse_envelope(payload, "test", tmp_path / "g", lab_public_key=key), 0).config.device == "cpu"

@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 
 from edge_mcepl.wire.dense import decode_weights, encode_weights
-from edge_mcepl.wire.envelope import COMMON, FIXED, CodecError, read_common_header
+from edge_mcepl.wire.envelope import COMMON, FIXED, CodecError, SignatureError, WrongRun, read_common_header
 from edge_mcepl.wire.masks import decode_masks, encode_masks
 from edge_mcepl.wire.sparse import decode_sparse_weights, encode_sparse_weights
 
+from authsupport import OTHER_RUN, RUN, receiver, signer
+
 FP = bytes(range(16))
-KEY = b"lab secret"
 SHAPES = [(4, 3, 3), (6,)]
 RNG = np.random.default_rng(0)
 MASKS = [RNG.random(s) < 0.5 for s in SHAPES]
@@ -44,26 +45,28 @@ def test_header_defects_are_named_the_same_way_by_every_codec(kind):
         "declares 0 layers": patched(data, "<H", FIXED.size - 2, 0),
         "ndim 0": patched(data, "<B", FIXED.size, 0),
         "truncated": data[: FIXED.size - 1],
-        "keyed .* but no key": encode(fingerprint=FP, sender=7, round=3, key=KEY),
+        "signed .* needs the lab's roster": encode(fingerprint=FP, sender=7, round=3, auth=signer(7)),
         "tag mismatch": data[:-1] + bytes([data[-1] ^ 1]),
     }
     for expected, message in cases.items():
         with pytest.raises(CodecError, match=expected):
             decode(message)
-    with pytest.raises(CodecError, match="unkeyed but a key was given"):
-        decode(data, key=KEY)
+    with pytest.raises(SignatureError, match="unsigned: this lab accepts only"):
+        decode(data, auth=receiver())
     with pytest.raises(CodecError, match="bad magic"):
         decode(b"XXXX" + data[4:])
 
 
 @pytest.mark.parametrize("kind", CODECS)
-def test_sender_round_and_keyed_tag_survive_every_codec(kind):
+def test_sender_round_signature_and_run_survive_every_codec(kind):
     encode, decode = CODECS[kind]
-    msg = decode(encode(fingerprint=FP, sender=7, round=3, key=KEY), expected_fingerprint=FP,
-                 expected_shapes=SHAPES, key=KEY)
+    msg = decode(encode(fingerprint=FP, sender=7, round=3, auth=signer(7)), expected_fingerprint=FP,
+                 expected_shapes=SHAPES, auth=receiver())
     assert (msg.sender, msg.round, msg.fingerprint) == (7, 3, FP)
-    with pytest.raises(CodecError, match="different key"):
-        decode(encode(fingerprint=FP, sender=7, round=3, key=b"other"), key=KEY)
+    with pytest.raises(SignatureError, match="forged or tampered"):
+        decode(encode(fingerprint=FP, sender=7, round=3, auth=signer(6)), auth=receiver())
+    with pytest.raises(WrongRun, match="this lab runs"):
+        decode(encode(fingerprint=FP, sender=7, round=3, auth=signer(7, OTHER_RUN)), auth=receiver())
 
 
 @pytest.mark.parametrize("kind", CODECS)
@@ -71,7 +74,7 @@ def test_encoders_refuse_bad_header_arguments(kind):
     encode, _ = CODECS[kind]
     for kwargs, expected in [({"fingerprint": b"short"}, "fingerprint must be 16 bytes"),
                              ({"sender": -1}, "sender must be in"), ({"round": 2**32}, "round must be in"),
-                             ({"key": b""}, "key must be 1 to 64 bytes")]:
+                             ({"auth": receiver()}, "no signing key")]:
         args = {"fingerprint": FP, "sender": 0, "round": 0, **kwargs}
         with pytest.raises(CodecError, match=expected):
             encode(**args)
@@ -80,9 +83,9 @@ def test_encoders_refuse_bad_header_arguments(kind):
 @pytest.mark.parametrize("kind", CODECS)
 def test_the_common_header_of_every_kind_reads_without_its_codec(kind):
     encode, _ = CODECS[kind]
-    data = encode(fingerprint=FP, sender=7, round=3, key=KEY)
+    data = encode(fingerprint=FP, sender=7, round=3, auth=signer(7))
     header = read_common_header(data)
-    assert (header.kind, header.sender, header.round) == (kind, 7, 3)
+    assert (header.kind, header.sender, header.round, header.run_id) == (kind, 7, 3, RUN)
     assert read_common_header(data[:COMMON.size]) == header  # nothing past the round is read
     with pytest.raises(CodecError, match="shorter than the"):
         read_common_header(data[:COMMON.size - 1])

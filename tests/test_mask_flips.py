@@ -38,7 +38,7 @@ def test_flips_are_the_xor_of_consecutive_sent_masks(width):
         history = MaskHistory()  # what a receiver holds: the bases of the deltas
         masks = []
         for payload in transport.sent[agent.agent_id]:
-            msg = decode_masks(payload, nested=True, bases=history.lookup)
+            msg = decode_masks(payload, nested=True, bases=history.lookup, auth=agent.auth)
             history.remember(agent.agent_id, MaskRecord(msg.round, msg.masks, msg.digest))
             masks.append(msg.masks)
         for t in range(1, 4):

@@ -25,7 +25,9 @@ from edge_mcepl.comm.topics import config_topic, mask_topic, status_topic
 from edge_mcepl.errors import UserError
 from edge_mcepl.simulator import Simulator
 from edge_mcepl.wire.dense import decode_weights, encode_weights
+from edge_mcepl.wire.envelope import read_common_header
 from edge_mcepl.wire.masks import encode_masks
+from edge_mcepl.wire.signing import MessageAuth
 
 from conftest import tiny_lab_config
 from labsupport import needs_mosquitto, wait_until
@@ -142,20 +144,25 @@ def test_hostile_messages_are_rejected_with_reasons_and_masks_match_the_simulato
 
     fp = sim.agents[0].fingerprint
     shapes = sim.agents[0].layer_shapes
+    key0 = sim.agents[0].auth  # agent 0's own key: these forgeries get past the signature to each later check
+    other_run = MessageAuth(bytes(8 * [7]), key0.signer, key0.roster)
     rng = np.random.default_rng(0)
     random_masks = [rng.random(s) < 0.5 for s in shapes]
     injected: set[bytes] = set()
     for t in range(config.rounds):
         # Before the real messages: forgeries claiming agent 0's round t (agent 1 must reject them all).
-        good = encode_masks(random_masks, fingerprint=fp, sender=0, round=t)
+        good = encode_masks(random_masks, fingerprint=fp, sender=0, round=t, auth=key0)
         flipped = bytearray(good)
         flipped[len(flipped) // 2] ^= 0x01
         bad = {
             "truncated header": good[:20],
             "truncated payload": good[: len(good) // 2],
             "corrupt": bytes(flipped),
-            "wrong fingerprint": encode_masks(random_masks, fingerprint=bytes(16), sender=0, round=t),
-            "wrong sender": encode_masks(random_masks, fingerprint=fp, sender=1, round=t),
+            "unsigned": encode_masks(random_masks, fingerprint=fp, sender=0, round=t),
+            "another run": encode_masks(random_masks, fingerprint=fp, sender=0, round=t, auth=other_run),
+            "wrong fingerprint": encode_masks(random_masks, fingerprint=bytes(16), sender=0, round=t, auth=key0),
+            "wrong sender": encode_masks(random_masks, fingerprint=fp, sender=1, round=t, auth=key0),
+            "wrong density": good,  # half the weights; agent 0 declares 0.3 (conv) / 0.9 (linear)
         }
         for payload in bad.values():
             injected.add(payload)
@@ -168,17 +175,22 @@ def test_hostile_messages_are_rejected_with_reasons_and_masks_match_the_simulato
         assert [r.stale for r in reports] == [0, 0]
 
     # A QoS 1 redelivery (same bytes) and a conflicting message for a (sender, round) already held.
-    last = (config.rounds - 1).to_bytes(4, "little")
-    real = next(p for topic, p in wire if topic == mask_topic(LAB, 0) and p not in injected and p[28:32] == last)
-    admin.publish(mask_topic(LAB, 0), real).wait_for_publish(5)
-    conflicting = encode_masks(random_masks, fingerprint=fp, sender=0, round=config.rounds - 1)
+    def real(t: int) -> bytes:
+        return next(p for topic, p in wire if topic == mask_topic(LAB, 0) and p not in injected
+                    and read_common_header(p).round == t)
+
+    last = real(config.rounds - 1)
+    admin.publish(mask_topic(LAB, 0), last).wait_for_publish(5)
+    first = reference.agents[1].decode_message(real(0))  # a valid mask of agent 0's, of another round
+    conflicting = encode_masks(list(first.masks), fingerprint=fp, sender=0, round=config.rounds - 1, auth=key0)
     admin.publish(mask_topic(LAB, 0), conflicting).wait_for_publish(5)
     wait_until(lambda: "duplicate of (sender 0" in caplog.text and "conflicting" in caplog.text, 10,
                "the duplicate and the conflicting message")
     # The same masks in another encoding (a keyframe sent again in place of a delta) are a duplicate too.
-    same = sim.agents[1].decode_message(real)
-    again = encode_masks(list(same.masks), fingerprint=fp, sender=0, round=config.rounds - 1, codec="rice")
-    assert again != real
+    same = sim.agents[1].decode_message(last)
+    again = encode_masks(list(same.masks), fingerprint=fp, sender=0, round=config.rounds - 1, codec="rice",
+                         auth=key0)
+    assert again != last
     admin.publish(mask_topic(LAB, 0), again).wait_for_publish(5)
     wait_until(lambda: "again with the same content" in caplog.text, 10, "the same masks, another encoding")
     stats = transports[1].take_stats()
@@ -186,11 +198,15 @@ def test_hostile_messages_are_rejected_with_reasons_and_masks_match_the_simulato
         conn.close()
 
     text = caplog.text
-    for reason in ("shorter than the", "truncated: header says", "tag mismatch", "weights fingerprint mismatch",
-                   "claims sender 1 on agent 0's topic", "duplicate of (sender 0, round 3) ignored",
+    for reason in ("shorter than the", "truncated: header says", "forged or tampered", "unsigned: this lab accepts",
+                   "this lab runs", "weights fingerprint mismatch", "claims sender 1 on agent 0's topic",
+                   "declared retention 0.3 keeps exactly", "duplicate of (sender 0, round 3) ignored",
                    "conflicting second message"):
         assert reason in text, f"no logged reason containing {reason!r}"
-    assert stats.duplicates >= 2 and stats.rejected >= 5 * config.rounds  # redelivery + re-encoding; forgeries
+    assert stats.duplicates >= 2 and stats.rejected >= len(bad) * config.rounds  # redelivery + re-encoding; forgeries
+    assert {k: stats.reasons[k] for k in ("signature", "run", "density", "sender", "conflict")} == {
+        "signature": 2 * config.rounds, "run": config.rounds, "density": config.rounds, "sender": config.rounds,
+        "conflict": 1}
     # The forgeries did not touch training: bit-identical to the in-memory simulator.
     for ours, theirs in zip(sim.agents, reference.agents):
         assert ours.encode_message(config.rounds) == theirs.encode_message(config.rounds)
@@ -269,11 +285,12 @@ def test_generated_mosquitto_config(tmp_path):
                      f"listener {handle.port} 127.0.0.1", "password_file", "acl_file"):
             assert line in conf
         acl = (tmp_path / "b" / "acl").read_text()
-        assert "user agent-2\ntopic read edge-mcepl/cfg/#\ntopic write edge-mcepl/cfg/agent/2/#" in acl
+        assert ("user agent-2\ntopic read edge-mcepl/cfg/#\ntopic write edge-mcepl/cfg/agent/2/mask\n"
+                "topic write edge-mcepl/cfg/agent/2/status\ntopic write edge-mcepl/cfg/agent/2/keyframe\n") in acl
         passwd = (tmp_path / "b" / "passwd").read_text()
-        assert passwd.count("\n") == 4 and "agent-2:$" in passwd  # hashed by mosquitto_passwd, never plain
-        assert handle.credentials.agents[2] not in passwd
-        assert oct((tmp_path / "b" / "credentials.yaml").stat().st_mode & 0o777) == "0o600"
+        assert passwd.count("\n") == 5 and "agent-2:$" in passwd  # admin, observer, 3 agents: hashed, never plain
+        assert "lab-observer:$" in passwd and handle.credentials.agents[2] not in passwd
+        assert oct((tmp_path / "b" / "lab-secrets.yaml").stat().st_mode & 0o777) == "0o600"
         assert handle.kind == "mosquitto" and handle.description.startswith("mosquitto")
     finally:
         handle.stop()

@@ -92,8 +92,8 @@ def test_without_torch_the_cli_runs_and_a_training_command_names_its_pip_extra(t
     assert helped.returncode == 0 and "bench-infer" in helped.stdout, helped.stderr
     assert without_torch(tmp_path, "--version").stdout.startswith("edge-mcepl ")
     assert without_torch(tmp_path, "infer", "--help").returncode == 0
-    for argv, extra in [(["simulate", "examples/demo.yaml"], "lab"), (["join", "--broker", "mqtt://h:1", "--lab", "x",
-                         "--agent-id", "0"], "lab"), (["export", "runs/none"], "all")]:
+    for argv, extra in [(["simulate", "examples/demo.yaml"], "lab"), (["join", "--bundle", "agent-0.yaml"], "lab"),
+                        (["export", "runs/none"], "all")]:
         result = without_torch(tmp_path, *argv)
         assert result.returncode == 2, result.stderr
         assert result.stderr == (f"edge-mcepl: error: {argv[0]} needs torch, which is not installed: "

@@ -75,7 +75,7 @@ def test_different_seed_gives_different_masks(runs):
 def test_metrics_rows_have_the_documented_fields(runs):
     config, (masks, rows), _, _ = runs
     shapes = build_model(config.model, 10).layer_shapes()
-    size = message_size(shapes)
+    size = message_size(shapes, signed=True)  # the simulator signs as a lab does
     degree = {0: 1, 1: 2, 2: 2, 3: 1}
     neighbours = {0: [1], 1: [0, 2], 2: [1, 3], 3: [2]}
     total = sum(int(np.prod(s)) for s in shapes)
@@ -109,8 +109,8 @@ def test_metrics_rows_have_the_documented_fields(runs):
     for a, (_, final_masks) in masks.items():
         last = [r for r in rows if r["agent"] == a][-1]
         assert last["density"] == pytest.approx(sum(int(m.sum()) for m in final_masks) / total)
-    # Every payload is exactly message_size bytes.
-    assert all(len(data) == size for data, _ in masks.values())
+    # Every saved final mask is exactly message_size bytes: unsigned (a file), so a tag instead of a signature.
+    assert all(len(data) == message_size(shapes) == size - 48 for data, _ in masks.values())
 
 
 def test_every_message_is_decoded_once_per_receiver(monkeypatch):

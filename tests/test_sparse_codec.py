@@ -24,7 +24,7 @@ def sparse(seed=0):
 def test_sparse_round_trip_and_exact_size():
     masks, tensors = sparse()
     data = encode_sparse_weights(masks, tensors, fingerprint=FP, sender=3, round=9)
-    header = 4 + 4 + 16 + 10 + sum(1 + 4 * m.ndim for m in masks)
+    header = 4 + 4 + 16 + 8 + 10 + sum(1 + 4 * m.ndim for m in masks)  # ... fingerprint, run id, ...
     assert len(data) == header + sum(math.ceil(m.size / 8) for m in masks) + 4 * sum(int(m.sum()) for m in masks) + 16
     msg = decode_sparse_weights(data, expected_fingerprint=FP, expected_shapes=[m.shape for m in masks])
     assert (msg.sender, msg.round) == (3, 9)

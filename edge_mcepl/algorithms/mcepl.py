@@ -147,18 +147,18 @@ class MCEPL(LearningRule[MaskMessage, list[Tensor]]):
                        auth: Authenticator | None) -> MaskMessage:
         """A neighbour's masks: any ordered-width block of the lab's ``shapes`` (its width is its own).
 
-        A delta is decoded against the sender's masks this rule decoded before; every decoded
-        message is remembered as a base for the sender's next one. Then the masks must keep what
-        the sender's declared retention keeps (:mod:`.density`).
+        A delta is decoded against the sender's masks this rule decoded before. The masks must
+        keep what the sender's declared retention keeps (:mod:`.density`); a message that passes
+        is remembered as a base for the sender's next one.
         """
         msg = decode_masks(payload, expected_fingerprint=fingerprint, expected_shapes=shapes, auth=auth, nested=True,
                            bases=self.history.lookup)
-        self.history.remember(msg.sender, MaskRecord(msg.round, msg.masks, msg.digest))
         if self.declared is not None:
             if msg.sender not in self.declared:
                 raise WrongDensity(f"agent {msg.sender} has no declared retention in this lab")
             check_density(msg.masks, self.kinds, self.declared[msg.sender], sender=msg.sender,
                           exact=self.exact_kept_count)
+        self.history.remember(msg.sender, MaskRecord(msg.round, msg.masks, msg.digest))
         return msg
 
     @property

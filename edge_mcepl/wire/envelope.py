@@ -168,23 +168,20 @@ def trailer_size(signed: bool) -> int:
     return SIGNATURE_SIZE if signed else TAG_SIZE
 
 
-def signing(auth: Authenticator | None) -> bool:
-    """Whether a message encoded with ``auth`` is signed."""
-    return auth is not None and auth.signs
-
-
 def pack_header(magic: bytes, codec: int, shapes: Sequence[tuple[int, ...]], *, fingerprint: bytes,
                 sender: int, round: int, auth: Authenticator | None, kind: str) -> bytes:
     """Check the arguments and pack the header (fixed part + shape records).
 
-    Signed (and bound to ``auth``'s run) when ``auth`` signs; else an unsigned file message.
+    Signed (and bound to ``auth``'s run) with ``auth``; without, an unsigned file message.
     """
     check_fingerprint(fingerprint, "fingerprint")
     sender, round = check_u32(sender, "sender"), check_u32(round, "round")
     if not 1 <= len(shapes) <= MAX_LAYERS:
         raise CodecError(f"need 1 to {MAX_LAYERS} {kind} layers, got {len(shapes)}")
-    signed = signing(auth)
-    run_id = auth.run_id if auth is not None and signed else NO_RUN
+    if auth is not None and not auth.signs:
+        raise CodecError("this identity has no signing key (an observer only verifies)")
+    signed = auth is not None
+    run_id = auth.run_id if auth is not None else NO_RUN
     parts = [FIXED.pack(magic, FORMAT_VERSION, codec, FLAG_SIGNED if signed else 0, fingerprint, run_id, sender,
                         round, len(shapes))]
     parts += [struct.pack(f"<B{len(s)}I", len(s), *s) for s in shapes]
@@ -201,7 +198,7 @@ def check_layer_shape(shape: tuple[int, ...], index: int, kind: str) -> None:
 
 def seal(body: bytes, auth: Authenticator | None) -> bytes:
     """The whole message: body + its signature (``auth`` signs) or integrity tag."""
-    return body + (auth.sign(body) if auth is not None and auth.signs else _tag(body))
+    return body + (auth.sign(body) if auth is not None else _tag(body))
 
 
 def read_header(data: object, *, magic: bytes, codec: int | tuple[int, ...], kind: str,

@@ -57,11 +57,8 @@ def bundle_path(directory: Path, agent_id: int | None) -> Path:
 
 def write_bundles(directory: Path, creds: LabCredentials, ca_pem: str | None) -> Path:
     """Every agent's bundle and the observer's, under ``directory/bundles/``; returns that folder."""
-    from ...wire.signing import decode_key, encode_key, private_key, public_bytes
-
-    lab_public = encode_key(public_bytes(private_key(decode_key(creds.lab_key, "lab key"))))
     common: dict[str, Any] = {"format": BUNDLE_FORMAT, "lab": creds.lab, "broker": creds.broker_url,
-                              "lab_public_key": lab_public, "ca": ca_pem}
+                              "lab_public_key": creds.lab_public_key(), "ca": ca_pem}
     bundles: dict[int | None, Bundle] = {
         None: Bundle(role="observer", username=OBSERVER_USER, password=creds.observer_password, **common)}
     for i, password in creds.agents.items():

@@ -99,6 +99,12 @@ class LabCredentials:
         return {ADMIN_USER: self.admin_password, OBSERVER_USER: self.observer_password,
                 **{agent_user(i): p for i, p in self.agents.items()}}
 
+    def lab_public_key(self) -> str:
+        """The public half of the lab key (base64): what every bundle carries to verify the lab config."""
+        from ...wire.signing import decode_key, encode_key, private_key, public_bytes
+
+        return encode_key(public_bytes(private_key(decode_key(self.lab_key, "lab key"))))
+
     def for_agent(self, agent_id: int, source: str = "credentials") -> tuple[str, str]:
         if agent_id not in self.agents:
             raise UserError(f"{source}: no credentials for agent {agent_id} (has {len(self.agents)} agents)")
