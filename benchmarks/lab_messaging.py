@@ -48,7 +48,15 @@ from edge_mcepl.comm.broker.credentials import ADMIN_USER  # noqa: E402
 from edge_mcepl.comm.broker.launcher import start_broker  # noqa: E402
 from edge_mcepl.comm.client import BrokerAddress, MqttConnection, MqttOptions  # noqa: E402
 from edge_mcepl.config import LabConfig, load_config  # noqa: E402
-from edge_mcepl.devicelab.envelope import LabSettings, explicit_keys, make_envelope, publish_envelope  # noqa: E402
+from edge_mcepl.devicelab.envelope import (  # noqa: E402
+    LabSettings,
+    explicit_keys,
+    make_envelope,
+    publish_envelope,
+    sign_envelope,
+)
+from edge_mcepl.devicelab.limits import broker_limits  # noqa: E402
+from edge_mcepl.devicelab.plan import lab_roster  # noqa: E402
 from edge_mcepl.nn.zoo import build_model  # noqa: E402
 from edge_mcepl.run_dir import LOAD_LOCK, agent_dir, merge_lab_run  # noqa: E402
 from edge_mcepl.simulator import build_topology_for  # noqa: E402
@@ -83,7 +91,10 @@ def run_lab(config: LabConfig, explicit: list[str], settings: LabSettings, run_d
     """A real lab of ``config`` (one mosquitto, one join process per agent); rows merged, $SYS bytes read."""
     run_dir.mkdir(parents=True, exist_ok=False)
     envelope = make_envelope(config, explicit, settings)
-    handle = start_broker(run_dir / "broker", config.name, config.agents, kind="mosquitto", port=0, sys_interval=1)
+    limits = broker_limits(config, envelope, settings.max_staleness)
+    handle = start_broker(run_dir / "broker", config.name, config.agents, kind="mosquitto", port=0, sys_interval=1,
+                          message_limit=limits.message_bytes, queue_messages=limits.queue_messages,
+                          queue_bytes=limits.queue_bytes)
     print(f"{handle.description} at {handle.url}; run dir {run_dir}", flush=True)
     sys_bytes: dict[str, tuple[float, int]] = {}
     admin = MqttConnection(BrokerAddress.parse(handle.url), MqttOptions(ADMIN_USER, handle.credentials.admin_password),
@@ -91,7 +102,8 @@ def run_lab(config: LabConfig, explicit: list[str], settings: LabSettings, run_d
     admin.on("$SYS/broker/bytes/#", lambda topic, payload: sys_bytes.__setitem__(topic.rsplit("/", 1)[1],
                                                                                  (time.time(), int(payload))))
     admin.subscribe(["$SYS/broker/bytes/received", "$SYS/broker/bytes/sent"])
-    publish_envelope(admin, envelope)
+    publish_envelope(admin, sign_envelope(envelope, lab_roster(config, explicit, {}, handle.credentials),
+                                          handle.credentials.lab_key))
 
     def fresh_sys(after: float) -> dict[str, int]:
         deadline = time.time() + 30
@@ -111,9 +123,8 @@ def run_lab(config: LabConfig, explicit: list[str], settings: LabSettings, run_d
         state.mkdir(parents=True)
         log = open(state / "join.log", "w")
         procs.append(subprocess.Popen(
-            [sys.executable, "-m", "edge_mcepl.cli", "join", "--broker", handle.url, "--lab", config.name,
-             "--agent-id", str(i), "--credentials", str(handle.credentials_file), "--state-dir", str(state),
-             "--threads", "1", "--data-dir", data_dir, "--load-lock", str(run_dir / LOAD_LOCK)],
+            [sys.executable, "-m", "edge_mcepl.cli", "join", "--bundle", str(handle.bundle(i)),
+             "--state-dir", str(state), "--threads", "1", "--data-dir", data_dir, "--load-lock", str(run_dir / LOAD_LOCK)],
             stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT))
         log.close()
     codes = [p.wait() for p in procs]

@@ -47,11 +47,14 @@ from edge_mcepl.run_dir import read_config  # noqa: E402
 from edge_mcepl.simulator import build_topology_for  # noqa: E402
 from edge_mcepl.wire.delta import MaskRecord  # noqa: E402
 from edge_mcepl.wire.dense import message_size as fp32_message_size  # noqa: E402
+from edge_mcepl.wire.envelope import RUN_ID_SIZE, SIGNATURE_SIZE  # noqa: E402
 from edge_mcepl.wire.history import MaskHistory  # noqa: E402
 from edge_mcepl.wire.masks import MASK_CODECS, decode_masks, encode_masks, message_size  # noqa: E402
+from edge_mcepl.wire.signing import MessageAuth, simulation_keys  # noqa: E402
 
 TARGET_BITS = 0.05  # issue 13: mean bits per weight over a 400-round paper run, everything included
 PAPER_DELIVERIES = 208  # messages per round in the paper setting: Σ degrees of the reference graph (docs/lab.md)
+SIGNING_TARGET_MS = 1.0  # issue 14: signing + verifying one message, on this CPU
 
 
 def entropy_bits(masks: list[np.ndarray]) -> float:
@@ -87,11 +90,15 @@ def moved(masks: list[np.ndarray], flip_rate: float, seed: int) -> list[np.ndarr
     return out
 
 
+# A lab's message is signed by its sender and verified by each receiver (wire/signing.py): one key, one run.
+AUTH = MessageAuth(bytes(RUN_ID_SIZE), simulation_keys(0, 1)[0], {0: simulation_keys(0, 1)[0].public_key()})
+
+
 def receive(data: bytes, base: MaskRecord):
-    """A receiver's whole job: decode against its history (holding ``base``), remember the result."""
+    """A receiver's whole job: verify and decode against its history (holding ``base``), remember the result."""
     history = MaskHistory()
     history.remember(0, base)
-    got = decode_masks(data, bases=history.lookup)
+    got = decode_masks(data, bases=history.lookup, auth=AUTH)
     history.remember(0, MaskRecord(got.round, got.masks, got.digest))
     return got
 
@@ -156,7 +163,8 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"{args.run_dir}: no final/masks/*.mcpl (is it a finished MCE-PL run?)")
     runs = [DeltaRun(d) for d in args.delta_run]
     flip_rate = args.flip_rate if args.flip_rate is not None else runs[0].flip_rate() if runs else 0.003
-    rows: dict[str, dict[str, list[float]]] = {c: {"bytes": [], "enc": [], "dec": []} for c in MASK_CODECS}
+    rows: dict[str, dict[str, list[float]]] = {c: {"bytes": [], "enc": [], "dec": [], "sign": [], "verify": []}
+                                               for c in MASK_CODECS}
     bound, weights, shapes = [], 0, None
     for seed, path in enumerate(paths):
         msg = decode_masks(path.read_bytes())
@@ -167,14 +175,16 @@ def main(argv: list[str] | None = None) -> None:
         base = MaskRecord.of(0, moved(masks, flip_rate, seed))
         for codec in MASK_CODECS:
             encode = functools.partial(encode_masks, masks, fingerprint=msg.fingerprint, sender=0, round=1,
-                                       codec=codec, base=base)
+                                       codec=codec, base=base, auth=AUTH)
             enc, data = timed(encode, args.repeats)
 
             dec, back = timed(functools.partial(receive, data, base), args.repeats)
             assert all(np.array_equal(a, b) for a, b in zip(masks, back.masks)), f"{codec} round trip failed"
-            rows[codec]["bytes"].append(len(data))
-            rows[codec]["enc"].append(enc)
-            rows[codec]["dec"].append(dec)
+            body, signature = data[:-SIGNATURE_SIZE], data[-SIGNATURE_SIZE:]
+            sign, _ = timed(functools.partial(AUTH.sign, body), args.repeats)
+            verify, _ = timed(functools.partial(AUTH.verify, 0, body, signature), args.repeats)
+            for name, value in (("bytes", len(data)), ("enc", enc), ("dec", dec), ("sign", sign), ("verify", verify)):
+                rows[codec][name].append(value)
     fp32 = fp32_message_size(shapes)
     source = f" (the mean flip rate of `{runs[0].run_dir}`)" if runs and args.flip_rate is None else ""
     lines = [
@@ -185,16 +195,18 @@ def main(argv: list[str] | None = None) -> None:
         f"DSGD's fp32 message for the same model: {fp32:,} bytes. Entropy bound: Σ over layers of n·H(density), "
         f"mean {statistics.mean(bound):,.0f} bytes. The delta row codes each mask against a copy with "
         f"{flip_rate:.3%} of its bits swapped at random{source}; its decode time includes looking up the base in "
-        "the receiver's history and remembering the result.", "",
+        "the receiver's history and remembering the result. Every message is signed as a lab's is (Ed25519, "
+        "64 bytes: encode includes signing, decode includes verifying); the sign and verify columns time those "
+        f"steps alone on the same messages, in the same run (target: sign + verify ≤ {SIGNING_TARGET_MS:g} ms).", "",
         "| codec | bytes per message (mean) | bits per weight | × entropy bound | fewer bytes than DSGD | "
-        "encode ms (median) | decode ms (median) | encode + decode ms |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "encode ms (median) | decode ms (median) | encode + decode ms | sign ms | verify ms |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for codec, r in rows.items():
         size = statistics.mean(r["bytes"])
-        enc, dec = 1000 * statistics.median(r["enc"]), 1000 * statistics.median(r["dec"])
+        enc, dec, sign, verify = (1000 * statistics.median(r[k]) for k in ("enc", "dec", "sign", "verify"))
         lines.append(f"| {codec} | {size:,.0f} | {8 * size / weights:.4f} | {size / statistics.mean(bound):.3f} | "
-                     f"{fp32 / size:.2f}× | {enc:.2f} | {dec:.2f} | {enc + dec:.2f} |")
+                     f"{fp32 / size:.2f}× | {enc:.2f} | {dec:.2f} | {enc + dec:.2f} | {sign:.3f} | {verify:.3f} |")
     decode_ms = {codec: 1000 * statistics.median(r["dec"]) for codec, r in rows.items()}
     per_round = ", ".join(f"{codec} {PAPER_DELIVERIES * ms / 1000:.2f} s" for codec, ms in decode_ms.items())
     lines += ["", f"A simulated paper-setting round decodes {PAPER_DELIVERIES} messages (the reference graph's "

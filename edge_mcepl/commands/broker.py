@@ -90,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     if published is not None:
         from ..devicelab.limits import broker_limits
 
-        _keep_run_id(directory / RUN_STATE_FILE, published.envelope, args.new_run)
+        _keep_run_id(directory / RUN_STATE_FILE, published, args.new_run)
         derived = broker_limits(published.config, published.envelope, lab_settings(args).max_staleness)
         limits = {"message_limit": derived.message_bytes, "queue_messages": derived.queue_messages,
                   "queue_bytes": derived.queue_bytes}
@@ -161,14 +161,20 @@ def _lab(args: argparse.Namespace) -> tuple[str, int, _Published | None]:
     return lab, agents, published
 
 
-def _keep_run_id(state_file: Path, envelope: dict, new_run: bool) -> None:
-    """An unchanged config keeps its run id, so devices can resume their checkpoints."""
+def _run_digest(published: _Published) -> str:
+    """What defines the run: the config, the files and settings it publishes, and each agent's profile
+    (another profile declares another retention in the roster: not the same run)."""
     from ..devicelab.envelope import envelope_digest
 
+    return envelope_digest({**published.envelope, "profiles": {str(i): p for i, p in published.profiles.items()}})
+
+
+def _keep_run_id(state_file: Path, published: _Published, new_run: bool) -> None:
+    """An unchanged config (and profiles) keeps its run id, so devices can resume their checkpoints."""
     if state_file.exists() and not new_run:
         previous = json.loads(state_file.read_text())
-        if previous.get("digest") == envelope_digest(envelope):
-            envelope["run_id"] = previous["run_id"]
+        if previous.get("digest") == _run_digest(published):
+            published.envelope["run_id"] = previous["run_id"]
 
 
 def _publish(handle: BrokerHandle, url: str, published: _Published, state_file: Path) -> None:
@@ -176,7 +182,7 @@ def _publish(handle: BrokerHandle, url: str, published: _Published, state_file: 
     from ..comm.broker.credentials import ADMIN_USER
     from ..comm.client import BrokerAddress, MqttConnection, MqttOptions
     from ..comm.topics import config_topic
-    from ..devicelab.envelope import envelope_digest, publish_envelope, sign_envelope
+    from ..devicelab.envelope import publish_envelope, sign_envelope
     from ..devicelab.plan import lab_roster
 
     roster = lab_roster(published.config, published.explicit, published.profiles, handle.credentials)
@@ -188,7 +194,7 @@ def _publish(handle: BrokerHandle, url: str, published: _Published, state_file: 
                            name="lab-admin").connect()
     publish_envelope(admin, envelope)
     admin.close()
-    atomic_write(state_file, json.dumps({"run_id": envelope["run_id"], "digest": envelope_digest(envelope)}))
+    atomic_write(state_file, json.dumps({"run_id": envelope["run_id"], "digest": _run_digest(published)}))
     print(f"  lab config:        published on {config_topic(envelope['lab'])} (run {envelope['run_id']}, "
           f"weights fingerprint {envelope['fingerprint']})")
 

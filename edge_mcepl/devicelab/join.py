@@ -25,6 +25,7 @@ import dataclasses
 import fcntl
 import gc
 import json
+import logging
 import os
 import secrets
 import signal
@@ -60,10 +61,12 @@ from ..simulator import agent_record, build_agent, build_topology_for
 from ..wire.envelope import CodecError, read_common_header
 from ..wire.masks import is_delta
 from ..wire.signing import MessageAuth, decode_key, encode_key, private_key, public_bytes, public_key, run_id_bytes
-from .envelope import parse_envelope
+from .envelope import parse_envelope, verify_envelope
 from .limits import lab_limits
 from .plan import AgentPlan, plan_agent
 from .schema import LabMessage, LabSettings
+
+log = logging.getLogger(__name__)
 
 EXIT_NEW_RUN = 3
 SENT_FILE = "sent.mcpl"  # the mask of the last completed round, as published
@@ -470,8 +473,13 @@ class Join:
             pass
 
     def _on_config(self, _topic: str, payload: bytes) -> None:  # paho thread
+        """A new lab config with another run id stops this run — only if the lab key signed it."""
         try:
+            verify_envelope(payload, self.opts.bundle.lab_public_key, f"lab config on {config_topic(self.lab)}")
             new_run = json.loads(payload).get("run_id")
+        except UserError as exc:
+            log.warning("agent %d: ignored: %s", self.me, exc)
+            return
         except (ValueError, AttributeError):
             return
         if new_run and new_run != self.envelope.run_id and not self.new_run:

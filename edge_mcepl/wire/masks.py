@@ -1,4 +1,4 @@
-"""Wire format v1: binary masks as real bytes, 1 bit per masked weight.
+"""Wire format v2: binary masks as real bytes, 1 bit per masked weight (or far fewer).
 
 Agents share the fixed random weights (regenerated from a seed) and exchange only masks, so this
 module is the whole of what crosses the network. Communication figures are counted from the bytes
@@ -6,7 +6,8 @@ it produces, and the decoder is the first thing that touches untrusted input: it
 anything malformed with a one-line :class:`CodecError` and never allocate more than the message
 itself justifies. It imports numpy only, so a torch-free device can decode too. Never pickle.
 
-Layout: the shared :mod:`.envelope` (header, shape records, BLAKE2b tag) with magic ``b"MCPL"``
+Layout: the shared :mod:`.envelope` (header with the run id, shape records, then the sender's Ed25519
+signature — or, for a file, a BLAKE2b integrity tag) with magic ``b"MCPL"``
 and one of two payload codecs, named by the header's codec id:
 
 - ``CODEC_PACKBITS`` (1, ``"packbits"``): per layer in model order,
@@ -110,7 +111,7 @@ def encode_masks(
     codec: str = "packbits",
     base: MaskRecord | None = None,
 ) -> bytes:
-    """Encode one mask per masked layer (model order) into a wire-format v1 message.
+    """Encode one mask per masked layer (model order) into a wire-format v2 message (signed with ``auth``).
 
     Masks may be bool arrays, 0/1-valued numeric arrays, or anything ``np.asarray`` turns into
     one (e.g. CPU torch tensors). A value other than 0/1 is refused rather than rounded, because
@@ -146,7 +147,7 @@ def decode_masks(
     nested: bool = False,
     bases: BaseLookup | None = None,
 ) -> MaskMessage:
-    """Decode and verify a wire-format v1 message; any defect raises :class:`CodecError`.
+    """Decode and verify a wire-format v2 message; any defect raises :class:`CodecError`.
 
     Structure is checked first (so a truncated or future-version message says so rather than
     "tampered"), then the tag, then what the now-authentic content claims (fingerprint, shapes,
