@@ -124,7 +124,8 @@ def run_lab(config: LabConfig, explicit: list[str], settings: LabSettings, run_d
         log = open(state / "join.log", "w")
         procs.append(subprocess.Popen(
             [sys.executable, "-m", "edge_mcepl.cli", "join", "--bundle", str(handle.bundle(i)),
-             "--state-dir", str(state), "--threads", "1", "--data-dir", data_dir, "--load-lock", str(run_dir / LOAD_LOCK)],
+             "--state-dir", str(state), "--threads", "1", "--data-dir", data_dir,
+             "--load-lock", str(run_dir / LOAD_LOCK)],
             stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT))
         log.close()
     codes = [p.wait() for p in procs]
