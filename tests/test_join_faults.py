@@ -12,6 +12,8 @@ import signal
 import subprocess
 import time
 
+import yaml
+
 from edge_mcepl.cli import main
 from edge_mcepl.comm.broker.launcher import start_broker
 from edge_mcepl.comm.topics import config_topic
@@ -156,7 +158,7 @@ def test_sigterm_exits_cleanly_and_the_same_command_resumes_to_the_simulators_ma
     sim = Simulator(config, log=lambda _: None)
     for t in range(rounds):
         sim.run_round(t)
-    assert (state / "final_mask.mcpl").read_bytes() == sim.agents[0].encode_message(rounds)
+    assert (state / "final_mask.mcpl").read_bytes() == sim.agents[0].file_message(rounds)
 
 
 def one_error_line(capsys) -> str:
@@ -169,8 +171,8 @@ def test_join_refuses_a_lab_whose_weights_fingerprint_differs(tmp_path, capsys):
     handle = start_broker(tmp_path / "broker", "w", 4, kind="mosquitto", port=0)
     try:
         publish_lab(handle, tiny_raw(name="w"), LabSettings(), fingerprint="00" * 16)
-        code = main(["join", "--broker", handle.url, "--lab", "w", "--agent-id", "1", "--credentials",
-                     str(handle.credentials_file), "--state-dir", str(tmp_path / "a1"), "--config-timeout", "20"])
+        code = main(["join", "--bundle", str(handle.bundle(1)), "--state-dir", str(tmp_path / "a1"),
+                     "--config-timeout", "20"])
     finally:
         handle.stop()
     assert code == 2
@@ -182,15 +184,16 @@ def test_join_refuses_a_lab_whose_weights_fingerprint_differs(tmp_path, capsys):
 def test_join_with_wrong_credentials_or_a_malformed_config_is_a_one_line_error(tmp_path, capsys):
     handle = start_broker(tmp_path / "broker", "m", 2, kind="mosquitto", port=0)
     try:
-        base = ["join", "--broker", handle.url, "--lab", "m", "--agent-id", "0", "--state-dir", str(tmp_path / "a0"),
-                "--config-timeout", "10"]
-        assert main(base + ["--username", "agent-0", "--password", "wrong"]) == 2
+        base = ["join", "--state-dir", str(tmp_path / "a0"), "--config-timeout", "10"]
+        wrong = tmp_path / "wrong-password.yaml"
+        wrong.write_text(yaml.safe_dump({**yaml.safe_load(handle.bundle(0).read_text()), "password": "wrong"}))
+        assert main(base + ["--bundle", str(wrong)]) == 2
         assert "refused" in one_error_line(capsys)
         conn = admin(handle)
         conn.publish(config_topic("m"), b"\x80 not json", retain=True).wait_for_publish(5)
         conn.close()
-        assert main(base + ["--credentials", str(handle.credentials_file)]) == 2
-        assert "not JSON" in one_error_line(capsys)
+        assert main(base + ["--bundle", str(handle.bundle(0))]) == 2
+        assert "not signed by this lab's key" in one_error_line(capsys)
     finally:
         handle.stop()
 
@@ -240,4 +243,4 @@ def test_agents_stopped_a_round_apart_resume_to_the_simulators_masks(tmp_path):
     for t in range(rounds):
         sim.run_round(t)
     for i in range(2):
-        assert (dirs[i] / "final_mask.mcpl").read_bytes() == sim.agents[i].encode_message(rounds), f"agent {i}"
+        assert (dirs[i] / "final_mask.mcpl").read_bytes() == sim.agents[i].file_message(rounds), f"agent {i}"

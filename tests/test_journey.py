@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from edge_mcepl.comm.broker.launcher import free_port
 from edge_mcepl.config import load_config
 from edge_mcepl.simulator import Simulator
 
@@ -146,3 +147,39 @@ def test_device_lab_interrupted_and_resumed_with_the_printed_hint(tmp_path):
     assert state["rounds"] == 8 and len(lab_masks) == 4
     assert lab_masks == masks_of(tmp_path / "sim")[1]
 
+
+
+@needs_mosquitto
+def test_by_hand_a_broker_and_four_devices_with_their_bundles(tmp_path):
+    """The README's "By hand" journey: the broker command, then each device's `join --bundle` line."""
+    broker_words = readme_command(".venv/bin/edge-mcepl broker examples/device-lab.yaml")
+    block = next(b for b in fenced("bash") if "join --bundle" in b)
+    bundles = re.search(r"^B=(\S+)$", block, flags=re.M)
+    assert bundles, "the README's join block no longer names the bundles folder"
+    joins = [shlex.split(line.replace("$B", bundles.group(1))) for line in block.splitlines()
+             if "edge-mcepl join --bundle" in line]
+    assert len(joins) == 4
+    port = str(free_port())
+    words = [str(ROOT / w) if w == "examples/device-lab.yaml" else w for w in broker_words]
+    words = [port if prev == "--port" else w for prev, w in zip(["", *words], words)]
+    broker = subprocess.Popen(argv(words + ["--rounds", "2", "--eval-every", "2"]), cwd=tmp_path, env=ENV,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    printed: list[str] = []
+    try:
+        for line in broker.stdout:  # type: ignore[union-attr]
+            printed.append(line)
+            if line.startswith("Ctrl-C stops the broker."):
+                break
+        assert any("device bundles:" in line for line in printed), "".join(printed)
+        procs = [subprocess.Popen(argv(w), cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                  text=True) for w in joins]  # each bundle names the broker: nothing else needed
+        outputs = [p.communicate(timeout=600)[0] for p in procs]
+        assert [p.returncode for p in procs] == [0] * 4, outputs
+        profiles = broker_words[broker_words.index("--profiles") + 1].split(",")
+        for agent, (out, profile) in enumerate(zip(outputs, profiles)):
+            assert f"agent {agent}: profile {profile}, as the lab's roster assigns" in out, out
+            assert f"agent {agent}: done — 2 rounds" in out, out
+    finally:
+        broker.send_signal(signal.SIGINT)
+        broker.wait(60)
+    assert broker.returncode == 0

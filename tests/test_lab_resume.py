@@ -146,8 +146,8 @@ def test_a_join_stopped_by_a_signal_stops_the_lab_as_interrupted(interrupted, tm
     proc = lab_process([str(interrupted.yaml), "--out", str(out), "--resume"], tmp_path / "console.txt")
     try:
         wait_until(lambda: len(rows(agent_dir(out, 0))) > before, 60, "a resumed round", [proc])
-        joins = {int(c.cmdline()[c.cmdline().index("--agent-id") + 1]): c for c in psutil.Process(proc.pid).children()
-                 if "join" in c.cmdline()}
+        joins = {int(Path(c.cmdline()[c.cmdline().index("--bundle") + 1]).stem.removeprefix("agent-")): c
+                 for c in psutil.Process(proc.pid).children() if "join" in c.cmdline()}
         joins[0].send_signal(signal.SIGTERM)
         assert proc.wait(60) == 130
     finally:
