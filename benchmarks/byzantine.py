@@ -39,7 +39,7 @@ from edge_mcepl.config import config_from_dict  # noqa: E402
 from edge_mcepl.metrics import read_metrics  # noqa: E402
 from edge_mcepl.simulator import build_topology_for  # noqa: E402
 
-NO_ATTACK_RUN = ROOT / "results" / "reproduce-full" / "mcepl-k4-delta-kf100"
+NO_ATTACK_RUN = ROOT / "results" / "reproduce-full" / "mcepl-k4-delta"  # evaluated at rounds 100, 200, ...
 
 
 def attackers(raw: dict[str, Any], count: int = 2) -> list[int]:
