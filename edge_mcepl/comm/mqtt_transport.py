@@ -23,8 +23,8 @@ copy of each message to each neighbour — the simulator's byte count. Rules thi
   (counted late) and evicted as the agent moves on; one further ahead than an honest neighbour can
   be (:class:`MqttTransport`) is refused (``early``), so a flood of future rounds cannot fill the
   inbox or pre-empt the genuine messages. The inbox
-  has a byte budget (payload bytes). :meth:`~MqttTransport.gather` is the one place that decides
-  what is stale.
+  has a byte budget (payload bytes), shared out per sender. :meth:`~MqttTransport.gather` is the
+  one place that decides what is stale.
 - **Every refusal is counted by reason** (``reasons``: signature, run, density, early, conflict,
   oversize, missing_base, malformed, ...) and logged with it.
 """
@@ -108,23 +108,25 @@ class MqttTransport(Transport):
     """
 
     def __init__(self, conn: MqttConnection, lab: str, agent_id: int, *, max_staleness: int = 0,
-                 max_message_bytes: int = 1 << 20, inbox_budget_bytes: int = 64 << 20, resend_depth: int = 0,
+                 max_message_bytes: int = 1 << 20, inbox_budget_bytes: int = 64 << 20, max_ahead: int | None = None,
                  drop_incoming: float = 0.0) -> None:
         """``drop_incoming``: the fraction of neighbours' messages to lose on arrival, as a lossy link
         would (which ones is a pure function of receiver, sender and round, so a run can be repeated).
 
-        Messages are accepted up to ``max_staleness`` + 1 + ``resend_depth`` rounds ahead: a neighbour
-        that heard this agent is at most ``max_staleness`` + 1 ahead, and one that went on without it
-        (a late joiner, a restart) sends its last ``resend_depth`` messages again when asked.
+        Messages are accepted up to ``max_ahead`` rounds ahead (default ``max_staleness`` + 1: a
+        neighbour that heard this agent is at most that far ahead). A device lab allows what the broker
+        queues for an agent that was away (devicelab/limits.py): a restarted or late agent catches
+        up on them without waiting. Each sender may fill only its share of ``inbox_budget_bytes``, so
+        one sender's flood cannot crowd out the others.
         """
         self.conn, self.lab, self.agent_id = conn, lab, agent_id
         self.max_staleness, self.drop_incoming = max_staleness, drop_incoming
-        self.max_ahead = max_staleness + 1 + resend_depth
+        self.max_ahead = max_staleness + 1 if max_ahead is None else max_ahead
         self.max_message_bytes, self.inbox_budget_bytes = max_message_bytes, inbox_budget_bytes
         self.stop = threading.Event()
         self._cond = threading.Condition()
         self._inbox: dict[tuple[int, int], _Held] = {}
-        self._inbox_bytes = 0
+        self._sender_bytes: Counter[int] = Counter()  # payload bytes held per sender (each gets a share)
         self._decode: Decoder | None = None
         self._senders: tuple[int, ...] = ()
         self._current = 0
@@ -291,13 +293,15 @@ class MqttTransport(Transport):
                 log.warning("agent %d: conflicting second message for (sender %d, round %d); keeping the first",
                             self.agent_id, *key)
                 return
-            if self._inbox_bytes + len(held.payload) > self.inbox_budget_bytes:
-                log.warning("agent %d: inbox budget (%d bytes) full; dropped (sender %d, round %d)",
-                            self.agent_id, self.inbox_budget_bytes, *key)
-                self._stats.late += 1
+            share = self.inbox_budget_bytes // max(len(self._senders), 1)
+            if self._sender_bytes[key[0]] + len(held.payload) > share:
+                log.warning("agent %d: sender %d's share of the inbox (%d bytes) is full; dropped its round %d",
+                            self.agent_id, key[0], share, key[1])
+                self._stats.rejected += 1
+                self._stats.reasons["inbox_full"] += 1
                 return
             self._inbox[key] = held
-            self._inbox_bytes += len(held.payload)
+            self._sender_bytes[key[0]] += len(held.payload)
             self._cond.notify_all()
 
     # -- agent thread -------------------------------------------------------------------------
@@ -358,4 +362,4 @@ class MqttTransport(Transport):
         # Bounded staleness: nothing older than max_staleness rounds can be used again.
         floor = self._current - self.max_staleness
         for key in [k for k in self._inbox if k[1] < floor]:
-            self._inbox_bytes -= len(self._inbox.pop(key).payload)
+            self._sender_bytes[key[0]] -= len(self._inbox.pop(key).payload)

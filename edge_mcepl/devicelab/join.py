@@ -39,7 +39,7 @@ from typing import Any
 
 import torch
 
-from ..agent import RESEND_DEPTH, Agent
+from ..agent import Agent
 from ..algorithms.params import Retention
 from ..allocator import keep_freed_memory
 from ..atomic import atomic_write
@@ -274,7 +274,7 @@ class Join:
         limits = lab_limits(self.config, len(agent.neighbours), self.settings.max_staleness)
         self.transport = _Transport(conn, lab, me, max_staleness=self.settings.max_staleness,
                                     max_message_bytes=limits.message_bytes, inbox_budget_bytes=limits.inbox_bytes,
-                                    resend_depth=RESEND_DEPTH, drop_incoming=self.opts.drop_incoming)
+                                    max_ahead=limits.ahead_rounds, drop_incoming=self.opts.drop_incoming)
         if self.opts.drop_incoming:
             self.say(f"agent {me}: losing {self.opts.drop_incoming:.0%} of the neighbours' messages on purpose "
                      "(--drop-incoming)")

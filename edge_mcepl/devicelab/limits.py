@@ -2,8 +2,10 @@
 
 The broker refuses a message larger than any the lab's rule can produce (so a 50 MB garbage
 payload is not forwarded to every subscriber), bounds what it queues for a client that is away,
-and each agent bounds its inbox by the same arithmetic: at most ``max_staleness`` + 2 rounds of its
-neighbours' messages can still be used, plus the ``RESEND_DEPTH`` copies a keyframe request brings.
+and each agent bounds its inbox and its round window by the same arithmetic: twice the
+``max_staleness`` + 2 rounds of its neighbours' messages that can still be used plus the
+``RESEND_DEPTH`` copies a keyframe request brings — enough for a restarted agent to catch up on
+what was queued for it without waiting, no more.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ class LabLimits:
     inbox_bytes: int  # what one agent holds of its neighbours' messages at most
     queue_messages: int  # QoS 1 messages the broker queues for one client that is away
     queue_bytes: int
+    ahead_rounds: int  # how far ahead of an agent its neighbours' messages are still held: what the queue holds
 
 
 def largest_message(config: LabConfig) -> int:
@@ -47,10 +50,10 @@ def lab_limits(config: LabConfig, degree: int, max_staleness: int, envelope_byte
     """The limits for a lab whose agents have at most ``degree`` neighbours (``envelope_bytes``: the lab
     config message, which the broker must carry too)."""
     message = max(largest_message(config), envelope_bytes, MIN_MESSAGE_LIMIT)
-    useful = (max_staleness + 2 + RESEND_DEPTH) * max(degree, 1)
-    queue = 2 * useful + 2 * degree + 16  # masks, plus the neighbours' status and keyframe topics and the config
-    return LabLimits(message_bytes=message, inbox_bytes=useful * largest_message(config), queue_messages=queue,
-                     queue_bytes=queue * message)
+    rounds = 2 * (max_staleness + 2 + RESEND_DEPTH)  # of every neighbour's messages, for an agent that is away
+    queue = rounds * max(degree, 1) + 2 * degree + 16  # plus the neighbours' status and keyframe topics, the config
+    return LabLimits(message_bytes=message, inbox_bytes=rounds * max(degree, 1) * largest_message(config),
+                     queue_messages=queue, queue_bytes=queue * message, ahead_rounds=rounds)
 
 
 ROSTER_ENTRY_BYTES = 256  # one agent's public key, declared retention and profile in the signed lab config
