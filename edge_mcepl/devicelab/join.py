@@ -60,7 +60,7 @@ from ..run_dir import FINAL_MASK_FILE, METRICS_FILE, AgentSettings, RunIdentity,
 from ..simulator import agent_record, build_agent, build_topology_for
 from ..wire.envelope import CodecError, read_common_header
 from ..wire.masks import is_delta
-from ..wire.signing import MessageAuth, decode_key, encode_key, private_key, public_bytes, public_key, run_id_bytes
+from ..wire.signing import MessageAuth, decode_key, private_key, public_key, public_text, run_id_bytes
 from .envelope import parse_envelope, verify_envelope
 from .limits import lab_limits
 from .plan import AgentPlan, plan_agent
@@ -203,7 +203,7 @@ class Join:
         if not 0 <= me < env.config.agents:
             raise UserError(f"bundle: agent {me}, but lab {lab!r} has agents 0..{env.config.agents - 1}")
         entry = self.envelope.roster[me]
-        if entry.public_key != encode_key(public_bytes(private_key(decode_key(self.signing_key, "signing_key")))):
+        if entry.public_key != public_text(self.signing_key, "bundle signing_key"):
             raise UserError(f"bundle: its signing key is not agent {me}'s in the lab's roster (a bundle of another "
                             "enrolment of this lab? take the broker's current bundles/)")
         if self.profile is None and entry.profile:

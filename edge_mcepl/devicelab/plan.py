@@ -78,14 +78,14 @@ def plan_structure(config: LabConfig, explicit: Collection[str], agent_id: int,
 def lab_roster(config: LabConfig, explicit: Collection[str], profiles: Mapping[int, str],
                creds: LabCredentials) -> dict[int, RosterEntry]:
     """Every agent's roster entry: its public key and the retention its profile (if any) gives it."""
-    from ..wire.signing import decode_key, encode_key, private_key, public_bytes
+    from ..wire.signing import public_text
 
     roster = {}
     for i in range(config.agents):
         spec = profiles.get(i)
         structure = plan_structure(config, explicit, i, load_profile(spec) if spec else None)
-        key = encode_key(public_bytes(private_key(decode_key(creds.signing_keys[i], f"agent {i}'s key"))))
-        roster[i] = RosterEntry(public_key=key, retention=structure.declared, profile=spec)
+        roster[i] = RosterEntry(public_key=public_text(creds.signing_keys[i], f"agent {i}'s key"),
+                                retention=structure.declared, profile=spec)
     return roster
 
 

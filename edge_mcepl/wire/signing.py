@@ -33,13 +33,9 @@ def new_private_key() -> Ed25519PrivateKey:
     return Ed25519PrivateKey.generate()
 
 
-def private_bytes(key: Ed25519PrivateKey) -> bytes:
-    return key.private_bytes_raw()
-
-
-def public_bytes(key: Ed25519PrivateKey | Ed25519PublicKey) -> bytes:
-    public = key.public_key() if isinstance(key, Ed25519PrivateKey) else key
-    return public.public_bytes_raw()
+def public_text(private_text: str, what: str) -> str:
+    """The public half (base64) of a base64 private key: what the roster and bundles carry."""
+    return encode_key(private_key(decode_key(private_text, what)).public_key().public_bytes_raw())
 
 
 def encode_key(raw: bytes) -> str:

@@ -101,9 +101,9 @@ class LabCredentials:
 
     def lab_public_key(self) -> str:
         """The public half of the lab key (base64): what every bundle carries to verify the lab config."""
-        from ...wire.signing import decode_key, encode_key, private_key, public_bytes
+        from ...wire.signing import public_text
 
-        return encode_key(public_bytes(private_key(decode_key(self.lab_key, "lab key"))))
+        return public_text(self.lab_key, "lab key")
 
     def for_agent(self, agent_id: int, source: str = "credentials") -> tuple[str, str]:
         if agent_id not in self.agents:
