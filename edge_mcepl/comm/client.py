@@ -190,7 +190,7 @@ class MqttConnection:
         if reason_code.is_failure:
             text = str(reason_code)
             if not self._first.is_set():
-                self._first_result = text + (" (check the username/password or the credentials file)"
+                self._first_result = text + (" (check the username/password: the device's bundle)"
                                              if text in _AUTH_FAILURES else "")
                 self._first.set()
             else:

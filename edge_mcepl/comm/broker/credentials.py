@@ -18,7 +18,7 @@ bounds what a stolen password can publish at all.
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -88,7 +88,6 @@ class LabCredentials:
     observer_password: str
     lab_key: str
     broker_url: str = ""
-    file: Path | None = field(default=None, compare=False)
 
     @classmethod
     def generate(cls, lab: str, n_agents: int) -> LabCredentials:
@@ -118,7 +117,6 @@ class LabCredentials:
                     for i, p in sorted(self.agents.items())})
         atomic_write(path, "# edge-mcepl lab secrets: keep on the broker host; hand each device its bundle only.\n"
                      + yaml.safe_dump(data.model_dump(), sort_keys=False), mode=0o600)
-        self.file = path
 
     @classmethod
     def load(cls, path: str | Path) -> LabCredentials:
@@ -126,7 +124,7 @@ class LabCredentials:
         data = validate(SecretsFile, read_yaml(path, "lab secrets"), str(path))
         return cls(data.lab, data.admin.password, {i: e.password for i, e in data.agents.items()},
                    {i: e.signing_key for i, e in data.agents.items()}, data.observer.password, data.lab_key,
-                   data.broker, path)
+                   data.broker)
 
 
 Access = Literal["read", "write"]
