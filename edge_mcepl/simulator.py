@@ -72,7 +72,7 @@ def build_agent(config: LabConfig, data: LabData, topology: Topology, fixed: Fix
         model=model, algorithm=config.algorithm, retention=declared_retention(config, agent_id),
         agent_id=agent_id, seed=config.seed, per_agent_scores=config.per_agent_scores,
         degrees={j: topology.degree(j) for j in (agent_id, *graph_neighbours)}, total_rounds=config.rounds,
-        declared={j: declared[j] for j in graph_neighbours if j in declared}))
+        declared={j: declared[j] for j in graph_neighbours}))
     neighbours = graph_neighbours if rule_cls.exchanges_messages else ()
     part = data.partitions[agent_id]
     return Agent(agent_id, rule, neighbours, data.train.subset(part.train_indices).to(device), data.test.to(device),
