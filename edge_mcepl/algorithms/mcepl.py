@@ -136,8 +136,9 @@ class MCEPL(LearningRule[MaskMessage, list[Tensor]]):
 
     def encode_message(self, *, fingerprint: bytes, sender: int, round: int, auth: Authenticator | None,
                        reference: MaskRecord | None = None) -> bytes:
-        """The mask to send (wire format v1): 1 bit per weight, fewer with the Rice codec, only what changed
-        since ``reference`` with the delta codec — except on the keyframe schedule (docs/wire-format.md#delta)."""
+        """The mask to send (wire format v2, signed with ``auth``): 1 bit per weight, fewer with the Rice
+        codec, only what changed since ``reference`` with the delta codec — except on the keyframe
+        schedule (docs/wire-format.md#delta)."""
         masks = [m.cpu().numpy().astype(bool) for m in self.masks()]
         base = None if reference is None or round % self.params.keyframe_every == 0 else reference
         return encode_masks(masks, fingerprint=fingerprint, sender=sender, round=round, auth=auth,

@@ -49,10 +49,11 @@ def largest_message(config: LabConfig) -> int:
 def lab_limits(config: LabConfig, degree: int, max_staleness: int, envelope_bytes: int = 0) -> LabLimits:
     """The limits for a lab whose agents have at most ``degree`` neighbours (``envelope_bytes``: the lab
     config message, which the broker must carry too)."""
-    message = max(largest_message(config), envelope_bytes, MIN_MESSAGE_LIMIT)
+    largest = largest_message(config)
+    message = max(largest, envelope_bytes, MIN_MESSAGE_LIMIT)
     rounds = 2 * (max_staleness + 2 + RESEND_DEPTH)  # of every neighbour's messages, for an agent that is away
     queue = rounds * max(degree, 1) + 2 * degree + 16  # plus the neighbours' status and keyframe topics, the config
-    return LabLimits(message_bytes=message, inbox_bytes=rounds * max(degree, 1) * largest_message(config),
+    return LabLimits(message_bytes=message, inbox_bytes=rounds * max(degree, 1) * largest,
                      queue_messages=queue, queue_bytes=queue * message, ahead_rounds=rounds)
 
 

@@ -1,4 +1,4 @@
-"""What crosses the network: the shared message envelope and every payload codec (wire format v1).
+"""What crosses the network: the shared message envelope and every payload codec (wire format v2).
 
 :mod:`.envelope` is the header, shape records and tag every message kind shares, plus
 :func:`~.envelope.read_common_header` — all a transport may read of a message. :mod:`.masks`
