@@ -53,10 +53,10 @@ from edge_mcepl.devicelab.envelope import (  # noqa: E402
     explicit_keys,
     make_envelope,
     publish_envelope,
-    sign_envelope,
 )
 from edge_mcepl.devicelab.limits import broker_limits  # noqa: E402
 from edge_mcepl.devicelab.plan import lab_roster  # noqa: E402
+from edge_mcepl.devicelab.signature import sign_envelope  # noqa: E402
 from edge_mcepl.nn.zoo import build_model  # noqa: E402
 from edge_mcepl.run_dir import LOAD_LOCK, agent_dir, merge_lab_run  # noqa: E402
 from edge_mcepl.simulator import build_topology_for  # noqa: E402

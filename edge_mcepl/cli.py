@@ -16,7 +16,7 @@ from .errors import UserError
 from .extras import require_extra
 
 # Each subcommand lives in its own module under edge_mcepl/commands with a register(subparsers).
-COMMANDS = ("simulate", "models", "download", "export", "infer", "profile", "broker", "join", "lab")
+COMMANDS = ("simulate", "models", "download", "export", "infer", "profile", "broker", "join", "lab", "dashboard")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -14,11 +14,13 @@ from .errors import UserError
 
 # extra → the modules it provides (pyproject.toml's optional-dependencies list their distributions)
 _LAB = ("torch", "tqdm", "psutil", "paho", "cryptography")
-EXTRAS: dict[str, tuple[str, ...]] = {"lab": _LAB, "all": (*_LAB, "onnx")}
+_DASHBOARD = ("paho", "cryptography", "starlette", "uvicorn")  # no torch: it runs on a laptop that only watches
+EXTRAS: dict[str, tuple[str, ...]] = {"lab": _LAB, "dashboard": _DASHBOARD, "all": (*_LAB, "onnx", "starlette",
+                                                                                "uvicorn")}
 # subcommand → the extra it needs; the runtime's subcommands need none (tests check every one is listed)
 COMMAND_EXTRAS: dict[str, str] = {
     "simulate": "lab", "models": "lab", "download": "lab", "profile": "lab",
-    "broker": "lab", "join": "lab", "lab": "lab",
+    "broker": "lab", "join": "lab", "lab": "lab", "dashboard": "dashboard",
     "export": "all",
 }
 RUNTIME_COMMANDS = ("infer", "bench-infer")

@@ -57,4 +57,4 @@ def tiny_lab_config(**overrides):
 def pytest_runtest_setup(item):
     """A real-broker test without mosquitto is a failure, not a silent skip (`make test` installs it first)."""
     if item.get_closest_marker("mosquitto") and find_mosquitto() is None:
-        pytest.fail("mosquitto is required for this test: run scripts/ensure-mosquitto.sh (make test does)")
+        pytest.fail("mosquitto is required for this test: run scripts/ensure-system-packages.sh (make test does)")

@@ -17,8 +17,9 @@ import yaml
 from edge_mcepl.comm.broker.credentials import ADMIN_USER, LabCredentials
 from edge_mcepl.comm.client import BrokerAddress, MqttConnection, MqttOptions
 from edge_mcepl.config import config_from_dict
-from edge_mcepl.devicelab.envelope import LabSettings, make_envelope, publish_envelope, sign_envelope
+from edge_mcepl.devicelab.envelope import LabSettings, make_envelope, publish_envelope
 from edge_mcepl.devicelab.plan import lab_roster
+from edge_mcepl.devicelab.signature import sign_envelope
 from edge_mcepl.nn.zoo import build_model
 from edge_mcepl.simulator import Simulator
 from edge_mcepl.wire.masks import decode_masks

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..atomic import atomic_write
 from ..errors import UserError
+from .dashboard import add_dashboard_option
 
 if TYPE_CHECKING:  # imported when the command runs: `edge-mcepl --help` stays fast
     from ..comm.broker.launcher import BrokerHandle
@@ -68,6 +69,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tls-cert", help="server certificate (mosquitto only): the listener speaks TLS (mqtts://)")
     p.add_argument("--tls-key", help="server key for --tls-cert")
     add_lab_settings(p)
+    add_dashboard_option(p)
     p.set_defaults(func=run)
 
 
@@ -83,6 +85,7 @@ class _Published:
 
 def run(args: argparse.Namespace) -> int:
     from ..comm.broker.launcher import start_broker
+    from ..dashboard.attached import attached_dashboard
 
     lab, agents, published = _lab(args)
     directory = Path(args.dir or Path("runs") / f"broker-{lab}")
@@ -114,22 +117,28 @@ def run(args: argparse.Namespace) -> int:
         if published is not None:
             _publish(handle, url, published, directory / RUN_STATE_FILE)
         print(f"  join a device:     edge-mcepl join --bundle {handle.bundle(0)}")
-        print("Ctrl-C stops the broker.", flush=True)
-        stop = threading.Event()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: stop.set())
-        printed = 0
-        while not stop.wait(1.0):
-            notices = handle.restart_notices
-            for line in notices[printed:]:
-                print(f"  broker: {line}", flush=True)
-            printed = len(notices)
-            if handle.failed is not None:
-                raise UserError(f"the broker is down: {handle.failed}")
+        with attached_dashboard(handle, url, args.dashboard, lambda line: print(line, flush=True)):
+            print("Ctrl-C stops the broker.", flush=True)
+            _supervise(handle)
     finally:
         handle.stop()
         print("edge-mcepl broker: stopped", flush=True)
     return 0
+
+
+def _supervise(handle: BrokerHandle) -> None:
+    """Until SIGINT/SIGTERM: print the supervisor's restarts; a broker that stays down is an error."""
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    printed = 0
+    while not stop.wait(1.0):
+        notices = handle.restart_notices
+        for line in notices[printed:]:
+            print(f"  broker: {line}", flush=True)
+        printed = len(notices)
+        if handle.failed is not None:
+            raise UserError(f"the broker is down: {handle.failed}")
 
 
 def _lab(args: argparse.Namespace) -> tuple[str, int, _Published | None]:
@@ -182,8 +191,9 @@ def _publish(handle: BrokerHandle, url: str, published: _Published, state_file: 
     from ..comm.broker.credentials import ADMIN_USER
     from ..comm.client import BrokerAddress, MqttConnection, MqttOptions
     from ..comm.topics import config_topic
-    from ..devicelab.envelope import publish_envelope, sign_envelope
+    from ..devicelab.envelope import publish_envelope
     from ..devicelab.plan import lab_roster
+    from ..devicelab.signature import sign_envelope
 
     roster = lab_roster(published.config, published.explicit, published.profiles, handle.credentials)
     envelope = sign_envelope(published.envelope, roster, handle.credentials.lab_key)

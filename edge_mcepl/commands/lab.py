@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 
 from .broker import add_lab_settings, lab_settings
+from .dashboard import add_dashboard_option
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -29,6 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-dir", help="folder holding cifar-10-batches-py/ or the MNIST idx files")
     p.add_argument("--verbose", action="store_true", help="agents log MQTT details")
     add_lab_settings(p)
+    add_dashboard_option(p)
     # Not given stays None: a new lab takes the defaults, a resumed one the run's (lab.json).
     p.set_defaults(func=run, round_deadline=None, max_staleness=None, start_timeout=None)
 
@@ -45,4 +47,4 @@ def run(args: argparse.Namespace) -> int:
     profiles = None if args.profiles is None else [p.strip() for p in args.profiles.split(",") if p.strip()]
     return run_lab(args.config, overrides, LabOptions(
         out=args.out, profiles=profiles, broker_kind=args.broker_kind, port=args.port, settings=lab_settings(args),
-        verbose=args.verbose, resume=args.resume))
+        verbose=args.verbose, resume=args.resume, dashboard=args.dashboard))

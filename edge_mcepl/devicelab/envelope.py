@@ -16,7 +16,7 @@ in this JSON message (never pickle), published retained on ``edge-mcepl/<lab>/co
      "signature": B64}   # Ed25519 by the lab key over the canonical JSON of everything else
 
 Its shape is :class:`~.schema.LabMessage`: :func:`make_envelope` dumps one (unsigned: what defines the
-run, compared on ``lab --resume``), :func:`sign_envelope` adds the roster and the lab key's signature,
+run, compared on ``lab --resume``), :func:`~.signature.sign_envelope` adds the roster and the lab key's signature,
 and :func:`parse_envelope` verifies the signature with the lab public key of the device's bundle
 *before* reading anything, then validates, so a defect is a one-line :class:`UserError` naming the
 topic and the dotted field. The roster is the root of a lab's trust (docs/security.md#roster): who
@@ -25,8 +25,6 @@ may sign as which agent, and what each agent's masks must keep.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import json
 import secrets
@@ -45,8 +43,8 @@ from ..errors import UserError
 from ..nn.weights import generate_fixed_weights
 from ..nn.zoo import build_model
 from ..simulator import build_topology_for
-from ..validation import validate_json
-from .schema import ENVELOPE_FORMAT, FILE_FIELDS, EmbeddedFile, LabMessage, LabSettings, RosterEntry
+from .schema import ENVELOPE_FORMAT, FILE_FIELDS, EmbeddedFile, LabMessage, LabSettings
+from .signature import read_lab_message
 
 MAX_EMBEDDED_FILE = 1 << 20
 NUM_CLASSES = 10  # every dataset edge-mcepl reads (CIFAR-10, MNIST, synthetic) has 10 classes
@@ -103,38 +101,8 @@ def envelope_digest(envelope: dict) -> str:
     return hashlib.sha256(json.dumps(core, sort_keys=True).encode()).hexdigest()
 
 
-def canonical_json(envelope: dict) -> bytes:
-    """The bytes the lab key signs: every field but the signature, keys sorted, no spaces."""
-    body = {k: v for k, v in envelope.items() if k != "signature"}
-    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-def sign_envelope(envelope: dict, roster: dict[int, RosterEntry], lab_key: str) -> dict:
-    """``envelope`` with the roster and the lab key's signature (a new dict, ready to publish)."""
-    from ..wire.signing import decode_key, encode_key, private_key
-
-    signed = {**envelope, "roster": {str(i): e.model_dump(mode="json") for i, e in sorted(roster.items())}}
-    signed["signature"] = encode_key(private_key(decode_key(lab_key, "lab key")).sign(canonical_json(signed)))
-    return signed
-
-
 def publish_envelope(conn: MqttConnection, envelope: dict, timeout: float = 10.0) -> None:
     conn.publish_json(config_topic(envelope["lab"]), envelope, retain=True, wait=timeout)
-
-
-def verify_envelope(payload: bytes, lab_public_key: str, source: str) -> None:
-    """The lab key's signature over the message, checked before anything in it is believed."""
-    from cryptography.exceptions import InvalidSignature
-
-    from ..wire.signing import decode_key, public_key
-
-    try:
-        raw = json.loads(payload)
-        signature = base64.b64decode(raw["signature"], validate=True)
-        public_key(decode_key(lab_public_key, "the bundle's lab_public_key")).verify(signature, canonical_json(raw))
-    except (ValueError, KeyError, TypeError, AttributeError, binascii.Error, InvalidSignature):
-        raise UserError(f"{source}: not signed by this lab's key (forged, or your bundle is another lab's) — "
-                        "refusing it") from None
 
 
 def parse_envelope(payload: bytes, lab: str, files_dir: Path, data_dir: str | None = None, *,
@@ -143,14 +111,8 @@ def parse_envelope(payload: bytes, lab: str, files_dir: Path, data_dir: str | No
 
     ``data_dir`` (``join --data-dir``) wins; else the coordinator's data folder if it exists here.
     """
+    message = read_lab_message(payload, lab, lab_public_key)
     source = f"lab config on {config_topic(lab)}"
-    verify_envelope(payload, lab_public_key, source)
-    message = validate_json(LabMessage, payload, source)
-    if message.lab != lab:
-        raise UserError(f"{source}: is for lab {message.lab!r}")
-    agents = message.config.get("agents")
-    if not isinstance(agents, int) or sorted(message.roster) != list(range(agents)):
-        raise UserError(f"{source}: its roster names agents {sorted(message.roster)}, the lab has {agents}")
     local = _restore_files(message.files, files_dir)
     local["data.data_dir"] = data_dir or _local_folder(message.config)
     return LabEnvelope(message, config_from_dict(set_all(message.config, local, source), source))

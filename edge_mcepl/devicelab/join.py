@@ -61,10 +61,12 @@ from ..simulator import agent_record, build_agent, build_topology_for
 from ..wire.envelope import CodecError, read_common_header
 from ..wire.masks import is_delta
 from ..wire.signing import MessageAuth, decode_key, private_key, public_key, public_text, run_id_bytes
-from .envelope import parse_envelope, verify_envelope
+from .envelope import parse_envelope
 from .limits import lab_limits
 from .plan import AgentPlan, plan_agent
+from .progress import Progress
 from .schema import LabMessage, LabSettings
+from .signature import verify_envelope
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +169,7 @@ class Join:
         self.sent_path = self.state_dir / SENT_FILE
         self.statuses: dict[int, dict] = {}  # neighbours' latest status in this run (paho thread writes)
         self.new_run: str | None = None  # set when the lab publishes a config with another run id
-        self.last_eval: dict[str, Any] = {}
+        self.progress = Progress()  # totals since round 1, published with every status
         self.start = self.done_rounds = 0
 
     def run(self) -> int:
@@ -263,6 +265,7 @@ class Join:
         self.done_rounds = self.start
         done = [r for r in read_completed_rows(self.metrics_path) if r["round"] <= self.start]  # rounds from 1
         write_metrics(self.metrics_path, done)
+        self.progress = Progress.of_rows(done)
 
     def connect(self) -> None:
         """A persistent session (masks sent while away are queued), the neighbours' topics, status online."""
@@ -289,7 +292,8 @@ class Join:
         self.info = {"run_id": self.envelope.run_id, "rounds": self.config.rounds,
                      "retention": agent.rule.retention.conv, "profile": self.profile.name if self.profile else None,
                      "pid": os.getpid()}
-        conn.publish(status_topic(lab, me), status_payload("online", me, round=self.start, **self.info), retain=True)
+        conn.publish(status_topic(lab, me), status_payload("online", me, round=self.start, **self.info,
+                                                           **self.progress.fields()), retain=True)
 
     def _ask_for_what_may_be_lost(self) -> None:
         """Ask every neighbour for its masks after the newest this agent holds, standing alone.
@@ -358,10 +362,9 @@ class Join:
                 atomic_write(self.sent_path, self.transport.last_published, durable=True)  # before the checkpoint
                 save_checkpoint(self.ckpt_path, self.agent, t + 1, lab=self.lab, run_id=self.envelope.run_id)
                 self.done_rounds = t + 1
-                if "accuracy" in row:
-                    self.last_eval.update(accuracy=row["accuracy"], eval_round=t + 1)
+                self.progress.add(row)
                 self.conn.publish(status_topic(self.lab, self.me), status_payload(
-                    "online", self.me, round=t + 1, **self.info, **self.last_eval), retain=True)
+                    "online", self.me, round=t + 1, **self.info, **self.progress.fields()), retain=True)
                 self._say_round(t, row)
         finally:
             metrics.close()
@@ -461,7 +464,7 @@ class Join:
         if state == "done":  # a finished agent's persistent session should not queue more masks
             self.conn.unsubscribe([mask_topic(self.lab, j) for j in self.agent.neighbours])
         self.conn.close(last=(status_topic(self.lab, self.me), status_payload(
-            state, self.me, round=self.done_rounds, **self.info, **self.last_eval, **extra)))
+            state, self.me, round=self.done_rounds, **self.info, **self.progress.fields(), **extra)))
         return code
 
     def _on_status(self, _topic: str, payload: bytes) -> None:  # paho thread

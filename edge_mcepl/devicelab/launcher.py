@@ -35,14 +35,16 @@ from ..comm.broker.launcher import BrokerHandle, start_broker
 from ..comm.client import BrokerAddress, MqttConnection, MqttOptions
 from ..comm.topics import status_topic
 from ..config import DataConfig, LabConfig
+from ..dashboard.attached import attached_dashboard
 from ..data.resolve import load_lab_data
 from ..errors import UserError
 from ..nn.zoo import build_model
 from ..run_dir import FINAL_DIR, LOAD_LOCK, agent_dir, merge_lab_run
-from .envelope import publish_envelope, sign_envelope
+from .envelope import publish_envelope
 from .limits import broker_limits
 from .plan import lab_roster
 from .session import LabOptions, begin_session, end_session, new_run_dir, plan_session
+from .signature import sign_envelope
 
 EXIT_INTERRUPTED = 130
 STOPPED_BY_SIGNAL = {128 + signal.SIGINT: "SIGINT", 128 + signal.SIGTERM: "SIGTERM"}  # a join's exit status then
@@ -93,7 +95,8 @@ def run_lab(config_path: str, overrides: dict[str, Any], opts: LabOptions) -> in
         f"{broker.bundle(0).parent}")
     # The run's config.yaml records the data the agents used (a fallback says synthetic, as in simulate).
     lab = _Lab(config.replace(data=used), plan.explicit, run_dir, record.run_id, plan.profiles, broker, plan.verbose)
-    ending = _run_agents(lab, envelope, say)
+    with attached_dashboard(broker, broker.url, opts.dashboard, say):
+        ending = _run_agents(lab, envelope, say)
     end_session(record, ending.codes, run_dir)
     resume = f"edge-mcepl lab {shlex.quote(config_path)} --out {shlex.quote(str(run_dir))} --resume"
     return _conclude(lab, ending, resume, say)

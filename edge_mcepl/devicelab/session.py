@@ -40,6 +40,7 @@ class LabOptions:
     settings: LabSettings = field(default_factory=LabSettings)  # its model_fields_set: the ones given
     verbose: bool = False
     resume: bool = False
+    dashboard: int | None = None  # serve the live dashboard on this loopback port
     log: Callable[[str], None] = field(default=lambda line: print(line, flush=True))
 
 
