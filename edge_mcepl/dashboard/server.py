@@ -154,6 +154,7 @@ class DashboardServer:
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             self._socket.bind((host, port))
+            self._socket.listen(128)  # now: a second dashboard on this port fails here, not in uvicorn's thread
         except OSError as exc:
             self._socket.close()
             raise UserError(f"dashboard: cannot listen on {host}:{port} ({exc.strerror}); choose --port") from None

@@ -166,7 +166,7 @@ class LabView:
             if self._traffic.get(key) == value:
                 return
             self._traffic[key] = value
-            self._broadcast("patch", {"traffic": {key: value}})
+            self._broadcast("patch", {"traffic": dict(self._traffic)})  # the page replaces it whole
 
     # -- internals (the lock held) --------------------------------------------------------------
 

@@ -133,11 +133,14 @@
       devices: {},          // id (string) -> device object
       points: new Map(),    // agent id (string) -> Map(round -> point)
       traffic: {},
-      events: []
+      events: [],
+      eventsTotal: 0,                       // events appended since the last snapshot
+      eventsVersion: (state ? state.eventsVersion + 1 : 0)  // bumped by each snapshot
     };
   }
 
-  var state = emptyState();
+  var state = null;
+  state = emptyState();
   var clockOffset = 0;      // browser seconds minus server seconds
   var snapshotSeen = false;
 
@@ -206,7 +209,7 @@
     }
 
     if (Array.isArray(p.events)) {
-      p.events.forEach(function (ev) { if (isObj(ev)) state.events.push(ev); });
+      p.events.forEach(function (ev) { if (isObj(ev)) { state.events.push(ev); state.eventsTotal++; } });
       if (state.events.length > MAX_EVENTS_KEPT) {
         state.events.splice(0, state.events.length - MAX_EVENTS_KEPT);
       }
@@ -333,7 +336,8 @@
       counts[stateOf(d)]++;
     });
     var rounds = num(lab.rounds);
-    setText("#round-counter", (maxRound === null ? DASH : String(Math.round(maxRound))) +
+    // no round yet shows 0 so the first token is always an integer
+    setText("#round-counter", (maxRound === null ? "0" : String(Math.round(maxRound))) +
       " / " + (rounds === null ? DASH : String(Math.round(rounds))));
 
     // mean accuracy: "0.8125" first, then " at round E (n agents)"
@@ -439,6 +443,7 @@
 
     clear(c[3]);
     c[3].appendChild(el("span", "badge state-" + st, st));
+    c[3].appendChild(document.createTextNode(" "));
     c[3].appendChild(el("small", "seen", seenText(d)));
 
     var r = num(d.round);
@@ -697,9 +702,11 @@
     return e;
   }
 
+  var topoKey = null;        // layout signature (ids + edges) of what is drawn
+  var topoNodes = new Map(); // id -> {circle, title}
+
   function renderTopology() {
     var root = $("#topology");
-    clear(root);
     var edges = Array.isArray(state.topology && state.topology.edges) ? state.topology.edges : [];
     var idSet = new Set(Object.keys(state.devices));
     var goodEdges = [];
@@ -711,75 +718,106 @@
       goodEdges.push([a, b]);
     });
     var ids = Array.from(idSet).sort(agentSort);
-    if (!ids.length) {
-      var t = svg("text", { x: 150, y: 150, "class": "empty" });
-      t.textContent = "no agents yet";
-      root.appendChild(t);
-      return;
+    var key = JSON.stringify([ids, goodEdges]);
+
+    if (key !== topoKey) {
+      // layout changed: redraw everything
+      topoKey = key;
+      topoNodes = new Map();
+      clear(root);
+      if (!ids.length) {
+        var t = svg("text", { x: 150, y: 150, "class": "empty" });
+        t.textContent = "no agents yet";
+        root.appendChild(t);
+        return;
+      }
+      var n = ids.length;
+      var nodeR = n <= 12 ? 14 : n <= 24 ? 11 : 8;
+      var ringR = n === 1 ? 0 : 150 - nodeR - 8;
+      var pos = new Map();
+      ids.forEach(function (id, i) {
+        var ang = -Math.PI / 2 + (2 * Math.PI * i) / n;
+        pos.set(id, [150 + ringR * Math.cos(ang), 150 + ringR * Math.sin(ang)]);
+      });
+      var gEdges = svg("g", { "class": "edges" });
+      goodEdges.forEach(function (e) {
+        var p = pos.get(e[0]), q = pos.get(e[1]);
+        if (!p || !q || e[0] === e[1]) return;
+        gEdges.appendChild(svg("line", {
+          "class": "edge", "data-a": e[0], "data-b": e[1],
+          x1: p[0].toFixed(1), y1: p[1].toFixed(1), x2: q[0].toFixed(1), y2: q[1].toFixed(1)
+        }));
+      });
+      root.appendChild(gEdges);
+      var gNodes = svg("g", { "class": "nodes" });
+      ids.forEach(function (id) {
+        var p = pos.get(id);
+        var g = svg("g", { "class": "node" });
+        var c = svg("circle", { "data-agent": id, "class": "state-unknown", cx: p[0].toFixed(1), cy: p[1].toFixed(1), r: nodeR });
+        var title = svg("title", {});
+        c.appendChild(title);
+        var label = svg("text", { "class": "label", x: p[0].toFixed(1), y: p[1].toFixed(1) });
+        if (nodeR < 10) label.setAttribute("font-size", "8");
+        label.textContent = id;
+        g.appendChild(c);
+        g.appendChild(label);
+        gNodes.appendChild(g);
+        topoNodes.set(id, { circle: c, title: title });
+      });
+      root.appendChild(gNodes);
     }
-    var n = ids.length;
-    var nodeR = n <= 12 ? 14 : n <= 24 ? 11 : 8;
-    var ringR = n === 1 ? 0 : 150 - nodeR - 8;
-    var pos = new Map();
-    ids.forEach(function (id, i) {
-      var ang = -Math.PI / 2 + (2 * Math.PI * i) / n;
-      pos.set(id, [150 + ringR * Math.cos(ang), 150 + ringR * Math.sin(ang)]);
-    });
-    var gEdges = svg("g", { "class": "edges" });
-    goodEdges.forEach(function (e) {
-      var p = pos.get(e[0]), q = pos.get(e[1]);
-      if (!p || !q || e[0] === e[1]) return;
-      gEdges.appendChild(svg("line", {
-        "class": "edge", "data-a": e[0], "data-b": e[1],
-        x1: p[0].toFixed(1), y1: p[1].toFixed(1), x2: q[0].toFixed(1), y2: q[1].toFixed(1)
-      }));
-    });
-    root.appendChild(gEdges);
-    var gNodes = svg("g", { "class": "nodes" });
-    ids.forEach(function (id) {
-      var p = pos.get(id);
+
+    // states: update in place (elements stay the same)
+    topoNodes.forEach(function (node, id) {
       var d = state.devices[id];
       var st = stateOf(d);
-      var g = svg("g", { "class": "node" });
-      var c = svg("circle", { "data-agent": id, "class": "state-" + st, cx: p[0].toFixed(1), cy: p[1].toFixed(1), r: nodeR });
-      var title = svg("title", {});
-      title.textContent = "agent " + id + " — " + st + (d && d.profile ? " (" + d.profile + ")" : "");
-      c.appendChild(title);
-      var label = svg("text", { "class": "label", x: p[0].toFixed(1), y: p[1].toFixed(1) });
-      if (nodeR < 10) label.setAttribute("font-size", "8");
-      label.textContent = id;
-      g.appendChild(c);
-      g.appendChild(label);
-      gNodes.appendChild(g);
+      var cls = "state-" + st;
+      if (node.circle.getAttribute("class") !== cls) node.circle.setAttribute("class", cls);
+      var tt = "agent " + id + " — " + st + (d && d.profile ? " (" + d.profile + ")" : "");
+      if (node.title.textContent !== tt) node.title.textContent = tt;
     });
-    root.appendChild(gNodes);
   }
 
   // ------------------------------------------------------------------ events
 
+  var eventsShownVersion = -1; // state.eventsVersion the list was built from
+  var eventsShownTotal = 0;    // state.eventsTotal already in the list
+
+  function eventItem(ev) {
+    var kind = ev.kind === null || ev.kind === undefined ? "unknown" : String(ev.kind);
+    var li = el("li");
+    li.setAttribute("data-kind", kind);
+    var t = num(ev.time);
+    var time = el("time", null, clockTime(t));
+    if (t !== null) time.setAttribute("datetime", new Date(t * 1000).toISOString());
+    li.appendChild(time);
+    li.appendChild(el("span", "kind", kind));
+    li.appendChild(el("span", "text", text(ev.text)));
+    return li;
+  }
+
   function renderEvents() {
     var ol = $("#events");
-    clear(ol);
     var evs = state.events;
+    var fresh = state.eventsTotal - eventsShownTotal;  // events appended since the last render
+    if (eventsShownVersion !== state.eventsVersion || fresh < 0) {
+      clear(ol);
+      eventsShownVersion = state.eventsVersion;
+      fresh = evs.length;
+    }
+    eventsShownTotal = state.eventsTotal;
+    var empty = ol.querySelector("li.empty");
     if (!evs.length) {
-      ol.appendChild(el("li", "empty", "no events yet"));
+      if (!empty) { clear(ol); ol.appendChild(el("li", "empty", "no events yet")); }
       return;
     }
+    if (empty) empty.remove();
+    fresh = Math.min(fresh, evs.length, MAX_EVENTS_SHOWN);
+    // newest first: the newest new event goes on top
     var frag = document.createDocumentFragment();
-    for (var i = evs.length - 1, shown = 0; i >= 0 && shown < MAX_EVENTS_SHOWN; i--, shown++) {
-      var ev = evs[i];
-      var kind = ev.kind === null || ev.kind === undefined ? "unknown" : String(ev.kind);
-      var li = el("li");
-      li.setAttribute("data-kind", kind);
-      var t = num(ev.time);
-      var time = el("time", null, clockTime(t));
-      if (t !== null) time.setAttribute("datetime", new Date(t * 1000).toISOString());
-      li.appendChild(time);
-      li.appendChild(el("span", "kind", kind));
-      li.appendChild(el("span", "text", text(ev.text)));
-      frag.appendChild(li);
-    }
-    ol.appendChild(frag);
+    for (var i = evs.length - 1; i >= evs.length - fresh; i--) frag.appendChild(eventItem(evs[i]));
+    ol.insertBefore(frag, ol.firstChild);
+    while (ol.children.length > MAX_EVENTS_SHOWN) ol.removeChild(ol.lastChild);
   }
 
   // ------------------------------------------------------------------ connection
