@@ -326,6 +326,9 @@ class Join:
                 self.say(f"agent {self.me}: waiting up to {timeout:g} s for neighbours {waiting} to come online")
                 announced = True
             self.stop.event.wait(0.1)
+        # Nothing reads the neighbours' statuses after this: stop receiving one per neighbour and round
+        # (an observer — the dashboard, `edge-mcepl lab` — is their only reader from here on).
+        self.conn.unsubscribe([status_topic(self.lab, j) for j in neighbours])
 
     def send_last_mask_again(self) -> None:
         """A resumed agent's mask of its last completed round, published again (see the module docstring).
