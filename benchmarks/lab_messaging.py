@@ -30,6 +30,7 @@ threads wait for CPU too, so these messaging times are an upper bound for dedica
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -38,6 +39,8 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,7 +48,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from edge_mcepl.comm.broker.credentials import ADMIN_USER  # noqa: E402
-from edge_mcepl.comm.broker.launcher import start_broker  # noqa: E402
+from edge_mcepl.comm.broker.launcher import BrokerHandle, start_broker  # noqa: E402
 from edge_mcepl.comm.client import BrokerAddress, MqttConnection, MqttOptions  # noqa: E402
 from edge_mcepl.config import LabConfig, load_config  # noqa: E402
 from edge_mcepl.devicelab.envelope import (  # noqa: E402
@@ -87,8 +90,13 @@ class LabRun:
         return sum(r["bytes_received"] + r["bytes_sent"] / degrees[r["agent"]] for r in self.rows)
 
 
-def run_lab(config: LabConfig, explicit: list[str], settings: LabSettings, run_dir: Path, data_dir: str) -> LabRun:
-    """A real lab of ``config`` (one mosquitto, one join process per agent); rows merged, $SYS bytes read."""
+def run_lab(config: LabConfig, explicit: list[str], settings: LabSettings, run_dir: Path, data_dir: str,
+            observe: Callable[[BrokerHandle], AbstractContextManager[object]] | None = None) -> LabRun:
+    """A real lab of ``config`` (one mosquitto, one join process per agent); rows merged, $SYS bytes read.
+
+    ``observe(handle)``, when given, is entered after the first byte count and left before the last
+    (benchmarks/dashboard.py attaches a dashboard with it: its whole connection is counted).
+    """
     run_dir.mkdir(parents=True, exist_ok=False)
     envelope = make_envelope(config, explicit, settings)
     limits = broker_limits(config, envelope, settings.max_staleness)
@@ -118,17 +126,18 @@ def run_lab(config: LabConfig, explicit: list[str], settings: LabSettings, run_d
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     procs = []
     started = time.time()
-    for i in range(config.agents):
-        state = agent_dir(run_dir, i)
-        state.mkdir(parents=True)
-        log = open(state / "join.log", "w")
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "edge_mcepl.cli", "join", "--bundle", str(handle.bundle(i)),
-             "--state-dir", str(state), "--threads", "1", "--data-dir", data_dir,
-             "--load-lock", str(run_dir / LOAD_LOCK)],
-            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT))
-        log.close()
-    codes = [p.wait() for p in procs]
+    with observe(handle) if observe is not None else contextlib.nullcontext():
+        for i in range(config.agents):
+            state = agent_dir(run_dir, i)
+            state.mkdir(parents=True)
+            log = open(state / "join.log", "w")
+            procs.append(subprocess.Popen(
+                [sys.executable, "-m", "edge_mcepl.cli", "join", "--bundle", str(handle.bundle(i)),
+                 "--state-dir", str(state), "--threads", "1", "--data-dir", data_dir,
+                 "--load-lock", str(run_dir / LOAD_LOCK)],
+                stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT))
+            log.close()
+        codes = [p.wait() for p in procs]
     ended = time.time()
     after = fresh_sys(ended + 1.0)
     admin.close()
