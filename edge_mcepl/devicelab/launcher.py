@@ -95,8 +95,11 @@ def run_lab(config_path: str, overrides: dict[str, Any], opts: LabOptions) -> in
         f"{broker.bundle(0).parent}")
     # The run's config.yaml records the data the agents used (a fallback says synthetic, as in simulate).
     lab = _Lab(config.replace(data=used), plan.explicit, run_dir, record.run_id, plan.profiles, broker, plan.verbose)
-    with attached_dashboard(broker, broker.url, opts.dashboard, say):
-        ending = _run_agents(lab, envelope, say)
+    try:  # the dashboard lets go of the broker before the broker goes
+        with attached_dashboard(broker, broker.url, opts.dashboard, say):
+            ending = _run_agents(lab, envelope, say)
+    finally:
+        broker.stop()
     end_session(record, ending.codes, run_dir)
     resume = f"edge-mcepl lab {shlex.quote(config_path)} --out {shlex.quote(str(run_dir))} --resume"
     return _conclude(lab, ending, resume, say)
@@ -181,7 +184,6 @@ def _run_agents(lab: _Lab, envelope: dict, say: Callable[[str], None]) -> _Endin
     finally:
         _stop_joins(procs, logs, STOP_GRACE_S if ending.interrupted else 0.0)
         admin.close()
-        broker.stop()
     ending.codes = {i: p.returncode for i, p in procs.items()}
     return ending
 
@@ -271,7 +273,7 @@ class _Progress:
         if len(statuses) != self.n_agents:
             return None
         low = min(int(s.get("round", 0)) for s in statuses.values())
-        evals = [s for s in statuses.values() if "accuracy" in s]
+        evals = [s for s in statuses.values() if s.get("accuracy") is not None]  # null before the first
         last_eval = min((int(s["eval_round"]) for s in evals), default=-1) if len(evals) == self.n_agents else -1
         if last_eval > self.shown_eval:
             self.shown_eval = last_eval
