@@ -55,7 +55,8 @@ def test_a_user_who_cannot_install_gets_one_line_saying_what_to_run(machine):
     assert result.returncode == 1
     assert result.stdout == ""
     assert result.stderr.count("\n") == 1
-    assert f"this user cannot install them: run sudo apt-get install -y {PACKAGES}, then make test again" in result.stderr
+    hint = f"this user cannot install them: run sudo apt-get install -y {PACKAGES}, then make test again"
+    assert hint in result.stderr
     assert calls(log) == ["sudo -n true"]  # asked sudo without a password, never ran apt-get
 
 
