@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -183,3 +184,36 @@ def test_by_hand_a_broker_and_four_devices_with_their_bundles(tmp_path):
         broker.send_signal(signal.SIGINT)
         broker.wait(60)
     assert broker.returncode == 0
+
+
+@needs_mosquitto
+def test_the_demo_lab_with_its_dashboard_as_the_readme_says(tmp_path):
+    """The README's "Dashboard" command: the demo lab serves its live page; the page lists its four devices."""
+    words = readme_command(".venv/bin/edge-mcepl lab examples/device-lab.yaml --profiles "
+                           "rpi4,rpi5,jetson-orin-nano,laptop --dashboard")
+    lab = subprocess.Popen(argv(words) + ["--rounds", "2", "--eval-every", "2", "--dashboard", "0", "--out",
+                                          str(tmp_path / "lab")], cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True)
+    printed: list[str] = []
+    try:
+        for line in lab.stdout:  # type: ignore[union-attr]
+            printed.append(line)
+            if "dashboard:" in line:
+                break
+        url = re.search(r"dashboard:\s+(http://\S+)", "".join(printed))
+        assert url, "".join(printed)
+        shown: dict = {}
+
+        def online() -> bool:
+            nonlocal shown
+            with urllib.request.urlopen(url.group(1) + "api/state", timeout=10) as f:
+                shown = json.loads(f.read())
+            return any(d["state"] == "online" for d in shown["devices"].values())
+
+        wait_until(online, 300, "a device online on the demo lab's dashboard", [lab])
+        assert [d["profile"] for d in shown["devices"].values()] == ["rpi4", "rpi5", "jetson-orin-nano", "laptop"]
+        rest, _ = lab.communicate(timeout=600)
+    finally:
+        if lab.poll() is None:
+            lab.kill()
+    assert lab.returncode == 0, "".join(printed) + rest
