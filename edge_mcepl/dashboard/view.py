@@ -47,9 +47,10 @@ def edges_of(neighbours: dict[int, list[int]]) -> list[list[int]]:
     return [list(pair) for pair in sorted(pairs)]
 
 
-def new_device(agent: int, profile: str | None, retention: float | None) -> dict[str, Any]:
-    return {"agent": agent, "profile": profile, "retention": retention, "state": "unknown", "last_seen": None,
-            "round": 0, **Progress().fields()}
+def new_device(agent: int, profile: str | None, retention: float | None, width: float | None) -> dict[str, Any]:
+    """A device row before it is heard from: its structure as the roster (or the run) declares it."""
+    return {"agent": agent, "profile": profile, "retention": retention, "width": width, "state": "unknown",
+            "last_seen": None, "round": 0, **Progress().fields()}
 
 
 class LabView:
@@ -99,7 +100,7 @@ class LabView:
                 return
             restart = self._lab["run_id"] is not None
             self._reset(lab_fields(message), edges_of(message.neighbours), {
-                i: new_device(i, e.profile, e.retention.conv) for i, e in message.roster.items()})
+                i: new_device(i, e.profile, e.retention.conv, e.retention.width) for i, e in message.roster.items()})
             self._event("config", None, f"run {message.run_id} of lab {message.lab}"
                         + (" (a new run)" if restart else "")
                         + f": {message.config.get('agents')} agents, {message.config.get('rounds')} rounds",
@@ -110,9 +111,9 @@ class LabView:
             self.observe_status(agent, status)
 
     def set_run(self, lab: dict[str, Any], edges: list[list[int]], devices: dict[int, dict[str, Any]]) -> None:
-        """A finished run's lab, topology and devices (``devices``: agent → profile and retention)."""
+        """A finished run's lab, topology and devices (``devices``: agent → profile, retention and width)."""
         with self._lock:
-            self._reset(lab, edges, {i: new_device(i, d.get("profile"), d.get("retention"))
+            self._reset(lab, edges, {i: new_device(i, d.get("profile"), d.get("retention"), d.get("width"))
                                      for i, d in devices.items()})
             self._broadcast("snapshot", self._snapshot())
 

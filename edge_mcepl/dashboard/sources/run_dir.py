@@ -40,9 +40,10 @@ class RunDirSource(LabSource):
         rows = self._rows()
         finished = (run_dir / FINAL_DIR / STATE_FILE).is_file()
         entries = {a.id: a for a in read_state(run_dir).agents} if finished else {}
-        first = {r["agent"]: r.get("retention_conv") for r in reversed(rows)}
-        devices = {i: {"profile": entries[i].profile if i in entries else None,
-                       "retention": entries[i].retention_conv if i in entries else first.get(i)}
+        first = {r["agent"]: r for r in reversed(rows)}  # each agent's first row
+        devices = {i: {"profile": entries[i].profile, "retention": entries[i].retention_conv,
+                       "width": entries[i].width} if i in entries else
+                   {"retention": first.get(i, {}).get("retention_conv"), "width": first.get(i, {}).get("width")}
                    for i in range(config.agents)}
         lab: dict[str, Any] = {"name": config.name, "run_id": None, "model": config.model,
                                "dataset": config.data.dataset, "algorithm": config.algorithm.name,

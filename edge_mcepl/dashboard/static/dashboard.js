@@ -439,7 +439,9 @@
 
     c[0].textContent = text(d.agent !== undefined && d.agent !== null ? d.agent : id);
     c[1].textContent = text(d.profile);
-    c[2].textContent = fixed(d.retention, 2);
+    // conv retention; an ordered width below 1 (a capability-sized subnetwork) follows it
+    var width = num(d.width);
+    c[2].textContent = fixed(d.retention, 2) + (width !== null && width < 1 ? " · width " + fixed(width, 2) : "");
 
     clear(c[3]);
     c[3].appendChild(el("span", "badge state-" + st, st));
