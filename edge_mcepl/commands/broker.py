@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import json
 import signal
 import threading
@@ -84,7 +83,7 @@ class _Published:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..comm.broker.launcher import start_broker
+    from ..comm.broker.launcher import is_loopback, start_broker
     from ..dashboard.attached import attached_dashboard
 
     lab, agents, published = _lab(args)
@@ -112,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
                   f"messages / {limits['queue_bytes']} bytes queued per client")
         if handle.ca_file is not None:
             print(f"  lab CA:            {handle.ca_file}  (in every bundle: devices pin it)")
-        if not _is_loopback(args.host) and not url.startswith("mqtts://"):
+        if not is_loopback(args.host) and not url.startswith("mqtts://"):
             print("  WARNING: listening beyond loopback without TLS: passwords and masks cross the network in clear")
         if published is not None:
             _publish(handle, url, published, directory / RUN_STATE_FILE)
@@ -207,10 +206,3 @@ def _publish(handle: BrokerHandle, url: str, published: _Published, state_file: 
     atomic_write(state_file, json.dumps({"run_id": envelope["run_id"], "digest": _run_digest(published)}))
     print(f"  lab config:        published on {config_topic(envelope['lab'])} (run {envelope['run_id']}, "
           f"weights fingerprint {envelope['fingerprint']})")
-
-
-def _is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"

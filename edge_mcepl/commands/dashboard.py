@@ -61,8 +61,8 @@ def run(args: argparse.Namespace) -> int:
             raise UserError("--tls-cert and --tls-key go together")
         tls = Tls(args.tls_cert, args.tls_key)
     server = DashboardServer(source.view, args.host, args.port, auth, tls)
-    source.start()
     try:
+        source.start()
         announce(server, source, auth is not None)
         if args.open:
             webbrowser.open(server.url)

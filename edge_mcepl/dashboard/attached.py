@@ -32,10 +32,10 @@ def attached_dashboard(handle: BrokerHandle, broker_url: str, port: int | None,
     ca = str(handle.ca_file) if handle.ca_file is not None else None
     source = MqttSource(load_bundle(handle.bundle(None)), broker_url, MqttOptions(ca_file=ca))
     server = DashboardServer(source.view, LOOPBACK, port)
-    source.start()
-    server.start()
-    say(f"  dashboard:         {server.url}")
     try:
+        source.start()
+        server.start()
+        say(f"  dashboard:         {server.url}")
         yield
     finally:
         server.stop()
