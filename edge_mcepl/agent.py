@@ -76,11 +76,13 @@ class Agent:
         seed: int,
         auth: Authenticator | None = None,
         eval_batch_size: int = 128,
+        validation: ArrayDataset | None = None,
     ) -> None:
         """``auth``: signs what this agent sends and verifies what it receives (wire/signing.py);
-        None: unsigned messages (tests of a rule alone; a lab always signs)."""
+        None: unsigned messages (tests of a rule alone; a lab always signs). ``validation``: the
+        images carved from this agent's training shard that it never trains on (None: no split)."""
         self.agent_id, self.rule, self.neighbours = agent_id, rule, neighbours
-        self.train_data, self.test_data = train, test
+        self.train_data, self.test_data, self.validation_data = train, test, validation
         self.test_indices = torch.as_tensor(np.array(test_indices, dtype=np.int64), device=test.images.device)
         self.fingerprint, self.auth, self.eval_batch_size = fingerprint, auth, eval_batch_size
         self.sampler = EpochSampler(len(train), rule.params.batch_size, seed, agent_id)
@@ -197,9 +199,23 @@ class Agent:
 
     def evaluate(self) -> tuple[float, float]:
         """(accuracy, mean loss) of the personalized model on this agent's test images."""
+        return self._score(self.test_data, self.test_indices)
+
+    def evaluation(self) -> dict[str, float]:
+        """An evaluation round's metrics fields: test ``accuracy``/``test_loss``, and with a validation
+        split ``val_accuracy``/``val_loss`` — the numbers settings are chosen on."""
+        accuracy, loss = self.evaluate()
+        fields = {"accuracy": accuracy, "test_loss": loss}
+        if self.validation_data is not None and len(self.validation_data):
+            fields["val_accuracy"], fields["val_loss"] = self._score(self.validation_data)
+        return fields
+
+    def _score(self, data: ArrayDataset, indices: torch.Tensor | None = None) -> tuple[float, float]:
+        """(accuracy, mean loss) over ``data`` (its ``indices`` only, when given), in evaluation batches."""
+        index = torch.arange(len(data), device=data.images.device) if indices is None else indices
         correct, loss_sum = 0, 0.0
-        for chunk in torch.split(self.test_indices, self.eval_batch_size):
-            c, s = self.rule.evaluate(self.test_data.images[chunk], self.test_data.labels[chunk])
+        for chunk in torch.split(index, self.eval_batch_size):
+            c, s = self.rule.evaluate(data.images[chunk], data.labels[chunk])
             correct, loss_sum = correct + c, loss_sum + s
-        n = max(len(self.test_indices), 1)
+        n = max(len(index), 1)
         return correct / n, loss_sum / n

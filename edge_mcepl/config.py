@@ -56,6 +56,9 @@ class DataConfig(StrictModel):
     train_counts_file: str | None = None
     test_counts_file: str | None = None
     data_fraction: float = Field(0.2, gt=0, le=1)  # the paper partition's share of each shard
+    # Each agent's share of its training shard held out for validation (seeded; never trained on): what
+    # presets, hyperparameters and stopping rounds are chosen on, so the test set is only ever reported.
+    validation_fraction: float = Field(0.0, ge=0, le=0.5)
     synthetic_train_per_class: int = Field(300, ge=1, le=1_000_000)
     synthetic_test_per_class: int = Field(100, ge=1, le=1_000_000)
     synthetic_noise: float = Field(0.6, ge=0, le=100)

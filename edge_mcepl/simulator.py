@@ -75,8 +75,9 @@ def build_agent(config: LabConfig, data: LabData, topology: Topology, fixed: Fix
         declared={j: declared[j] for j in graph_neighbours}))
     neighbours = graph_neighbours if rule_cls.exchanges_messages else ()
     part = data.partitions[agent_id]
+    validation = data.train.subset(part.validation_indices).to(device) if part.validation_indices.size else None
     return Agent(agent_id, rule, neighbours, data.train.subset(part.train_indices).to(device), data.test.to(device),
-                 part.test_indices, fixed.fingerprint, config.seed, auth=auth)
+                 part.test_indices, fixed.fingerprint, config.seed, auth=auth, validation=validation)
 
 
 def agent_record(agent: Agent, classes: Sequence[int]) -> AgentRecord:
@@ -149,6 +150,10 @@ class Simulator:
         """(accuracy, loss) of every agent's personalized model on its own test set."""
         return [agent.evaluate() for agent in self.agents]
 
+    def evaluation(self) -> list[dict[str, float]]:
+        """Every agent's evaluation fields (test, and validation with a split): what a metrics row gets."""
+        return [agent.evaluation() for agent in self.agents]
+
     def run(self, run_dir: Path, progress: bool = True) -> str:
         """All rounds, with metrics, final state and summary written to ``run_dir``; returns the summary."""
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -165,8 +170,8 @@ class Simulator:
                 rows = self.run_round(t)
                 round_s = time.perf_counter() - start
                 if (t + 1) % self.config.eval_every == 0 or t == self.config.rounds - 1:
-                    for row, (acc, loss) in zip(rows, self.evaluate()):
-                        row.update(accuracy=acc, test_loss=loss)
+                    for row, fields in zip(rows, self.evaluation()):
+                        row.update(fields)
                     accs = [r["accuracy"] for r in rows]
                     bar.set_postfix(acc=f"{sum(accs) / len(accs):.3f}")
                     (bar.write if progress else self.log)(

@@ -8,7 +8,7 @@ overlap, because an agent is scored on the test images of *its* label distributi
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
@@ -21,19 +21,45 @@ _MAX_DIRICHLET_DRAWS = 100
 
 @dataclass(frozen=True, eq=False)
 class AgentPartition:
-    """One agent's data: sorted int64 indices into the train and test sets, and its classes."""
+    """One agent's data: sorted int64 indices into the train and test sets, and its classes.
+
+    ``validation_indices`` (into the train set, disjoint from ``train_indices``) are the share of its
+    training shard the agent never trains on: what hyperparameters are chosen on (:func:`carve_validation`).
+    """
 
     train_indices: np.ndarray
     test_indices: np.ndarray
     classes: tuple[int, ...]
+    validation_indices: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
 
     def __post_init__(self) -> None:
-        for field in ("train_indices", "test_indices"):
-            array = np.array(getattr(self, field), dtype=np.int64)  # a private, read-only copy
+        for name in ("train_indices", "test_indices", "validation_indices"):
+            array = np.array(getattr(self, name), dtype=np.int64)  # a private, read-only copy
             if array.ndim != 1:
-                raise ValueError(f"{field} must be 1-D, got shape {array.shape}")
+                raise ValueError(f"{name} must be 1-D, got shape {array.shape}")
             array.setflags(write=False)
-            object.__setattr__(self, field, array)
+            object.__setattr__(self, name, array)
+
+
+VALIDATION_STREAM = 0x76616C  # "val": the validation draw's own random stream, apart from the partition's
+
+
+def carve_validation(partitions: Sequence[AgentPartition], fraction: float, seed: int) -> list[AgentPartition]:
+    """Each agent's training shard split into train and validation: ``round(fraction·n)`` images (at least
+    one, and at least one left to train on, for a shard of ≥ 2), drawn at random with a generator seeded
+    by (``seed``, agent). The split depends on nothing else, so every process of a lab carves the same one."""
+    if fraction == 0:
+        return list(partitions)
+    carved = []
+    for agent, part in enumerate(partitions):
+        n = part.train_indices.size
+        take = min(max(round(fraction * n), 1), n - 1) if n >= 2 else 0
+        rng = np.random.default_rng([seed, VALIDATION_STREAM, agent])
+        chosen = np.zeros(n, dtype=bool)
+        chosen[rng.permutation(n)[:take]] = True
+        carved.append(AgentPartition(part.train_indices[~chosen], part.test_indices, part.classes,
+                                     validation_indices=part.train_indices[chosen]))
+    return carved
 
 
 def check_disjoint(partitions: Sequence[AgentPartition], num_train: int) -> None:

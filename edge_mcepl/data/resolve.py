@@ -22,7 +22,7 @@ from ..errors import UserError
 from .arrays import ArrayDataset
 from .cifar10 import load_cifar10
 from .mnist import load_mnist
-from .partitions import AgentPartition, classes_partition, dirichlet_partition, paper_partition
+from .partitions import AgentPartition, carve_validation, classes_partition, dirichlet_partition, paper_partition
 from .synthetic import make_synthetic
 
 DATA_ENV = "EDGE_MCEPL_DATA"
@@ -90,7 +90,8 @@ def load_lab_data(config, input_shape: tuple[int, int, int], log) -> LabData:
         raise UserError(f"model {config.model!r} takes {input_shape} inputs but {dataset} images are "
                         f"{tuple(train.images.shape[1:])}; choose a matching model")
     used = d.replace(dataset=dataset)
-    return LabData(train, test, _partition(config, used, train, test), description, used)
+    parts = carve_validation(_partition(config, used, train, test), d.validation_fraction, config.seed)
+    return LabData(train, test, parts, description, used)
 
 
 def _partition(config, d: DataConfig, train: ArrayDataset, test: ArrayDataset) -> list[AgentPartition]:

@@ -442,8 +442,7 @@ class Join:
         row.update(rejected=report.rejected + stats.rejected, missing_base=report.missing_base + stats.missing_base)
         evaluated = time.time()
         if (t + 1) % config.eval_every == 0 or t == config.rounds - 1:
-            acc, loss = agent.evaluate()
-            row.update(accuracy=acc, test_loss=loss)
+            row.update(agent.evaluation())
         ended = time.time()
         row.update(self.static, train_seconds=round(published - began, 6), round_seconds=round(ended - began, 6),
                    gather_seconds=round(transport.last_gather_end - published, 6),
