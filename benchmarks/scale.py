@@ -1,24 +1,25 @@
 """How the simulator's round time and memory grow with the number of agents → docs/scale.md.
 
 For each model (small-cnn on MNIST, AlexNet-CIFAR on CIFAR-10), graph (4-regular, and Erdős–Rényi
-with mean degree 4) and lab size (20, 100, 500 agents), one fresh process builds the lab (the
-``reference`` preset, 3 classes per agent, 2 torch threads) and runs training rounds without
-evaluation: the first is a warm-up, the others are timed. It reports the median round, the round
-per agent, the resident memory after building and the peak, and — from the agents' own tensors —
-where an agent's memory goes (scores and their gradient, m̄, the cached mask, its share of the
-data, the masks it holds of its neighbours). Each configuration runs alone (one child process at
-a time): the machine's two cores are the whole budget, so a ratio between rows of one run is what
-to read, not an absolute time.
+with mean degree ≥ 4: :func:`erdos_renyi_p`) and lab size (20, 100, 500 agents), one fresh process
+builds the lab (the ``reference`` preset, 3 classes per agent, 2 torch threads) and runs training
+rounds without evaluation: the first is a warm-up, the others are timed. It reports the median
+round, the round per agent, the resident memory after building and the peak, and — from the
+agents' own tensors — where an agent's memory goes (scores and their gradient, m̄, the cached
+mask, its share of the data, the masks it holds of its neighbours). Each configuration runs alone
+(one child process at a time): the machine's two cores are the whole budget, so a ratio between
+rows of one run is what to read, not an absolute time.
 
 Usage::
 
-    .venv/bin/python benchmarks/scale.py [--agents 20 100 500] [--rounds 2] [--models small-cnn alexnet-cifar]
+    .venv/bin/python benchmarks/scale.py [--agents 20 100 500] [--rounds 3] [--models small-cnn alexnet-cifar]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import resource
@@ -40,12 +41,17 @@ MB = 1 << 20
 
 def lab_config(model: str, graph: str, agents: int, rounds: int, data_dir: str) -> dict[str, Any]:
     topology: dict[str, Any] = ({"kind": "k-regular", "k": MEAN_DEGREE} if graph == "k-regular" else
-                                {"kind": "erdos-renyi", "p": MEAN_DEGREE / (agents - 1)})
+                                {"kind": "erdos-renyi", "p": erdos_renyi_p(agents)})
     return {"name": f"scale-{model}-{graph}-{agents}", "seed": 7, "agents": agents, "rounds": rounds,
             "eval_every": 10**6, "model": model, "threads": 2,
             "data": {"dataset": DATASET[model], "data_dir": data_dir, "partition": "classes",
                      "classes_per_agent": 3},
             "topology": topology, "algorithm": {"preset": "reference"}}
+
+
+def erdos_renyi_p(agents: int) -> float:
+    """Mean degree 4, or 1.5·ln N / N where that is too sparse to be connected (a connected graph is drawn)."""
+    return max(MEAN_DEGREE / (agents - 1), 1.5 * math.log(agents) / agents)
 
 
 def tensor_bytes(*tensors: Any) -> int:
@@ -182,7 +188,8 @@ def main() -> int:
         f"({platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, Python "
         f"{platform.python_version()}). Each lab runs in a fresh process, alone; {args.rounds} training rounds, "
         "the first a warm-up (the table: the median of the others), no evaluation; the `reference` preset, "
-        f"3 classes per agent, 2 torch threads; Erdős–Rényi with p = {MEAN_DEGREE}/(N−1). Memory is the "
+        f"3 classes per agent, 2 torch threads; Erdős–Rényi with p = max({MEAN_DEGREE}/(N−1), 1.5·ln N/N) "
+        "(sparser is not connected at 500 agents), so its mean degree grows with N. Memory is the "
         "process's resident set (psutil; peak: `ru_maxrss`), per agent = (peak − the interpreter's before "
         "building) / agents.",
         "",
