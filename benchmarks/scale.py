@@ -110,6 +110,9 @@ def table(results: list[dict[str, Any]]) -> list[str]:
              "memory after build (MB) | peak (MB) | peak per agent (MB) |",
              "|---|---|---:|---|---:|---:|---:|---:|---:|---:|"]
     for r in results:
+        if "failed" in r:
+            lines.append(f"| {r['model']} | {r['graph']} | {r['agents']} | | **failed: {r['failed']}** | | | | | |")
+            continue
         per_agent = (r["peak_mb"] - r["rss_start_mb"]) / r["agents"]
         lines.append(f"| {r['model']} | {r['graph']} | {r['agents']} | {r['mean_degree']:.1f} / {r['max_degree']} | "
                      f"{r['round_s']:.2f} | {r['per_agent_s'] * 1000:.1f} ms | {r['build_s']:.1f} | "
@@ -122,7 +125,7 @@ def growth(results: list[dict[str, Any]]) -> list[str]:
     lines = []
     for model in dict.fromkeys(r["model"] for r in results):
         for graph in GRAPHS:
-            rows = sorted((r for r in results if r["model"] == model and r["graph"] == graph),
+            rows = sorted((r for r in results if r["model"] == model and r["graph"] == graph and "failed" not in r),
                           key=lambda r: r["agents"])
             if len(rows) < 2:
                 continue
@@ -137,7 +140,8 @@ def growth(results: list[dict[str, Any]]) -> list[str]:
 
 
 def parts_table(results: list[dict[str, Any]]) -> list[str]:
-    by_model = {r["model"]: r for r in sorted(results, key=lambda r: r["agents"])}  # the largest lab per model
+    done = [r for r in results if "failed" not in r]
+    by_model = {r["model"]: r for r in sorted(done, key=lambda r: r["agents"])}  # the largest lab per model
     keys = list(next(iter(by_model.values()))["per_agent_parts_mb"])
     lines = ["| model | " + " | ".join(keys) + " |", "|---|" + "---:|" * len(keys)]
     for model, r in by_model.items():
@@ -146,22 +150,25 @@ def parts_table(results: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--agents", type=int, nargs="+", default=[20, 100, 500])
-    ap.add_argument("--models", nargs="+", default=list(DATASET), choices=list(DATASET))
-    ap.add_argument("--graphs", nargs="+", default=list(GRAPHS), choices=list(GRAPHS))
-    ap.add_argument("--rounds", type=int, default=3, help="rounds per lab; the first is a warm-up (default 3)")
-    ap.add_argument("--data-dir", default=str((ROOT / ".." / "shared" / "data").resolve()))
-    ap.add_argument("--out", default=str(ROOT / "docs" / "scale.md"))
-    ap.add_argument("--results", default=str(ROOT / "runs" / "scale.jsonl"), help="one JSON line per lab")
-    ap.add_argument("--one", nargs=3, metavar=("MODEL", "GRAPH", "AGENTS"), help=argparse.SUPPRESS)
-    args = ap.parse_args()
-    if args.one:
-        model, graph, agents = args.one
-        print(json.dumps(run_one(model, graph, int(agents), args.rounds, args.data_dir)))
-        return 0
+def capacity(results: list[dict[str, Any]]) -> list[str]:
+    """How many agents this machine's memory holds, at the largest lab's peak per agent (what limits a lab here)."""
+    import psutil
 
+    total = psutil.virtual_memory().total / MB
+    lines = []
+    for model in dict.fromkeys(r["model"] for r in results if "failed" not in r):
+        largest = max((r for r in results if r["model"] == model and "failed" not in r), key=lambda r: r["agents"])
+        per_agent = (largest["peak_mb"] - largest["rss_start_mb"]) / largest["agents"]
+        fits = int((total - largest["rss_start_mb"]) / per_agent)
+        lines.append(f"- {model}: {per_agent:.1f} MB per agent at {largest['agents']} agents ⇒ about {fits:,} agents "
+                     f"in this machine's {total / 1024:.0f} GiB; a round then takes about "
+                     f"{fits * largest['per_agent_s'] / 60:.0f} min at "
+                     f"{largest['per_agent_s'] * 1000:.0f} ms per agent.")
+    return ["What limits a lab on this machine:", "", *lines, ""] if lines else []
+
+
+def run_all(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Every lab, one child process each; a child that fails (e.g. killed for memory) is a row saying so."""
     results: list[dict[str, Any]] = []
     Path(args.results).parent.mkdir(parents=True, exist_ok=True)
     with open(args.results, "w") as log:
@@ -173,11 +180,38 @@ def main() -> int:
                                           "--rounds", str(args.rounds), "--data-dir", args.data_dir],
                                          capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="2"))
                     if out.returncode:
-                        raise SystemExit(f"{model} {graph} {agents}: exit {out.returncode}\n{out.stderr[-3000:]}")
-                    results.append(json.loads(out.stdout.strip().splitlines()[-1]))
+                        why = "killed (out of memory?)" if out.returncode < 0 else f"exit {out.returncode}"
+                        print(out.stderr[-3000:], flush=True)
+                        results.append({"model": model, "graph": graph, "agents": agents, "failed": why})
+                    else:
+                        results.append(json.loads(out.stdout.strip().splitlines()[-1]))
                     log.write(json.dumps(results[-1]) + "\n")
                     log.flush()
                     print("  " + table(results[-1:])[-1], flush=True)
+    return results
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--agents", type=int, nargs="+", default=[20, 100, 500])
+    ap.add_argument("--models", nargs="+", default=list(DATASET), choices=list(DATASET))
+    ap.add_argument("--graphs", nargs="+", default=list(GRAPHS), choices=list(GRAPHS))
+    ap.add_argument("--rounds", type=int, default=3, help="rounds per lab; the first is a warm-up (default 3)")
+    ap.add_argument("--data-dir", default=str((ROOT / ".." / "shared" / "data").resolve()))
+    ap.add_argument("--out", default=str(ROOT / "docs" / "scale.md"))
+    ap.add_argument("--results", default=str(ROOT / "runs" / "scale.jsonl"), help="one JSON line per lab")
+    ap.add_argument("--from-results", metavar="JSONL", help="write the report from an earlier run's --results")
+    ap.add_argument("--one", nargs=3, metavar=("MODEL", "GRAPH", "AGENTS"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.one:
+        model, graph, agents = args.one
+        print(json.dumps(run_one(model, graph, int(agents), args.rounds, args.data_dir)))
+        return 0
+
+    if args.from_results:
+        results = [json.loads(line) for line in Path(args.from_results).read_text().splitlines() if line.strip()]
+    else:
+        results = run_all(args)
 
     import torch
 
@@ -185,6 +219,8 @@ def main() -> int:
         "# Scale: the simulator's round time and memory from 20 to 500 agents",
         "",
         f"Generated by `benchmarks/scale.py {' '.join(sys.argv[1:])}` on {time.strftime('%Y-%m-%d')} "
+        + (f"from the results of an earlier run of the same options (`{args.from_results}`) "
+           if args.from_results else "") +
         f"({platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, Python "
         f"{platform.python_version()}). Each lab runs in a fresh process, alone; {args.rounds} training rounds, "
         "the first a warm-up (the table: the median of the others), no evaluation; the `reference` preset, "
@@ -204,6 +240,7 @@ def main() -> int:
         "",
         *parts_table(results),
         "",
+        *capacity(results),
     ]
     Path(args.out).write_text("\n".join(lines))
     print("\n".join(lines))
