@@ -19,6 +19,7 @@ import torch
 from .algorithms.base import LearningRule, Message
 from .comm.transport import Transport
 from .data.arrays import ArrayDataset
+from .data.augment import AUGMENTATIONS, augmentation_generator
 from .data.sampling import EpochSampler
 from .wire.delta import MaskRecord
 from .wire.envelope import Authenticator
@@ -86,6 +87,8 @@ class Agent:
         self.test_indices = torch.as_tensor(np.array(test_indices, dtype=np.int64), device=test.images.device)
         self.fingerprint, self.auth, self.eval_batch_size = fingerprint, auth, eval_batch_size
         self.sampler = EpochSampler(len(train), rule.params.batch_size, seed, agent_id)
+        self.seed = seed
+        self.augmentation = AUGMENTATIONS[rule.params.augment]
         self.layer_shapes = rule.model.layer_shapes()
         self._report: RoundReport | None = None
         # What the last message sent carried (before round 1: the initial mask), so every round can say
@@ -143,9 +146,12 @@ class Agent:
         """
         began = time.perf_counter()
         loss = 0.0
-        for _ in range(self.rule.params.local_steps):
+        for step in range(self.rule.params.local_steps):
             idx = self.sampler.next_batch().to(self.train_data.images.device)
-            loss = self.rule.local_step(self.train_data.images[idx], self.train_data.labels[idx])
+            images = self.train_data.images[idx]
+            if self.augmentation is not None:
+                images = self.augmentation(images, augmentation_generator(self.seed, self.agent_id, round, step))
+            loss = self.rule.local_step(images, self.train_data.labels[idx])
         since = transport.take_keyframe_request(self.agent_id)
         if not self.rule.learns_masks:  # its messages never refer to earlier ones: nothing to send again
             since = None

@@ -124,6 +124,9 @@ class AlgorithmConfig(StrictModel):
     consensus_lr: float = Field(10.0, ge=0, le=1e9)  # η₂; 0 = no consensus step
     batch_size: int = Field(128, ge=1, le=1_000_000)
     local_steps: int = Field(1, ge=1, le=100_000)
+    # every rule's local-step batches: "crop-flip" = random 32×32 crop of the 4-pixel zero-padded image and a
+    # horizontal flip (data/augment.py; CIFAR-style images — a flipped digit is another digit)
+    augment: Literal["none", "crop-flip"] = "none"
     round0_prior: Literal["bernoulli", "zeros"] = "bernoulli"
     elu_logits: bool = True
     group_lasso: float = Field(0.0, ge=0, le=1e3)

@@ -23,6 +23,7 @@ class RuleParams:
     batch_size: int = 128
     local_steps: int = 1
     elu_logits: bool = True  # the reference applies ELU to the logits
+    augment: str = "none"  # the local steps' batch augmentation (data/augment.py): "none" or "crop-flip"
 
 
 class _HasKind(Protocol):
