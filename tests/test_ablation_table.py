@@ -1,0 +1,39 @@
+"""benchmarks/ablation_table.py: runs side by side, chosen on validation, and refusing runs without a split."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from benchmarks.ablation_table import ROOT, per_round
+from edge_mcepl.simulator import Simulator
+
+from conftest import tiny_lab_config
+
+SCRIPT = ROOT / "benchmarks" / "ablation_table.py"
+
+
+def run(tmp_path, name, **overrides):
+    Simulator(tiny_lab_config(rounds=4, eval_every=2, **overrides), log=lambda _: None).run(tmp_path / name,
+                                                                                           progress=False)
+    return tmp_path / name
+
+
+def test_the_table_states_validation_and_test_with_differences_to_the_first_run(tmp_path):
+    base = run(tmp_path, "base", **{"data.validation_fraction": 0.25})
+    other = run(tmp_path, "other", **{"data.validation_fraction": 0.25, "algorithm.augment": "crop-flip"})
+    out = tmp_path / "table.md"
+    done = subprocess.run([sys.executable, str(SCRIPT), str(base), str(other), "--title", "T", "--out", str(out)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    text = out.read_text()
+    b, o = per_round(base), per_round(other)
+    assert f"{100 * b[4][0]:.2f} / {100 * b[4][1]:.2f}" in text
+    assert f"(Δ {100 * (o[4][0] - b[4][0]):+.2f} / {100 * (o[4][1] - b[4][1]):+.2f})" in text
+    assert "| round 2 val / test | round 4 val / test |" in text
+
+
+def test_a_run_without_a_validation_split_is_refused(tmp_path):
+    plain = run(tmp_path, "plain")
+    done = subprocess.run([sys.executable, str(SCRIPT), str(plain)], capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and "data.validation_fraction" in done.stderr
