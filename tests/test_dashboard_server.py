@@ -87,3 +87,25 @@ def test_a_busy_port_is_one_line(served):
     port = int(url.rsplit(":", 1)[1].strip("/"))
     with pytest.raises(UserError, match=f"cannot listen on 127.0.0.1:{port}"):
         DashboardServer(LabView("live", ""), "127.0.0.1", port)
+
+
+def test_an_exposed_page_speaks_https_with_the_given_certificate(tmp_path):
+    import ssl
+
+    from edge_mcepl.comm.broker.tls import ensure_lab_ca
+    from edge_mcepl.dashboard.server import Tls
+
+    lab_tls = ensure_lab_ca(tmp_path / "tls", ["127.0.0.1"])
+    server = DashboardServer(LabView("live", ""), "127.0.0.1", 0, BasicAuth("lab-observer", "s3cret"),
+                             Tls(str(lab_tls.cert_file), str(lab_tls.key_file))).start()
+    try:
+        assert server.url.startswith("https://")
+        context = ssl.create_default_context(cafile=str(lab_tls.ca_file))
+        auth = base64.b64encode(b"lab-observer:s3cret").decode()
+        request = urllib.request.Request(server.url + "api/state", headers={"Authorization": f"Basic {auth}"})
+        with urllib.request.urlopen(request, timeout=10, context=context) as ok:
+            assert json.loads(ok.read())["lab"]["mode"] == "live"
+        with pytest.raises((urllib.error.URLError, ConnectionError)):  # plain HTTP is not served
+            urllib.request.urlopen(server.url.replace("https", "http") + "api/state", timeout=10)
+    finally:
+        server.stop()
