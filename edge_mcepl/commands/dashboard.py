@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def announce(server: DashboardServer, source: LabSource, guarded: bool) -> None:
-    what = "live lab at" if source.view.snapshot()["lab"]["mode"] == "live" else "finished run"
+    what = "live lab at" if source.mode == "live" else "finished run"
     print(f"edge-mcepl dashboard: {what} {source.where}", flush=True)
     print(f"  open {server.url}" + ("  (user and password: the observer bundle's)" if guarded else "")
           + "  — Ctrl-C stops it", flush=True)

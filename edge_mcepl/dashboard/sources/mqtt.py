@@ -97,12 +97,12 @@ class MqttSource(LabSource):
 
     def _on_sys(self, topic: str, payload: bytes) -> None:
         key = SYS_TOPICS.get(topic)
+        if key is None:
+            return
         try:
-            value = int(payload)
+            self.view.set_traffic(key, int(payload))
         except ValueError:
             return
-        if key is not None:
-            self.view.set_traffic(key, value)
 
     def _watch_connection(self) -> None:
         """The header's broker state: the connection's, checked every half second (paho reconnects itself)."""
