@@ -35,6 +35,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     # more filters within 0.4 points (docs/export.md).
     "structured": {"group_lasso": 0.0, "min_kept_per_filter": 20},
 }
+# How the fixed weights ``w`` are drawn (nn/weights.py, docs/algorithm.md#fixed-weight-distribution): PyTorch's
+# default uniform(±1/√fan_in), the paper's; or a signed constant ±σ with that uniform's per-layer standard
+# deviation σ = bound/√3 and the sign of the same draw (Ramanujan et al. 2020: signed constants make better
+# supermasks).
+WEIGHT_DISTRIBUTIONS: tuple[str, ...] = ("uniform", "signed-constant")
 # Path fields in a YAML file are relative to that file, so example configs work from any cwd.
 PATH_FIELDS = ("data.data_dir", "data.classes_file", "data.train_counts_file", "data.test_counts_file", "topology.file")
 DEVICE_PATTERN = r"cpu|cuda(:\d+)?"  # where the simulator computes; edge_mcepl/nn/device.py resolves it
@@ -121,6 +126,8 @@ class AlgorithmConfig(StrictModel):
 
     lr: float = Field(10.0, ge=0, le=1e9)  # η, SGD on scores
     weight_decay: float = Field(5e-4, ge=0, le=1e3)
+    momentum: float = Field(0.0, ge=0, lt=1)  # heavy-ball momentum on the score step; 0 = the reference's SGD
+    lr_schedule: Literal["constant", "cosine"] = "constant"  # lr and consensus_lr over the run (cosine: to 0)
     consensus_lr: float = Field(10.0, ge=0, le=1e9)  # η₂; 0 = no consensus step
     batch_size: int = Field(128, ge=1, le=1_000_000)
     local_steps: int = Field(1, ge=1, le=100_000)
@@ -163,6 +170,8 @@ class LabConfig(StrictModel):
     rounds: int = Field(50, ge=0, le=10_000_000)
     eval_every: int = Field(10, ge=1, le=10_000_000)
     model: str = "small-cnn"
+    # the fixed weights' distribution (nn/weights.py): the paper's uniform, or signed constants of its std
+    weights: Literal[tuple(WEIGHT_DISTRIBUTIONS)] = "uniform"  # type: ignore[valid-type]
     threads: int = Field(2, ge=1, le=1024)
     device: str = "cpu"  # or "cuda" / "cuda:N": where the simulator computes (nn/device.py)
     per_agent_scores: bool = False

@@ -29,7 +29,7 @@ import yaml
 from pydantic import BaseModel, Field
 
 from .atomic import atomic_write
-from .config import DEVICE_PATTERN, LabConfig, Ratio, config_from_dict
+from .config import DEVICE_PATTERN, WEIGHT_DISTRIBUTIONS, LabConfig, Ratio, config_from_dict
 from .errors import UserError
 from .metrics import read_completed_rows, summary_table, write_metrics
 from .validation import AgentId, Fingerprint, StrictModel, read_yaml, validate_json
@@ -59,6 +59,7 @@ class RunIdentity(_Part):
     model: str
     num_classes: int = Field(ge=1)
     weights_seed: int = Field(ge=0, le=2**63 - 1)  # the lab config's seed
+    weights: Literal[WEIGHT_DISTRIBUTIONS] = "uniform"  # type: ignore[valid-type]  # absent before it existed
     fingerprint: Fingerprint
     rounds: int = Field(ge=0)
 

@@ -120,7 +120,8 @@ class Simulator:
         self.log(f"data: {self.data.description}; computing on {describe_device(device)}")
         template = build_model(self.config.model, self.data.train.num_classes)
         self.topology = build_topology_for(self.config)
-        self.fixed = generate_fixed_weights(template, self.config.model, self.config.seed).to(device)
+        config = self.config
+        self.fixed = generate_fixed_weights(template, config.model, config.seed, config.weights).to(device)
         self.agents = build_agents(self.config, self.data, self.topology, self.fixed)
         for agent in self.agents:
             self.transport.listen(agent.agent_id, agent.neighbours, agent.decode_message)
@@ -192,7 +193,8 @@ class Simulator:
     def save_final_state(self, directory: Path) -> None:
         """Everything export needs — seed, architecture, fingerprint, each agent's mask — no scores."""
         identity = RunIdentity(model=self.config.model, num_classes=self.data.train.num_classes,
-                               weights_seed=self.config.seed, fingerprint=self.fixed.fingerprint_hex,
+                               weights_seed=self.config.seed, weights=self.config.weights,
+                               fingerprint=self.fixed.fingerprint_hex,
                                rounds=self.config.rounds)
         agents = [(AgentEntry.of_record(agent_record(a, self.data.partitions[a.agent_id].classes)),
                    a.file_message(self.config.rounds)) for a in self.agents]

@@ -15,6 +15,7 @@ the layers, so the network's forward pass computes with the rule's mask.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import ClassVar, Literal
@@ -53,6 +54,10 @@ class MCEPLParams(RuleParams):
     mask_codec: str = "delta"  # what changed (wire/delta.py); "rice": ≈ H(r) bits/weight; "packbits": 1 bit/weight
     keyframe_every: int = 100  # delta codec: a stand-alone (Rice) message every this many rounds (docs/codec.md)
     robust_aggregation: str = "none"  # "overlap": m̄ leaves out masks anti-correlated with this agent's (robust.py)
+    # The score optimizer (docs/algorithm.md#score-optimizer): heavy-ball momentum on the local step
+    # (0: the reference's plain SGD) and the step sizes' schedule over the run.
+    momentum: float = 0.0
+    lr_schedule: Literal["constant", "cosine"] = "constant"
 
 
 class MCEPL(LearningRule[MaskMessage, list[Tensor]]):
@@ -64,11 +69,13 @@ class MCEPL(LearningRule[MaskMessage, list[Tensor]]):
     params: MCEPLParams
 
     def __init__(self, model: MaskedNetwork, params: MCEPLParams, retention: Retention, *, seed: int,
-                 agent_id: int | None = None, declared: Mapping[int, Retention] | None = None) -> None:
+                 agent_id: int | None = None, declared: Mapping[int, Retention] | None = None,
+                 total_rounds: int = 0) -> None:
         """``seed`` draws the initial scores (shared, or this agent's own when ``agent_id`` is given) and m̄⁽⁰⁾.
 
         ``declared``: each neighbour's retention, as the lab declares it (the roster): a received mask
         must keep exactly what it implies (:mod:`.density`). None: not checked (a rule built alone).
+        ``total_rounds``: the run's length, which a cosine schedule anneals over.
 
         With ``retention.width`` < 1 the model computes its ordered-width block only, and every
         per-layer tensor (scores, m̄, mask) is that block: the leading corner of what a full-width
@@ -93,6 +100,9 @@ class MCEPL(LearningRule[MaskMessage, list[Tensor]]):
         self.declared = declared
         self.kinds = [layer.kind for _, layer in model.masked_layers()]
         self.left_out = 0  # neighbours robust aggregation left out of the last m̄
+        self.total_rounds, self.rounds_done = total_rounds, 0
+        # momentum buffers, one per layer (empty without momentum: the reference keeps no optimizer state)
+        self.velocity: list[Tensor] = [torch.zeros_like(s.scores) for s in self.layers] if params.momentum else []
 
     def narrow_model(self) -> None:
         """Ordered width: the model computes the leading block of every layer (docs/algorithm.md#width)."""
@@ -104,16 +114,24 @@ class MCEPL(LearningRule[MaskMessage, list[Tensor]]):
     @classmethod
     def build(cls, ctx: RuleContext) -> MCEPL:
         return cls(ctx.model, cls.params_for(ctx), ctx.retention, seed=ctx.seed,
-                   agent_id=ctx.agent_id if ctx.per_agent_scores else None, declared=ctx.declared)
+                   agent_id=ctx.agent_id if ctx.per_agent_scores else None, declared=ctx.declared,
+                   total_rounds=ctx.total_rounds)
 
     @classmethod
     def params_for(cls, ctx: RuleContext) -> MCEPLParams:
         """The rule's knobs from the lab config (a variant may switch some off)."""
         return params_from(MCEPLParams, ctx.algorithm)
 
+    def step_scale(self) -> float:
+        """The schedule's factor on η and η₂ this round: 1 (constant), or ½(1 + cos(π·t/T)) (cosine)."""
+        if self.params.lr_schedule == "constant" or self.total_rounds <= 0:
+            return 1.0
+        return 0.5 * (1 + math.cos(math.pi * min(self.rounds_done, self.total_rounds) / self.total_rounds))
+
     def local_step(self, images: Tensor, labels: Tensor) -> float:
-        """One SGD step on the scores; leaves the task-loss gradient g in ``scores.grad``."""
+        """One SGD step on the scores (with momentum, if set); leaves the task-loss gradient g in ``scores.grad``."""
         p = self.params
+        lr = p.lr * self.step_scale()
         for state in self.layers:
             state.scores.grad = None
         # y is taken before the update: the group-lasso term is evaluated where the loss was.
@@ -127,7 +145,9 @@ class MCEPL(LearningRule[MaskMessage, list[Tensor]]):
                 step = g + p.weight_decay * z if p.weight_decay else g.clone()
                 if y is not None:
                     step += group_lasso_gradient(y[i], p.group_lasso)
-                z.sub_(p.lr * step)
+                if self.velocity:
+                    step = self.velocity[i].mul_(p.momentum).add_(step)
+                z.sub_(lr * step)
         return loss.item()
 
     def masks(self) -> list[Tensor]:
@@ -192,17 +212,29 @@ class MCEPL(LearningRule[MaskMessage, list[Tensor]]):
         return stats
 
     def consensus_step(self) -> None:
-        """z ← z − η₂·g⊙m̄: entries the neighbours keep move further along this agent's gradient."""
+        """z ← z − η₂·g⊙m̄: entries the neighbours keep move further along this agent's gradient.
+
+        The last step of a round: the schedule's round counter advances here.
+        """
+        scale = self.step_scale()
+        self.rounds_done += 1
         if self.params.consensus_lr == 0:
             return
         with torch.no_grad():
             for state in self.layers:
                 if state.scores.grad is not None:
-                    state.scores.addcmul_(state.scores.grad, state.neighbour_mean, value=-self.params.consensus_lr)
+                    state.scores.addcmul_(state.scores.grad, state.neighbour_mean,
+                                          value=-self.params.consensus_lr * scale)
 
     def state_dict(self) -> dict[str, np.ndarray]:
-        return {**arrays("scores", [s.scores for s in self.layers]),
-                **arrays("neighbour_mean", [s.neighbour_mean for s in self.layers])}
+        """Scores and m̄; the momentum buffers and the schedule's round counter only when they are in use
+        (checkpoints of the reference preset are unchanged)."""
+        state = {**arrays("scores", [s.scores for s in self.layers]),
+                 **arrays("neighbour_mean", [s.neighbour_mean for s in self.layers]),
+                 **arrays("velocity", self.velocity)}
+        if self.params.lr_schedule != "constant":
+            state["rounds_done"] = np.array([self.rounds_done], dtype=np.int64)
+        return state
 
     def _load_state(self, state: Mapping[str, np.ndarray]) -> None:
         with torch.no_grad():
@@ -210,3 +242,7 @@ class MCEPL(LearningRule[MaskMessage, list[Tensor]]):
                 layer.scores.copy_(torch.from_numpy(state[f"scores_{i}"]))
                 layer.scores.grad = None
                 layer.neighbour_mean = torch.from_numpy(state[f"neighbour_mean_{i}"].copy()).to(layer.scores.device)
+            for i, velocity in enumerate(self.velocity):
+                velocity.copy_(torch.from_numpy(state[f"velocity_{i}"]))
+        if "rounds_done" in state:
+            self.rounds_done = int(state["rounds_done"][0])

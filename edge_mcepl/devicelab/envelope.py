@@ -77,7 +77,8 @@ def explicit_keys(config_path: str | Path, overrides: dict[str, Any] | None = No
 
 def lab_fingerprint(config: LabConfig) -> str:
     """The fingerprint of the fixed weights every device of this lab must regenerate."""
-    return generate_fixed_weights(build_model(config.model, NUM_CLASSES), config.model, config.seed).fingerprint_hex
+    model = build_model(config.model, NUM_CLASSES)
+    return generate_fixed_weights(model, config.model, config.seed, config.weights).fingerprint_hex
 
 
 def make_envelope(config: LabConfig, explicit: list[str], settings: LabSettings, run_id: str | None = None) -> dict:

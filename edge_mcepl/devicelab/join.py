@@ -386,7 +386,7 @@ class Join:
             return self._close("offline", 128 + (self.stop.signum or 2), reason=name)
         message = self.envelope
         identity = RunIdentity(model=config.model, num_classes=message.num_classes, weights_seed=config.seed,
-                               fingerprint=message.fingerprint, rounds=config.rounds)
+                               weights=config.weights, fingerprint=message.fingerprint, rounds=config.rounds)
         mask = self.agent.file_message(config.rounds) if self.agent.rule.learns_masks else None
         mask_path = write_agent_result(self.state_dir, identity, agent_record(self.agent, self.classes), mask,
                                        lab=self.lab, run_id=message.run_id,
@@ -420,11 +420,12 @@ class Join:
     def _fixed_weights(self, data: LabData) -> tuple[MaskedNetwork, FixedWeights]:
         config = self.config
         template = build_model(config.model, data.train.num_classes)
-        fixed = generate_fixed_weights(template, config.model, config.seed)
+        fixed = generate_fixed_weights(template, config.model, config.seed, config.weights)
         if fixed.fingerprint_hex != self.envelope.fingerprint:
             raise UserError(f"weights fingerprint mismatch: the lab's is {self.envelope.fingerprint}, this device "
                             f"generated {fixed.fingerprint_hex} (model {config.model}, seed {config.seed}, "
-                            f"{data.train.num_classes} classes, torch {torch.__version__}) — refusing to train")
+                            f"{config.weights} weights, {data.train.num_classes} classes, torch {torch.__version__}) "
+                            "— refusing to train")
         return template, fixed
 
     def _round(self, t: int) -> dict[str, Any] | None:

@@ -106,7 +106,7 @@ def build_manifest(*, agent: AgentEntry, run, pruned: PrunedNetwork, files: dict
                 "min_kept_per_filter": run.config.algorithm.min_kept_per_filter,
                 "mask_file": agent.mask_file, "classes": agent.classes},
         "model": {"name": run.model_name, "num_classes": run.num_classes, "input_shape": list(pruned.input_shape),
-                  "elu_logits": pruned.elu_logits, "weights_seed": run.weights_seed,
+                  "elu_logits": pruned.elu_logits, "weights_seed": run.weights_seed, "weights": run.state.weights,
                   "weights_fingerprint": run.fingerprint.hex(), "input": "input", "output": "logits",
                   "opset": 17},
         "retention": {"conv": agent.retention_conv, "linear": agent.retention_linear, "width": agent.width,

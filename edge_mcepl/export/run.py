@@ -63,11 +63,11 @@ def load_run(run_dir: str | Path) -> RunInfo:
 def regenerate_weights(run: RunInfo) -> tuple[MaskedNetwork, FixedWeights]:
     """``w`` from the seed and architecture; refuses weights whose fingerprint differs from the run's."""
     template = build_model(run.model_name, run.num_classes)
-    fixed = generate_fixed_weights(template, run.model_name, run.weights_seed)
+    fixed = generate_fixed_weights(template, run.model_name, run.weights_seed, run.state.weights)
     if fixed.fingerprint != run.fingerprint:
         raise UserError(
             f"{run.run_dir}/final/state.json: weights fingerprint mismatch — the run has {run.fingerprint.hex()}, "
-            f"regenerating {run.model_name} from seed {run.weights_seed} gives {fixed.fingerprint_hex} "
+            f"regenerating {run.model_name} ({run.state.weights}) from seed {run.weights_seed} gives {fixed.fingerprint_hex} "
             "(different architecture or torch version); the masks would be meaningless on these weights")
     return template, fixed
 

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
+from ..config import WEIGHT_DISTRIBUTIONS
 from .layers import MaskedLinear
 from .zoo import MaskedNetwork
 
@@ -54,19 +56,36 @@ class FixedWeights:
         return dataclasses.replace(self, tensors={name: t.to(device) for name, t in self.tensors.items()})
 
 
-def generate_fixed_weights(model: MaskedNetwork, model_name: str, weights_seed: int) -> FixedWeights:
-    """Generate every masked layer's ``w`` (and linear bias) for ``model``'s architecture."""
+def signed_constant(uniform: Tensor, bound: float) -> Tensor:
+    """±bound/√3 with the sign of ``uniform`` (a draw from uniform(±bound)): the same mean and variance."""
+    sigma = bound / math.sqrt(3)
+    return torch.where(uniform >= 0, sigma, -sigma).to(torch.float32)
+
+
+def generate_fixed_weights(model: MaskedNetwork, model_name: str, weights_seed: int,
+                           distribution: str = "uniform") -> FixedWeights:
+    """Generate every masked layer's ``w`` (and linear bias) for ``model``'s architecture.
+
+    ``distribution`` (one of :data:`WEIGHT_DISTRIBUTIONS`) shapes the weights only; biases stay
+    uniform. It is part of the fingerprint, except for the paper's uniform, whose fingerprints
+    are unchanged from before the choice existed.
+    """
+    if distribution not in WEIGHT_DISTRIBUTIONS:
+        raise ValueError(f"unknown weight distribution {distribution!r}; choose one of {WEIGHT_DISTRIBUTIONS}")
     tensors: dict[str, Tensor] = {}
     for name, layer in model.masked_layers():
         bound = layer.init_bound
-        tensors[f"{name}.weight"] = seeded_uniform(tuple(layer.weight.shape), bound, weights_seed, f"w:{name}")
+        weight = seeded_uniform(tuple(layer.weight.shape), bound, weights_seed, f"w:{name}")
+        tensors[f"{name}.weight"] = signed_constant(weight, bound) if distribution == "signed-constant" else weight
         if isinstance(layer, MaskedLinear):
             tensors[f"{name}.bias"] = seeded_uniform(tuple(layer.bias.shape), bound, weights_seed, f"b:{name}")
-    return FixedWeights(model_name, weights_seed, tensors, _fingerprint(model_name, model.num_classes, tensors))
+    fingerprint = _fingerprint(model_name, model.num_classes, distribution, tensors)
+    return FixedWeights(model_name, weights_seed, tensors, fingerprint)
 
 
-def _fingerprint(model_name: str, num_classes: int, tensors: dict[str, Tensor]) -> bytes:
-    h = hashlib.sha256(f"edge-mcepl weights v1|{model_name}|{num_classes}".encode())
+def _fingerprint(model_name: str, num_classes: int, distribution: str, tensors: dict[str, Tensor]) -> bytes:
+    named = "" if distribution == "uniform" else f"|{distribution}"
+    h = hashlib.sha256(f"edge-mcepl weights v1|{model_name}|{num_classes}{named}".encode())
     for name, t in tensors.items():
         h.update(f"|{name}:{tuple(t.shape)}:float32|".encode())
         h.update(t.numpy().astype("<f4", copy=False).tobytes())
