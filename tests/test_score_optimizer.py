@@ -1,4 +1,4 @@
-"""The score optimizer's knobs: heavy-ball momentum and a cosine schedule of η and η₂ (docs/algorithm.md#score-optimizer).
+"""The score optimizer: heavy-ball momentum and a cosine schedule of η and η₂ (docs/algorithm.md#score-optimizer).
 
 The reference (momentum 0, constant) keeps no optimizer state; with the knobs on, a checkpointed
 rule resumes exactly where it stopped.
