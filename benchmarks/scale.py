@@ -67,10 +67,11 @@ def agent_memory(agent: Any) -> dict[str, float]:
     return {
         "scores": tensor_bytes(*(s.scores for s in layers)) / MB,
         "score gradient": tensor_bytes(*(s.scores.grad for s in layers)) / MB,
-        "m̄": tensor_bytes(*(s.neighbour_mean for s in layers)) / MB,
-        "cached mask": tensor_bytes(*(s._cache[1] for s in layers if s._cache is not None)) / MB,
+        "m̄": sum(s.held_bytes()["m̄"] for s in layers) / MB,
+        "cached mask": sum(s.held_bytes()["cached mask"] for s in layers) / MB,
         "training data": tensor_bytes(agent.train_data.images, agent.train_data.labels) / MB,
         "neighbours' masks held": sum(len(b) for h in held for b in h.layers) / MB,
+        "own sent masks": sum(len(b) for h in agent.recent for b in h.layers) / MB,
     }
 
 

@@ -23,9 +23,11 @@ from .data.augment import AUGMENTATIONS, augmentation_generator
 from .data.sampling import EpochSampler
 from .wire.delta import MaskRecord
 from .wire.envelope import Authenticator
+from .wire.history import HeldMasks
 from .wire.masks import encode_masks, is_delta
 
 RESEND_DEPTH = 4  # recent messages an agent can send again to a neighbour that lost them
+INITIAL_ROUND = -1  # what the agent's initial mask (the flip count's first reference) is filed under
 
 
 @dataclass
@@ -91,12 +93,20 @@ class Agent:
         self.augmentation = AUGMENTATIONS[rule.params.augment]
         self.layer_shapes = rule.model.layer_shapes()
         self._report: RoundReport | None = None
-        # What the last message sent carried (before round 1: the initial mask), so every round can say
-        # how many mask bits moved. None: unknown (an old checkpoint).
-        self.sent_masks: list[np.ndarray] | None = self.current_masks()
-        # The masks of the last few messages sent: the newest is the next delta's base, and all of them
-        # can be sent again, standing alone, to a neighbour that lost them (it asks the transport).
-        self.recent: deque[MaskRecord] = deque(maxlen=RESEND_DEPTH)
+        # What the last message sent carried (before round 1: the initial mask, "round −1"), so every round
+        # can say how many mask bits moved. None: unknown (an old checkpoint). Packed, 1 bit per weight.
+        self.sent: HeldMasks | None = self._held(INITIAL_ROUND, self.current_masks())
+        # The masks of the last few messages sent (packed): the newest is the next delta's base, and all of
+        # them can be sent again, standing alone, to a neighbour that lost them (it asks the transport).
+        self.recent: deque[HeldMasks] = deque(maxlen=RESEND_DEPTH)
+
+    def _held(self, round: int, masks: list[np.ndarray]) -> HeldMasks:
+        return HeldMasks.of(self.agent_id, MaskRecord.of(round, masks))
+
+    @property
+    def sent_masks(self) -> list[np.ndarray] | None:
+        """The last sent mask per layer as bool arrays (what a checkpoint keeps); None: unknown."""
+        return None if self.sent is None else self.sent.unpack()
 
     @property
     def sent_round(self) -> int | None:
@@ -105,10 +115,10 @@ class Agent:
 
     def restore_sent(self, masks: list[np.ndarray] | None, round: int | None) -> None:
         """After a checkpoint: the last message sent (None: unknown, so the next message stands alone)."""
-        self.sent_masks = masks
+        self.sent = None if masks is None else self._held(INITIAL_ROUND if round is None else round, masks)
         self.recent.clear()
-        if masks is not None and round is not None:
-            self.recent.append(MaskRecord.of(round, masks))
+        if self.sent is not None and round is not None:
+            self.recent.append(self.sent)
 
     def current_masks(self) -> list[np.ndarray]:
         """The rule's current mask per layer as bool arrays (what a mask message would carry)."""
@@ -134,7 +144,7 @@ class Agent:
         What a neighbour that lost this agent's masks from round ``since`` on gets again: it can use
         those still inside its staleness window and decode this agent's next delta.
         """
-        return [(r.round, encode_masks(r.masks, fingerprint=self.fingerprint, sender=self.agent_id, round=r.round,
+        return [(r.round, encode_masks(r.unpack(), fingerprint=self.fingerprint, sender=self.agent_id, round=r.round,
                                        auth=self.auth, codec="rice")) for r in self.recent if r.round >= since]
 
     def begin_round(self, round: int, transport: Transport) -> None:
@@ -158,19 +168,18 @@ class Agent:
         resent = self.standalone_copies(since) if since is not None else []
         for old_round, copy in resent:
             transport.publish(self.agent_id, old_round, copy)
-        message = self.encode_message(round, None if since is not None or not self.recent else self.recent[-1])
+        message = self.encode_message(round, None if since is not None or not self.recent else self.recent[-1].record())
         trained = time.perf_counter() - began
         transport.publish(self.agent_id, round, message)
-        sent, previous = self.current_masks(), self.sent_masks
-        flips = None if previous is None else [int(np.count_nonzero(a != b)) for a, b in zip(sent, previous)]
-        record = MaskRecord.of(round, sent)
-        self.sent_masks = sent
-        self.recent.append(record)
+        held = self._held(round, self.current_masks())
+        flips = None if self.sent is None else held.flips(self.sent)
+        self.sent = held
+        self.recent.append(held)
         # One copy of each message goes to each neighbour (docs/algorithm.md#communication).
         sent_bytes = (len(message) + sum(len(copy) for _, copy in resent)) * len(self.neighbours)
         self._report = RoundReport(loss=loss, bytes_sent=sent_bytes, train_seconds=trained, mask_flips=flips,
                                    keyframe=not is_delta(message), resent=len(resent),
-                                   sent_digest=record.digest if self.rule.learns_masks else b"")
+                                   sent_digest=held.digest if self.rule.learns_masks else b"")
 
     def finish_round(self, round: int, transport: Transport, timeout: float | None = None) -> RoundReport:
         """docs/algorithm.md#round steps 3–5: gather neighbours' messages, aggregate what arrived, consensus step.

@@ -17,6 +17,24 @@ from torch import Tensor
 from ..nn.width import block_slices, overlap
 
 
+def votes_over_holders(received: Sequence[Tensor], like: Tensor) -> tuple[Tensor, Tensor | float]:
+    """(votes, holders) of 0/1 masks over ``like``'s shape: per entry, how many of ``received`` keep it
+    and how many hold it (at least 1) — one number when every block is ``like``'s own. Small integers:
+    m̄ = votes / holders (:meth:`~.score_mask.ScoreMask.set_votes`) is :func:`mean_over_holders` to the bit."""
+    count_type = torch.uint8 if len(received) <= torch.iinfo(torch.uint8).max else torch.int32
+    votes = torch.zeros(like.shape, dtype=count_type, device=like.device)
+    if all(tuple(t.shape) == tuple(like.shape) for t in received):
+        for tensor in received:
+            votes.add_(tensor.to(count_type))
+        return votes, float(max(len(received), 1))
+    holders = torch.zeros_like(votes)
+    for tensor in received:
+        shared = block_slices(overlap(tensor.shape, votes.shape))
+        votes[shared].add_(tensor[shared].to(count_type))
+        holders[shared].add_(1)
+    return votes, holders.clamp_(min=1)
+
+
 def mean_over_holders(received: Sequence[Tensor], like: Tensor) -> Tensor:
     """Entrywise mean of ``received`` over the tensors holding each entry of ``like``'s shape (0 if none)."""
     total = torch.zeros_like(like, requires_grad=False)

@@ -35,7 +35,7 @@ from ..wire.history import MaskHistory
 from ..wire.masks import MaskMessage, decode_masks, encode_masks
 from .base import LearningRule, RuleContext, arrays
 from .density import WrongDensity, check_density
-from .holders import mean_over_holders
+from .holders import votes_over_holders
 from .params import Retention, RuleParams, params_from
 from .robust import above_chance
 from .score_mask import ScoreMask
@@ -90,7 +90,9 @@ class MCEPL(LearningRule[MaskMessage, list[Tensor]]):
             prior = (seeded_bernoulli_prior(full, r, seed, name) if params.round0_prior == "bernoulli"
                      else torch.zeros(full))
             block = block_slices(layer.block_shape)
-            state = self.layer_mask(scores[block].to(layer.weight.device), prior[block].to(layer.weight.device), r,
+            # m̄⁽⁰⁾ held as one vote (0 or 1) per entry, as if every neighbour had sent the prior
+            state = self.layer_mask(scores[block].to(layer.weight.device),
+                                    prior[block].to(layer.weight.device, torch.uint8), r, holders=1.0,
                                     use_aggregation_tensor=params.aggregation_tensor,
                                     min_kept_per_filter=params.min_kept_per_filter)
             layer.use(state)
@@ -203,7 +205,7 @@ class MCEPL(LearningRule[MaskMessage, list[Tensor]]):
             kept = [masks for masks in received if above_chance(own, masks)]
             self.left_out, received = len(received) - len(kept), kept
         for i, state in enumerate(self.layers):
-            state.neighbour_mean = mean_over_holders([masks[i] for masks in received], state.scores)
+            state.set_votes(*votes_over_holders([masks[i] for masks in received], state.scores))
 
     def mask_stats(self) -> dict[str, float | int | list[int]]:
         stats = super().mask_stats()

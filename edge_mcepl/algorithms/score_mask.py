@@ -16,16 +16,47 @@ from ..nn.masking import StraightThroughMask, aggregation_magnitude, aggregation
 
 
 class ScoreMask:
-    """``m = TopK_r(|z| + mean|z|·m̄)``, with the filter-drop rule when ``min_kept_per_filter`` is set."""
+    """``m = TopK_r(|z| + mean|z|·m̄)``, with the filter-drop rule when ``min_kept_per_filter`` is set.
+
+    Memory (docs/scale.md): m̄ is held as the neighbours' vote counts (small integers) and the
+    number of holders, and the cached mask as bools — a quarter of float32 each; the float views
+    are made when asked for, and equal the float computation bit for bit.
+    """
 
     def __init__(self, scores: Tensor, neighbour_mean: Tensor, retention_ratio: float, *,
-                 use_aggregation_tensor: bool = True, min_kept_per_filter: int | None = None) -> None:
+                 holders: Tensor | float | None = None, use_aggregation_tensor: bool = True,
+                 min_kept_per_filter: int | None = None) -> None:
+        """With ``holders``, ``neighbour_mean`` is vote counts (:meth:`set_votes`); without, float m̄."""
         self.scores = scores.detach().clone().requires_grad_(True)  # a leaf the straight-through gradient reaches
-        self.neighbour_mean = neighbour_mean
+        self._votes, self._holders = neighbour_mean, holders
         self.retention_ratio = retention_ratio
         self.use_aggregation_tensor = use_aggregation_tensor  # False: the "m̄ ≡ 0 in y" ablation
         self.min_kept_per_filter = min_kept_per_filter  # None: the filter-drop rule is off
         self._cache: tuple[tuple, Tensor] | None = None
+
+    @property
+    def neighbour_mean(self) -> Tensor:
+        """m̄ as float32: votes ÷ holders (a fresh tensor), or the float tensor it was set to."""
+        if self._holders is None:
+            return self._votes
+        return self._votes.to(self.scores.dtype).div_(self._holders)
+
+    @neighbour_mean.setter
+    def neighbour_mean(self, value: Tensor) -> None:
+        """Any float m̄ (a checkpoint's, a test's); :meth:`set_votes` keeps a vote count compactly."""
+        self._votes, self._holders = value, None
+
+    def set_votes(self, votes: Tensor, holders: Tensor | float) -> None:
+        """m̄ = ``votes`` / ``holders``: integer vote counts and how many received masks hold each entry
+        (one number when every mask holds all of them; at least 1 — an entry nobody holds has 0 votes)."""
+        self._votes, self._holders = votes, holders
+
+    def held_bytes(self) -> dict[str, int]:
+        """Bytes this layer's m̄ (votes and holders) and cached mask hold (the scale benchmark's breakdown)."""
+        held = [self._votes] + ([self._holders] if isinstance(self._holders, Tensor) else [])
+        cached = [self._cache[1]] if self._cache is not None else []
+        return {"m̄": sum(t.numel() * t.element_size() for t in held),
+                "cached mask": sum(t.numel() * t.element_size() for t in cached)}
 
     def _effective_neighbour_mean(self) -> Tensor | None:
         return self.neighbour_mean if self.use_aggregation_tensor else None
@@ -43,20 +74,22 @@ class ScoreMask:
         # when the mask can: evaluation batches and the next round's forward pass reuse the mask
         # instead of re-running the selection over every weight. Tensors are held (and compared by
         # identity), not their ids, which a freed tensor's successor could reuse.
-        return (self.scores, self.scores._version, self.neighbour_mean, self.neighbour_mean._version,
+        holders = self._holders
+        return (self.scores, self.scores._version, self._votes, self._votes._version, holders,
+                holders._version if isinstance(holders, Tensor) else None,
                 self.retention_ratio, self.use_aggregation_tensor, self.min_kept_per_filter)
 
     @torch.no_grad()
     def mask(self) -> Tensor:
-        """The layer's current binary mask (float 0/1, the scores' shape)."""
+        """The layer's current binary mask (float 0/1, the scores' shape; cached as bools)."""
         state = self._state()
         if self._cache is not None and all(a is b or (not isinstance(a, Tensor) and a == b)
                                            for a, b in zip(self._cache[0], state)):
-            return self._cache[1]
+            return self._cache[1].to(self.scores.dtype)
         m = self.select()
         if self.min_kept_per_filter is not None:
             m = drop_sparse_filters(m, self.min_kept_per_filter)
-        self._cache = (state, m)
+        self._cache = (state, m.bool())
         return m
 
     def effective_weight(self, fixed: Tensor) -> Tensor:

@@ -31,9 +31,23 @@ class HeldMasks:
     shapes: tuple[tuple[int, ...], ...]
     layers: tuple[bytes, ...]  # np.packbits(mask, bitorder="little") per layer
 
+    @classmethod
+    def of(cls, sender: int, record: MaskRecord) -> HeldMasks:
+        return cls(sender, record.round, record.digest, tuple(m.shape for m in record.masks),
+                   tuple(np.packbits(m.ravel(), bitorder="little").tobytes() for m in record.masks))
+
     def unpack(self) -> list[np.ndarray]:
         return [np.unpackbits(np.frombuffer(bits, dtype=np.uint8), count=int(np.prod(shape)), bitorder="little")
                 .view(np.bool_).reshape(shape) for bits, shape in zip(self.layers, self.shapes)]
+
+    def record(self) -> MaskRecord:
+        """The masks unpacked, as a delta's base."""
+        return MaskRecord(self.round, tuple(self.unpack()), self.digest)
+
+    def flips(self, other: HeldMasks) -> list[int]:
+        """Per layer, the bits that differ from ``other`` (same shapes), counted on the packed bytes."""
+        return [int(np.bitwise_count(np.bitwise_xor(np.frombuffer(a, np.uint8), np.frombuffer(b, np.uint8))).sum())
+                for a, b in zip(self.layers, other.layers)]
 
 
 class MaskHistory:
@@ -46,8 +60,7 @@ class MaskHistory:
 
     def remember(self, sender: int, record: MaskRecord) -> None:
         """Keep ``record`` (decoded from ``sender``) as a possible base; the oldest beyond ``depth`` goes."""
-        self.add(HeldMasks(sender, record.round, record.digest, tuple(m.shape for m in record.masks),
-                           tuple(np.packbits(m.ravel(), bitorder="little").tobytes() for m in record.masks)))
+        self.add(HeldMasks.of(sender, record))
 
     def add(self, held: HeldMasks) -> None:
         """Keep ``held`` (e.g. restored from a checkpoint); the sender's oldest beyond ``depth`` goes."""
