@@ -32,7 +32,8 @@ def masks_of(widths: list[float]) -> list[list[torch.Tensor]]:
     return [[m.bool() for m in rule(w).masks()] for w in widths]
 
 
-@pytest.mark.parametrize("widths", [[1.0, 1.0, 1.0], [0.5, 1.0, 0.25], [], [0.5]], ids=["equal", "mixed", "none", "one"])
+@pytest.mark.parametrize("widths", [[1.0, 1.0, 1.0], [0.5, 1.0, 0.25], [], [0.5]],
+                         ids=["equal", "mixed", "none", "one"])
 def test_vote_counts_give_the_float_mean_to_the_bit(widths):
     agent = rule()
     received = masks_of(widths)
