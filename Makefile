@@ -15,7 +15,7 @@ ARGS ?=
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check "torch==2.13.0"
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[all,test]"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[all,cluster,test]"
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -8,14 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
 from .agent import Agent
 from .algorithms.attacks import ATTACKS
@@ -23,15 +20,14 @@ from .algorithms.base import RuleContext
 from .algorithms.params import Retention
 from .algorithms.registry import rule_class
 from .allocator import keep_freed_memory
+from .backends.base import SimulationBackend
 from .comm.transport import InMemoryTransport, Transport
 from .config import LabConfig
 from .data.resolve import LabData, load_lab_data
-from .metrics import MetricsLog, read_metrics, summary_table
 from .nn.device import describe_device, resolve_device
-from .nn.layers import MaskedConv2d
 from .nn.weights import FixedWeights, generate_fixed_weights, load_fixed_weights
 from .nn.zoo import build_model
-from .run_dir import AgentEntry, AgentRecord, RunIdentity, write_config, write_final_state, write_summary
+from .run_dir import AgentRecord
 from .topology import Topology, build_topology
 from .wire.envelope import RUN_ID_SIZE
 from .wire.signing import MessageAuth, simulation_keys
@@ -103,7 +99,7 @@ def build_agents(config: LabConfig, data: LabData, topology: Topology, fixed: Fi
 
 
 @dataclass
-class Simulator:
+class Simulator(SimulationBackend):
     """A whole lab in one process. ``run_round`` / ``evaluate`` are public so benchmarks can time them."""
 
     config: LabConfig
@@ -125,77 +121,37 @@ class Simulator:
         self.agents = build_agents(self.config, self.data, self.topology, self.fixed)
         for agent in self.agents:
             self.transport.listen(agent.agent_id, agent.neighbours, agent.decode_message)
-        self.conv_layers = sum(isinstance(m, MaskedConv2d) for _, m in template.masked_layers())
 
     @property
-    def learns_masks(self) -> bool:
-        """Whether the agents' rule ends with masks export can read (written to ``final/``)."""
-        return rule_class(self.config.algorithm.name).learns_masks
+    def fingerprint_hex(self) -> str:
+        return self.fixed.fingerprint_hex
 
     def run_round(self, t: int) -> list[dict]:
-        """Round index ``t`` (0-based, as in the wire header); a metrics row per agent (without accuracy).
-
-        A row's ``round`` is the round's number, 1-based — what the console prints and what
-        ``eval_every`` counts: the row of ``run_round(0)`` says round 1.
-        """
         for agent in self.agents:
             agent.begin_round(t, self.transport)
-        rows = []
-        for agent in self.agents:
-            report = agent.finish_round(t, self.transport)
-            rows.append({"round": t + 1, "agent": agent.agent_id, **report.fields(),
-                         "train_seconds": round(report.train_seconds, 6), **agent.rule.mask_stats()})
-        return rows
+        return [finished_row(agent, t, self.transport) for agent in self.agents]
 
     def evaluate(self) -> list[tuple[float, float]]:
         """(accuracy, loss) of every agent's personalized model on its own test set."""
         return [agent.evaluate() for agent in self.agents]
 
     def evaluation(self) -> list[dict[str, float]]:
-        """Every agent's evaluation fields (test, and validation with a split): what a metrics row gets."""
         return [agent.evaluation() for agent in self.agents]
 
-    def run(self, run_dir: Path, progress: bool = True) -> str:
-        """All rounds, with metrics, final state and summary written to ``run_dir``; returns the summary."""
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_config(run_dir, self.config)
-        metrics = MetricsLog(run_dir / "metrics.jsonl")
-        static = [{"classes": list(self.data.partitions[a.agent_id].classes),
-                   "retention_conv": a.rule.retention.conv, "width": a.rule.retention.width,
-                   "conv_layers": self.conv_layers,
-                   "filters": [shape[0] for shape in a.layer_shapes]} for a in self.agents]
-        bar = tqdm(range(self.config.rounds), desc=self.config.name, unit="round", disable=not progress)
-        try:
-            for t in bar:
-                start = time.perf_counter()
-                rows = self.run_round(t)
-                round_s = time.perf_counter() - start
-                if (t + 1) % self.config.eval_every == 0 or t == self.config.rounds - 1:
-                    for row, fields in zip(rows, self.evaluation()):
-                        row.update(fields)
-                    accs = [r["accuracy"] for r in rows]
-                    bar.set_postfix(acc=f"{sum(accs) / len(accs):.3f}")
-                    (bar.write if progress else self.log)(
-                        f"round {t + 1:>5}: mean personalized accuracy {sum(accs) / len(accs):.4f} "
-                        f"(min {min(accs):.4f}, max {max(accs):.4f})")
-                for row, extra in zip(rows, static):
-                    row.update(extra, round_seconds=round(round_s, 6))  # the whole synchronous round, every agent
-                metrics.write(rows)
-        finally:
-            metrics.close()
-            bar.close()
-        if self.learns_masks:  # export reads masks; weight-based baselines have none
-            self.save_final_state(run_dir / "final")
-        summary = summary_table(read_metrics(run_dir / "metrics.jsonl"))
-        write_summary(run_dir, summary)
-        return summary
+    def final_messages(self) -> list[tuple[AgentRecord, bytes]]:
+        return final_messages(self.agents, self.data, self.config.rounds)
 
-    def save_final_state(self, directory: Path) -> None:
-        """Everything export needs — seed, architecture, fingerprint, each agent's mask — no scores."""
-        identity = RunIdentity(model=self.config.model, num_classes=self.data.train.num_classes,
-                               weights_seed=self.config.seed, weights=self.config.weights,
-                               fingerprint=self.fixed.fingerprint_hex,
-                               rounds=self.config.rounds)
-        agents = [(AgentEntry.of_record(agent_record(a, self.data.partitions[a.agent_id].classes)),
-                   a.file_message(self.config.rounds)) for a in self.agents]
-        write_final_state(directory, identity, agents)
+    def close(self) -> None:
+        """Nothing to release: the agents are this process's objects."""
+
+
+def finished_row(agent: Agent, t: int, transport: Transport) -> dict:
+    """The second half of ``agent``'s round ``t`` (gather, aggregate, consensus) and its metrics row."""
+    report = agent.finish_round(t, transport)
+    return {"round": t + 1, "agent": agent.agent_id, **report.fields(),
+            "train_seconds": round(report.train_seconds, 6), **agent.rule.mask_stats()}
+
+
+def final_messages(agents: Sequence[Agent], data: LabData, rounds: int) -> list[tuple[AgentRecord, bytes]]:
+    """Each agent's record and the mask message it would send after ``rounds`` rounds (for export)."""
+    return [(agent_record(a, data.partitions[a.agent_id].classes), a.file_message(rounds)) for a in agents]
