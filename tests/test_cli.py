@@ -63,11 +63,11 @@ def test_cli_options_override_the_config(tmp_path, capsys):
 
 def test_unknown_key_is_one_line_and_exit_2(tmp_path, capsys):
     config = tmp_path / "bad.yaml"
-    config.write_text(TINY + "  momentum: 0.9\n")
+    config.write_text(TINY + "  nesterov: true\n")
     out = tmp_path / "run"
     assert main(["simulate", str(config), "--out", str(out), "--no-progress"]) == 2
     line = one_error_line(capsys)
-    assert str(config) in line and "momentum" in line
+    assert str(config) in line and "nesterov" in line
     assert not out.exists()
 
 
