@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import statistics
 import subprocess
 import sys
 
-from benchmarks.ablation_table import ROOT, per_round
+from benchmarks.ablation_table import ROOT, paired_se, per_round
 from edge_mcepl.simulator import Simulator
 
 from conftest import tiny_lab_config
@@ -29,7 +30,9 @@ def test_the_table_states_validation_and_test_with_differences_to_the_first_run(
     text = out.read_text()
     b, o = per_round(base), per_round(other)
     assert f"{100 * b[4][0]:.2f} / {100 * b[4][1]:.2f}" in text
-    assert f"(Δ {100 * (o[4][0] - b[4][0]):+.2f} / {100 * (o[4][1] - b[4][1]):+.2f})" in text
+    se = 100 * paired_se(b[4][2], o[4][2])
+    assert se > 0
+    assert f"(Δ {100 * (o[4][0] - b[4][0]):+.2f} ± {se:.2f} / {100 * (o[4][1] - b[4][1]):+.2f})" in text
     assert "| round 2 val / test | round 4 val / test |" in text
 
 
@@ -37,3 +40,9 @@ def test_a_run_without_a_validation_split_is_refused(tmp_path):
     plain = run(tmp_path, "plain")
     done = subprocess.run([sys.executable, str(SCRIPT), str(plain)], capture_output=True, text=True, timeout=120)
     assert done.returncode != 0 and "data.validation_fraction" in done.stderr
+
+
+def test_the_paired_standard_error_is_that_of_the_per_agent_differences():
+    a, b = [0.5, 0.6, 0.7, 0.4], [0.6, 0.6, 0.9, 0.4]
+    diffs = [0.1, 0.0, 0.2, 0.0]
+    assert abs(paired_se(a, b) - statistics.stdev(diffs) / 2) < 1e-12
