@@ -151,6 +151,21 @@ def parts_table(results: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def before_after(results: list[dict[str, Any]], before: list[dict[str, Any]]) -> list[str]:
+    """Peak memory per agent of the same labs in an earlier run (before a change) and now."""
+    earlier = {(r["model"], r["graph"], r["agents"]): r for r in before if "failed" not in r}
+    lines = ["| model | graph | agents | peak per agent before (MB) | now (MB) | now ÷ before | round now ÷ before |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    for r in results:
+        old = earlier.get((r["model"], r["graph"], r["agents"]))
+        if old is None or "failed" in r:
+            continue
+        was, now = ((x["peak_mb"] - x["rss_start_mb"]) / x["agents"] for x in (old, r))
+        lines.append(f"| {r['model']} | {r['graph']} | {r['agents']} | {was:.1f} | {now:.1f} | {now / was:.2f} | "
+                     f"{r['round_s'] / old['round_s']:.2f} |")
+    return lines if len(lines) > 2 else []
+
+
 def capacity(results: list[dict[str, Any]]) -> list[str]:
     """How many agents this machine's memory holds, at the largest lab's peak per agent (what limits a lab here)."""
     import psutil
@@ -202,6 +217,7 @@ def main() -> int:
     ap.add_argument("--out", default=str(ROOT / "docs" / "scale.md"))
     ap.add_argument("--results", default=str(ROOT / "runs" / "scale.jsonl"), help="one JSON line per lab")
     ap.add_argument("--from-results", metavar="JSONL", help="write the report from an earlier run's --results")
+    ap.add_argument("--before", metavar="JSONL", help="an earlier run's --results to compare peak memory with")
     ap.add_argument("--one", nargs=3, metavar=("MODEL", "GRAPH", "AGENTS"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
@@ -243,6 +259,12 @@ def main() -> int:
         "",
         *capacity(results),
     ]
+    if args.before:
+        before = [json.loads(line) for line in Path(args.before).read_text().splitlines() if line.strip()]
+        lines += ["", f"Against the earlier run `{args.before}` (same labs; its code held m̄ and the cached mask as "
+                  "float32 and an agent's last sent masks unpacked — now uint8 vote counts, bools and packed bits, "
+                  "with the same results bit for bit, `tests/test_compact_state.py`; round times of two runs on "
+                  "this machine drift by tens of percent):", "", *before_after(results, before)]
     Path(args.out).write_text("\n".join(lines))
     print("\n".join(lines))
     return 0
