@@ -218,6 +218,7 @@ def main() -> int:
     ap.add_argument("--results", default=str(ROOT / "runs" / "scale.jsonl"), help="one JSON line per lab")
     ap.add_argument("--from-results", metavar="JSONL", help="write the report from an earlier run's --results")
     ap.add_argument("--before", metavar="JSONL", help="an earlier run's --results to compare peak memory with")
+    ap.add_argument("--note", default="", help="a sentence on how this run was taken, printed under the command")
     ap.add_argument("--one", nargs=3, metavar=("MODEL", "GRAPH", "AGENTS"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
@@ -244,7 +245,7 @@ def main() -> int:
         f"3 classes per agent, 2 torch threads; Erdős–Rényi with p = max({MEAN_DEGREE}/(N−1), 1.5·ln N/N) "
         "(sparser is not connected at 500 agents), so its mean degree grows with N. Memory is the "
         "process's resident set (psutil; peak: `ru_maxrss`), per agent = (peak − the interpreter's before "
-        "building) / agents.",
+        "building) / agents." + (f" {args.note}" if args.note else ""),
         "",
         *table(results),
         "",
