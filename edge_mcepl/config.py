@@ -127,7 +127,8 @@ class AlgorithmConfig(StrictModel):
     lr: float = Field(10.0, ge=0, le=1e9)  # η, SGD on scores
     weight_decay: float = Field(5e-4, ge=0, le=1e3)
     momentum: float = Field(0.0, ge=0, lt=1)  # heavy-ball momentum on the score step; 0 = the reference's SGD
-    lr_schedule: Literal["constant", "cosine"] = "constant"  # lr and consensus_lr over the run (cosine: to 0)
+    # every step size over the run — lr and consensus_lr, or a baseline's weight_lr (cosine: to 0 at the end)
+    lr_schedule: Literal["constant", "cosine"] = "constant"
     consensus_lr: float = Field(10.0, ge=0, le=1e9)  # η₂; 0 = no consensus step
     batch_size: int = Field(128, ge=1, le=1_000_000)
     local_steps: int = Field(1, ge=1, le=100_000)

@@ -56,15 +56,15 @@ def test_momentum_is_heavy_ball_on_the_whole_step(tiny_net):
 @pytest.mark.parametrize("t", [0, 2, 4, 8, 12])
 def test_cosine_scale_anneals_to_zero_over_the_run(tiny_net, t):
     r = rule(tiny_net, lr_schedule="cosine")
-    r.rounds_done = t
-    assert r.step_scale() == pytest.approx(0.5 * (1 + math.cos(math.pi * min(t, 8) / 8)))
-    assert rule(tiny_net).step_scale() == 1.0
+    r.schedule.rounds_done = t
+    assert r.schedule.scale() == pytest.approx(0.5 * (1 + math.cos(math.pi * min(t, 8) / 8)))
+    assert rule(tiny_net).schedule.scale() == 1.0
 
 
 def test_cosine_scales_both_steps(tiny_net):
     constant, cosine = rule(tiny_net), rule(copy.deepcopy(tiny_net), lr_schedule="cosine")
-    cosine.rounds_done = constant.rounds_done = 6  # scale ½(1 + cos(3π/4)) ≈ 0.146
-    scale = cosine.step_scale()
+    cosine.schedule.rounds_done = constant.schedule.rounds_done = 6  # scale ½(1 + cos(3π/4)) ≈ 0.146
+    scale = cosine.schedule.scale()
     before = [s.scores.detach().clone() for s in cosine.layers]
     constant.local_step(*batch(0))
     cosine.local_step(*batch(0))
@@ -95,4 +95,4 @@ def test_a_resumed_rule_continues_exactly(tiny_net, knobs):
     for a, b in zip(whole.layers, resumed.layers):
         assert torch.equal(a.scores.detach(), b.scores.detach())
     if resumed.params.lr_schedule == "cosine":  # the counter is state only where a schedule reads it
-        assert resumed.rounds_done == whole.rounds_done == 5
+        assert resumed.schedule.rounds_done == whole.schedule.rounds_done == 5

@@ -26,7 +26,6 @@ same fixed biases as every other method here, no ERK layer-wise density (the MCE
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -42,6 +41,7 @@ from ..wire.envelope import Authenticator
 from ..wire.sparse import SparseWeightMessage, decode_sparse_weights, encode_sparse_weights
 from .base import RuleContext
 from .params import Retention, params_from
+from .schedule import cosine
 from .weight_rule import WeightParams, WeightRule
 
 
@@ -53,7 +53,7 @@ class DisPFLParams(WeightParams):
 
 def anneal_rate(round: int, total_rounds: int, initial: float = 0.5) -> float:
     """α_t = α₀/2·(1 + cos(π t/T)): α₀ at t = 0, 0 at t = T."""
-    return initial / 2 * (1 + math.cos(math.pi * min(round, total_rounds) / max(total_rounds, 1)))
+    return cosine(round, total_rounds, initial)
 
 
 def random_masks(model: MaskedNetwork, retention: Retention, agent_id: int, seed: int) -> list[Tensor]:
@@ -74,7 +74,7 @@ class DisPFL(WeightRule[SparseWeightMessage, tuple[list[Tensor], list[Tensor]]])
         # w is kept exactly zero off-mask, so the forward uses it directly and w.grad is the dense
         # gradient the regrowth step needs.
         super().__init__(model, params, retention, random_masks(model, retention, agent_id, seed),
-                         mask_in_forward=False)
+                         mask_in_forward=False, total_rounds=total_rounds)
         self.total_rounds, self.round = total_rounds, 0
 
     @classmethod
@@ -108,9 +108,10 @@ class DisPFL(WeightRule[SparseWeightMessage, tuple[list[Tensor], list[Tensor]]])
 
     @torch.no_grad()
     def consensus_step(self) -> None:
-        """The mask update (prune by magnitude, regrow by gradient), then the round counter."""
+        """The mask update (prune by magnitude, regrow by gradient), then the round counters."""
         alpha = anneal_rate(self.round, self.total_rounds, self.params.anneal)
         self.round += 1
+        super().consensus_step()
         if self.round % self.params.update_every:
             return
         for w, m in zip(self.weights, self.keep):

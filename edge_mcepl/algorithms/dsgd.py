@@ -51,15 +51,17 @@ class DSGD(DenseWeightRule):
 
     params: DSGDParams
 
-    def __init__(self, model: MaskedNetwork, params: DSGDParams, agent_id: int, degrees: Mapping[int, int]) -> None:
+    def __init__(self, model: MaskedNetwork, params: DSGDParams, agent_id: int, degrees: Mapping[int, int],
+                 total_rounds: int = 0) -> None:
         if params.mixing not in MIXINGS:
             raise ValueError(f"unknown mixing {params.mixing!r}, expected one of {MIXINGS}")
-        super().__init__(model, params, Retention(1.0, 1.0))
+        super().__init__(model, params, Retention(1.0, 1.0), total_rounds=total_rounds)
         self.agent_id, self.degrees = agent_id, dict(degrees)
 
     @classmethod
     def build(cls, ctx: RuleContext) -> DSGD:
-        return cls(ctx.model, params_from(DSGDParams, ctx.algorithm), ctx.agent_id, ctx.degrees or {})
+        return cls(ctx.model, params_from(DSGDParams, ctx.algorithm), ctx.agent_id, ctx.degrees or {},
+                   ctx.total_rounds)
 
     @torch.no_grad()
     def aggregate(self, received: Sequence[tuple[int, list[Tensor]]]) -> None:

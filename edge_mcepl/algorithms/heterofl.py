@@ -34,13 +34,13 @@ class HeteroFL(DenseWeightRule):
 
     supports_width = True
 
-    def __init__(self, model: MaskedNetwork, params: WeightParams, width: float) -> None:
+    def __init__(self, model: MaskedNetwork, params: WeightParams, width: float, total_rounds: int = 0) -> None:
         model.narrow(width)  # before the weight copies are taken: they are the block's
-        super().__init__(model, params, Retention(1.0, 1.0, width))
+        super().__init__(model, params, Retention(1.0, 1.0, width), total_rounds=total_rounds)
 
     @classmethod
     def build(cls, ctx: RuleContext) -> HeteroFL:
-        return cls(ctx.model, params_from(WeightParams, ctx.algorithm), ctx.retention.width)
+        return cls(ctx.model, params_from(WeightParams, ctx.algorithm), ctx.retention.width, ctx.total_rounds)
 
     def decode_message(self, payload: bytes, *, fingerprint: bytes, shapes: Sequence[tuple[int, ...]],
                        auth: Authenticator | None) -> WeightMessage:

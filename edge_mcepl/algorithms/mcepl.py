@@ -15,7 +15,6 @@ the layers, so the network's forward pass computes with the rule's mask.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import ClassVar, Literal
@@ -38,6 +37,7 @@ from .density import WrongDensity, check_density
 from .holders import votes_over_holders
 from .params import Retention, RuleParams, params_from
 from .robust import above_chance
+from .schedule import StepSchedule
 from .score_mask import ScoreMask
 
 
@@ -57,7 +57,6 @@ class MCEPLParams(RuleParams):
     # The score optimizer (docs/algorithm.md#score-optimizer): heavy-ball momentum on the local step
     # (0: the reference's plain SGD) and the step sizes' schedule over the run.
     momentum: float = 0.0
-    lr_schedule: Literal["constant", "cosine"] = "constant"
 
 
 class MCEPL(LearningRule[MaskMessage, list[Tensor]]):
@@ -102,7 +101,7 @@ class MCEPL(LearningRule[MaskMessage, list[Tensor]]):
         self.declared = declared
         self.kinds = [layer.kind for _, layer in model.masked_layers()]
         self.left_out = 0  # neighbours robust aggregation left out of the last m̄
-        self.total_rounds, self.rounds_done = total_rounds, 0
+        self.schedule = StepSchedule(params.lr_schedule, total_rounds)
         # momentum buffers, one per layer (empty without momentum: the reference keeps no optimizer state)
         self.velocity: list[Tensor] = [torch.zeros_like(s.scores) for s in self.layers] if params.momentum else []
 
@@ -124,16 +123,10 @@ class MCEPL(LearningRule[MaskMessage, list[Tensor]]):
         """The rule's knobs from the lab config (a variant may switch some off)."""
         return params_from(MCEPLParams, ctx.algorithm)
 
-    def step_scale(self) -> float:
-        """The schedule's factor on η and η₂ this round: 1 (constant), or ½(1 + cos(π·t/T)) (cosine)."""
-        if self.params.lr_schedule == "constant" or self.total_rounds <= 0:
-            return 1.0
-        return 0.5 * (1 + math.cos(math.pi * min(self.rounds_done, self.total_rounds) / self.total_rounds))
-
     def local_step(self, images: Tensor, labels: Tensor) -> float:
         """One SGD step on the scores (with momentum, if set); leaves the task-loss gradient g in ``scores.grad``."""
         p = self.params
-        lr = p.lr * self.step_scale()
+        lr = p.lr * self.schedule.scale()
         for state in self.layers:
             state.scores.grad = None
         # y is taken before the update: the group-lasso term is evaluated where the loss was.
@@ -218,8 +211,8 @@ class MCEPL(LearningRule[MaskMessage, list[Tensor]]):
 
         The last step of a round: the schedule's round counter advances here.
         """
-        scale = self.step_scale()
-        self.rounds_done += 1
+        scale = self.schedule.scale()
+        self.schedule.advance()
         if self.params.consensus_lr == 0:
             return
         with torch.no_grad():
@@ -234,9 +227,7 @@ class MCEPL(LearningRule[MaskMessage, list[Tensor]]):
         state = {**arrays("scores", [s.scores for s in self.layers]),
                  **arrays("neighbour_mean", [s.neighbour_mean for s in self.layers]),
                  **arrays("velocity", self.velocity)}
-        if self.params.lr_schedule != "constant":
-            state["rounds_done"] = np.array([self.rounds_done], dtype=np.int64)
-        return state
+        return {**state, **self.schedule.state()}
 
     def _load_state(self, state: Mapping[str, np.ndarray]) -> None:
         with torch.no_grad():
@@ -246,5 +237,4 @@ class MCEPL(LearningRule[MaskMessage, list[Tensor]]):
                 layer.neighbour_mean = torch.from_numpy(state[f"neighbour_mean_{i}"].copy()).to(layer.scores.device)
             for i, velocity in enumerate(self.velocity):
                 velocity.copy_(torch.from_numpy(state[f"velocity_{i}"]))
-        if "rounds_done" in state:
-            self.rounds_done = int(state["rounds_done"][0])
+        self.schedule.load(state)

@@ -24,6 +24,7 @@ class RuleParams:
     local_steps: int = 1
     elu_logits: bool = True  # the reference applies ELU to the logits
     augment: str = "none"  # the local steps' batch augmentation (data/augment.py): "none" or "crop-flip"
+    lr_schedule: str = "constant"  # every step size over the run (schedule.py): "constant" or "cosine"
 
 
 class _HasKind(Protocol):

@@ -24,6 +24,7 @@ from ..wire.dense import WeightMessage, decode_weights, encode_weights
 from ..wire.envelope import Authenticator
 from .base import C, LearningRule, M, arrays
 from .params import Retention, RuleParams
+from .schedule import StepSchedule
 
 
 @dataclass(frozen=True)
@@ -47,13 +48,16 @@ class WeightRule(LearningRule[M, C]):
     params: WeightParams
 
     def __init__(self, model: MaskedNetwork, params: WeightParams, retention: Retention,
-                 initial_masks: Sequence[Tensor] | None = None, mask_in_forward: bool = True) -> None:
+                 initial_masks: Sequence[Tensor] | None = None, mask_in_forward: bool = True,
+                 total_rounds: int = 0) -> None:
         """``initial_masks`` None: magnitude top-k at ``retention`` (all ones at retention 1).
 
         ``mask_in_forward`` False: the forward uses ``w`` itself (the rule keeps it zero off-mask),
-        so ``w.grad`` is the dense gradient — what Dis-PFL's regrowth ranks.
+        so ``w.grad`` is the dense gradient — what Dis-PFL's regrowth ranks. ``total_rounds``: the
+        run's length, which a cosine ``lr_schedule`` anneals ``weight_lr`` over.
         """
         super().__init__(model, params, retention)
+        self.schedule = StepSchedule(params.lr_schedule, total_rounds)
         self.weights: list[Tensor] = []
         self.keep: list[Tensor] = []
         for i, (_, layer) in enumerate(model.masked_layers()):
@@ -67,7 +71,8 @@ class WeightRule(LearningRule[M, C]):
             self.keep.append(m)
 
     def local_step(self, images: Tensor, labels: Tensor) -> float:
-        """One SGD step on the weights: w ← w − lr·(g + λ_wd·w), pruned entries stay zero."""
+        """One SGD step on the weights: w ← w − lr·(g + λ_wd·w), pruned entries stay zero (lr: this round's)."""
+        lr = self.params.weight_lr * self.schedule.scale()
         for w in self.weights:
             w.grad = None
         loss = F.cross_entropy(self.model.logits(images), labels)
@@ -76,7 +81,7 @@ class WeightRule(LearningRule[M, C]):
             for w, m in zip(self.weights, self.keep):
                 assert w.grad is not None
                 step = w.grad + self.params.weight_decay * w if self.params.weight_decay else w.grad
-                w.sub_(self.params.weight_lr * step * m)
+                w.sub_(lr * step * m)
         return loss.item()
 
     def current_weights(self) -> list[np.ndarray]:
@@ -86,7 +91,7 @@ class WeightRule(LearningRule[M, C]):
         return self.keep
 
     def state_dict(self) -> dict[str, np.ndarray]:
-        return {**arrays("weights", self.weights), **arrays("keep", self.keep)}
+        return {**arrays("weights", self.weights), **arrays("keep", self.keep), **self.schedule.state()}
 
     def _load_state(self, state: Mapping[str, np.ndarray]) -> None:
         with torch.no_grad():
@@ -94,9 +99,11 @@ class WeightRule(LearningRule[M, C]):
                 w.copy_(torch.from_numpy(state[f"weights_{i}"]))
                 w.grad = None
                 m.copy_(torch.from_numpy(state[f"keep_{i}"]))
+        self.schedule.load(state)
 
     def consensus_step(self) -> None:
-        """No consensus step for weight rules (Dis-PFL uses it for its mask update)."""
+        """No consensus step for weight rules (Dis-PFL adds its mask update): the round ends, the schedule moves."""
+        self.schedule.advance()
 
 
 class DenseWeightRule(WeightRule[WeightMessage, tuple[int, list[Tensor]]]):

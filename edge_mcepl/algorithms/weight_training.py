@@ -31,7 +31,8 @@ class WeightTraining(DenseWeightRule):
     @classmethod
     def build(cls, ctx: RuleContext) -> WeightTraining:
         params = params_from(WeightTrainingParams, ctx.algorithm)
-        return cls(ctx.model, params, ctx.retention if params.prune else Retention(1.0, 1.0))
+        return cls(ctx.model, params, ctx.retention if params.prune else Retention(1.0, 1.0),
+                   total_rounds=ctx.total_rounds)
 
     def aggregate(self, received: Sequence[tuple[int, list[Tensor]]]) -> None:
         """No neighbours: nothing to mix."""
