@@ -55,6 +55,7 @@ def main() -> int:
     ap.add_argument("runs", nargs="+", type=Path)
     ap.add_argument("--title", default="Ablation")
     ap.add_argument("--out", type=Path)
+    ap.add_argument("--notes", type=Path, help="a markdown file appended under the table (what the numbers mean)")
     args = ap.parse_args()
     tables = {run: per_round(run) for run in args.runs}
     rounds = sorted(set.intersection(*(set(t) for t in tables.values())))
@@ -77,6 +78,8 @@ def main() -> int:
         best = max(table, key=lambda t: table[t][0])
         lines.append(f"| `{run.name}` | " + " | ".join(cells) + f" | {best} ({100 * table[best][0]:.2f} val) |")
     text = "\n".join(lines) + "\n"
+    if args.notes:
+        text += "\n" + args.notes.read_text()
     if args.out:
         args.out.write_text(text)
     print(text)

@@ -24,8 +24,10 @@ def test_the_table_states_validation_and_test_with_differences_to_the_first_run(
     base = run(tmp_path, "base", **{"data.validation_fraction": 0.25})
     other = run(tmp_path, "other", **{"data.validation_fraction": 0.25, "algorithm.augment": "crop-flip"})
     out = tmp_path / "table.md"
-    done = subprocess.run([sys.executable, str(SCRIPT), str(base), str(other), "--title", "T", "--out", str(out)],
-                          capture_output=True, text=True, timeout=120)
+    notes = tmp_path / "notes.md"
+    notes.write_text("## What it means\n")
+    done = subprocess.run([sys.executable, str(SCRIPT), str(base), str(other), "--title", "T", "--out", str(out),
+                           "--notes", str(notes)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     text = out.read_text()
     b, o = per_round(base), per_round(other)
@@ -34,6 +36,7 @@ def test_the_table_states_validation_and_test_with_differences_to_the_first_run(
     assert se > 0
     assert f"(Δ {100 * (o[4][0] - b[4][0]):+.2f} ± {se:.2f} / {100 * (o[4][1] - b[4][1]):+.2f})" in text
     assert "| round 2 val / test | round 4 val / test |" in text
+    assert text.endswith("\n\n## What it means\n")
 
 
 def test_a_run_without_a_validation_split_is_refused(tmp_path):
