@@ -62,3 +62,12 @@ def test_version(capsys):
         main(["--version"])
     assert done.value.code == 0
     assert capsys.readouterr().out == f"edge-mcepl {__version__}\n"
+
+
+def test_the_ray_backend_names_the_cluster_extra_when_ray_is_missing(monkeypatch):
+    from edge_mcepl.backends.ray_backend import import_ray
+
+    monkeypatch.setitem(EXTRAS, "cluster", ("edge_mcepl_no_such_ray",))
+    with pytest.raises(UserError, match=r"^--backend ray needs edge_mcepl_no_such_ray, which is not installed: "
+                                        r"pip install 'edge-mcepl\[cluster\]'$"):
+        import_ray(local=False)

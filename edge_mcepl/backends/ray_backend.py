@@ -18,6 +18,7 @@ from typing import Any
 from ..config import LabConfig
 from ..data.resolve import load_lab_data
 from ..errors import UserError
+from ..extras import require_modules
 from ..nn.zoo import build_model
 from ..run_dir import AgentRecord
 from ..simulator import build_topology_for
@@ -33,12 +34,8 @@ def import_ray(local: bool) -> Any:
     """
     if local:
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    try:
-        return importlib.import_module("ray")
-    except ModuleNotFoundError as exc:
-        if exc.name != "ray":
-            raise
-        raise UserError("--backend ray needs ray, which is not installed: pip install 'edge-mcepl[cluster]'") from None
+    require_modules("cluster", "--backend ray")
+    return importlib.import_module("ray")
 
 
 def shard_ranges(agents: int, workers: int) -> list[list[int]]:
