@@ -141,6 +141,9 @@ class Simulator(SimulationBackend):
     def final_messages(self) -> list[tuple[AgentRecord, bytes]]:
         return final_messages(self.agents, self.data, self.config.rounds)
 
+    def static_fields(self) -> list[dict[str, Any]]:
+        return static_fields(self.agents, self.data)
+
     def close(self) -> None:
         """Nothing to release: the agents are this process's objects."""
 
@@ -150,6 +153,15 @@ def finished_row(agent: Agent, t: int, transport: Transport) -> dict:
     report = agent.finish_round(t, transport)
     return {"round": t + 1, "agent": agent.agent_id, **report.fields(),
             "train_seconds": round(report.train_seconds, 6), **agent.rule.mask_stats()}
+
+
+def static_fields(agents: Sequence[Agent], data: LabData) -> list[dict[str, Any]]:
+    """What every metrics row of an agent repeats: its classes, the retention its rule keeps (a dense
+    baseline keeps everything, whatever the config declares), width, conv layers and filters per layer."""
+    return [{"classes": list(data.partitions[a.agent_id].classes), "retention_conv": a.rule.retention.conv,
+             "width": a.rule.retention.width,
+             "conv_layers": sum(layer.kind == "conv" for _, layer in a.rule.model.masked_layers()),
+             "filters": [shape[0] for shape in a.layer_shapes]} for a in agents]
 
 
 def final_messages(agents: Sequence[Agent], data: LabData, rounds: int) -> list[tuple[AgentRecord, bytes]]:

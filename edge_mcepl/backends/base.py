@@ -19,7 +19,6 @@ from ..algorithms.registry import rule_class
 from ..config import LabConfig
 from ..data.resolve import LabData
 from ..metrics import MetricsLog, read_metrics, summary_table
-from ..nn.zoo import build_model
 from ..run_dir import AgentEntry, AgentRecord, RunIdentity, write_config, write_final_state, write_summary
 from ..topology import Topology
 
@@ -62,14 +61,9 @@ class SimulationBackend(ABC):
         """Whether the agents' rule ends with masks export can read (written to ``final/``)."""
         return rule_class(self.config.algorithm.name).learns_masks
 
+    @abstractmethod
     def static_fields(self) -> list[dict[str, Any]]:
-        """What every metrics row of an agent repeats: its classes, retention, width and filters per layer."""
-        template = build_model(self.config.model, self.data.train.num_classes)
-        conv_layers = sum(layer.kind == "conv" for _, layer in template.masked_layers())
-        filters = [shape[0] for shape in template.layer_shapes()]
-        return [{"classes": list(part.classes), "retention_conv": self.config.retention.for_agent(i)[0],
-                 "width": self.config.retention.width_for(i), "conv_layers": conv_layers, "filters": filters}
-                for i, part in enumerate(self.data.partitions)]
+        """What every metrics row of an agent repeats, in agent order (:func:`~edge_mcepl.simulator.static_fields`)."""
 
     def run(self, run_dir: Path, progress: bool = True) -> str:
         """All rounds, with metrics, final state and summary written to ``run_dir``; returns the summary."""

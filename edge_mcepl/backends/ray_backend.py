@@ -105,6 +105,9 @@ class RaySimulator(SimulationBackend):
         heard = {j for i in self.shards[shard] for j in self.topology.neighbours(i)}
         return [m for other, messages in enumerate(published) if other != shard for m in messages if m[0] in heard]
 
+    def static_fields(self) -> list[dict[str, Any]]:
+        return [fields for part in self._ray.get([w.static_fields.remote() for w in self.workers]) for fields in part]
+
     def evaluation(self) -> list[dict[str, float]]:
         return [fields for part in self._ray.get([w.evaluation.remote() for w in self.workers]) for fields in part]
 

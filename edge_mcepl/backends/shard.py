@@ -22,7 +22,7 @@ from ..data.resolve import load_lab_data
 from ..nn.device import resolve_device
 from ..nn.weights import generate_fixed_weights
 from ..nn.zoo import build_model
-from ..simulator import build_agent, build_topology_for, final_messages, finished_row, simulation_auth
+from ..simulator import build_agent, build_topology_for, final_messages, finished_row, simulation_auth, static_fields
 
 Published = tuple[int, int, bytes]  # (sender, round, payload): one message as it travels between shards
 
@@ -99,6 +99,9 @@ class Shard:
         self.transport.deliver(messages)
         rows = [finished_row(agent, t, self.transport) for agent in self.agents]
         return rows, self.transport.remote_requests()
+
+    def static_fields(self) -> list[dict[str, Any]]:
+        return static_fields(self.agents, self.data)
 
     def evaluation(self) -> list[dict[str, float]]:
         return [agent.evaluation() for agent in self.agents]
