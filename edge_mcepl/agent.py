@@ -101,7 +101,7 @@ class Agent:
         self.recent: deque[HeldMasks] = deque(maxlen=RESEND_DEPTH)
 
     def _held(self, round: int, masks: list[np.ndarray]) -> HeldMasks:
-        return HeldMasks.of(self.agent_id, MaskRecord.of(round, masks))
+        return HeldMasks.pack(self.agent_id, round, masks)
 
     @property
     def sent_masks(self) -> list[np.ndarray] | None:

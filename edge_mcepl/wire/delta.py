@@ -65,10 +65,20 @@ BaseLookup = Callable[[int, int, bytes], "Sequence[np.ndarray] | None"]
 def mask_digest(masks: Sequence[np.ndarray]) -> bytes:
     """BLAKE2b-8 over each layer's shape and little-endian packed bits: equal iff the masks are equal
     (up to a 2⁻⁶⁴ collision), whichever codec carried them."""
+    return packed_digest([m.shape for m in masks], pack_layers(masks))
+
+
+def pack_layers(masks: Sequence[np.ndarray]) -> tuple[bytes, ...]:
+    """Each layer's mask as little-endian packed bits (1 bit per weight)."""
+    return tuple(np.packbits(np.asarray(m, dtype=bool).ravel(), bitorder="little").tobytes() for m in masks)
+
+
+def packed_digest(shapes: Sequence[tuple[int, ...]], layers: Sequence[bytes]) -> bytes:
+    """:func:`mask_digest` of masks already packed by :func:`pack_layers` (no second packing)."""
     h = hashlib.blake2b(digest_size=DIGEST_SIZE)
-    for mask in masks:
-        h.update(struct.pack(f"<B{mask.ndim}I", mask.ndim, *mask.shape))
-        h.update(np.packbits(mask.ravel(), bitorder="little").tobytes())
+    for shape, bits in zip(shapes, layers):
+        h.update(struct.pack(f"<B{len(shape)}I", len(shape), *shape))
+        h.update(bits)
     return h.digest()
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .delta import MaskRecord
+from .delta import MaskRecord, pack_layers, packed_digest
 
 
 @dataclass(frozen=True, eq=False)
@@ -33,8 +33,15 @@ class HeldMasks:
 
     @classmethod
     def of(cls, sender: int, record: MaskRecord) -> HeldMasks:
+        """A decoded message's masks (its digest already known), packed."""
         return cls(sender, record.round, record.digest, tuple(m.shape for m in record.masks),
-                   tuple(np.packbits(m.ravel(), bitorder="little").tobytes() for m in record.masks))
+                   pack_layers(record.masks))
+
+    @classmethod
+    def pack(cls, sender: int, round: int, masks: Sequence[np.ndarray]) -> HeldMasks:
+        """``masks`` packed once, the digest taken from the packed bits (what a sender keeps of its message)."""
+        shapes, layers = tuple(tuple(m.shape) for m in masks), pack_layers(masks)
+        return cls(sender, round, packed_digest(shapes, layers), shapes, layers)
 
     def unpack(self) -> list[np.ndarray]:
         return [np.unpackbits(np.frombuffer(bits, dtype=np.uint8), count=int(np.prod(shape)), bitorder="little")
