@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from edge_mcepl.backends.ray_backend import shard_ranges
+from edge_mcepl.backends.ray_backend import shard_ranges, worker_config
 from edge_mcepl.cli import main
 from edge_mcepl.comm.broker.launcher import free_port
 
@@ -88,3 +88,14 @@ def test_bad_ray_options_are_one_line(tmp_path, capsys, option, message):
     assert main(["simulate", str(path), "--out", str(tmp_path / "run"), *option]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
+
+
+def test_workers_read_the_dataset_where_the_driver_found_it(tmp_path):
+    from edge_mcepl.data.resolve import LabData
+
+    config = tiny_lab_config(**{"data.dataset": "mnist"})
+    found = LabData(None, None, [], "mnist", config.data, tmp_path / "data")  # type: ignore[arg-type]
+    assert worker_config(config, found)["data"]["data_dir"] == str((tmp_path / "data").resolve())
+    named = config.replace(data=config.data.replace(data_dir="/elsewhere"))
+    assert worker_config(named, found)["data"]["data_dir"] == "/elsewhere"
+    assert worker_config(config, LabData(None, None, [], "synthetic", config.data))["data"]["data_dir"] is None  # type: ignore[arg-type]

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..config import LabConfig
-from ..data.resolve import load_lab_data
+from ..data.resolve import LabData, load_lab_data
 from ..errors import UserError
 from ..extras import require_modules
 from ..nn.zoo import build_model
@@ -46,6 +46,15 @@ def shard_ranges(agents: int, workers: int) -> list[list[int]]:
     return [list(range(starts[i], starts[i + 1])) for i in range(workers)]
 
 
+def worker_config(config: LabConfig, data: LabData) -> dict[str, Any]:
+    """The config a worker builds its shard from: where the driver found the dataset, when the config
+    names no folder (a worker's own working directory is Ray's, not the driver's); the run directory
+    keeps the config as given."""
+    if config.data.data_dir or data.directory is None:
+        return config.to_dict()
+    return config.replace(data=config.data.replace(data_dir=str(data.directory.resolve()))).to_dict()
+
+
 class RaySimulator(SimulationBackend):
     """A lab whose agents run in ``workers`` Ray actors of ``worker_cpus`` CPUs (and ``worker_gpus`` GPUs) each.
 
@@ -70,8 +79,7 @@ class RaySimulator(SimulationBackend):
         cpus = float(self.config.threads if worker_cpus is None else worker_cpus)
         actor = ray.remote(num_cpus=cpus, num_gpus=worker_gpus)(Shard)
         self.shards = shard_ranges(self.config.agents, workers)
-        plain = self.config.to_dict()
-        self.workers = [actor.remote(plain, ids) for ids in self.shards]
+        self.workers = [actor.remote(worker_config(self.config, data), ids) for ids in self.shards]
         self._fingerprints: list[str] = ray.get([w.fingerprint.remote() for w in self.workers])
         if len(set(self._fingerprints)) != 1:
             raise UserError(f"the Ray workers generated different fixed weights ({', '.join(set(self._fingerprints))}):"

@@ -36,6 +36,7 @@ class LabData:
     partitions: list[AgentPartition]
     description: str  # one line for the log: what was loaded, from where
     config: DataConfig  # the data settings as used: dataset "synthetic" after a fallback
+    directory: Path | None = None  # the folder the real dataset was read from (None: synthetic)
 
 
 def candidate_dirs(data_dir: str | None) -> list[Path]:
@@ -68,7 +69,7 @@ def load_dataset(dataset: str, data_dir: str | None) -> tuple[ArrayDataset, Arra
 def load_lab_data(config, input_shape: tuple[int, int, int], log) -> LabData:
     """Datasets + partitions for ``config`` (a :class:`~edge_mcepl.config.LabConfig`)."""
     d = config.data
-    dataset, description = d.dataset, ""
+    dataset, description, where = d.dataset, "", None
     if dataset != "synthetic":
         try:
             train, test, where = load_dataset(dataset, d.data_dir)
@@ -81,7 +82,7 @@ def load_lab_data(config, input_shape: tuple[int, int, int], log) -> LabData:
                 + (f"; the paper partition is kept: its counts must fit {d.synthetic_train_per_class} train / "
                    f"{d.synthetic_test_per_class} test images per class (data.synthetic_*_per_class)"
                    if d.partition == "paper" else "."))
-            dataset = "synthetic"
+            dataset, where = "synthetic", None
     if dataset == "synthetic":
         train, test = make_synthetic(10, input_shape, d.synthetic_train_per_class, d.synthetic_test_per_class,
                                      seed=config.seed, noise=d.synthetic_noise)
@@ -91,7 +92,7 @@ def load_lab_data(config, input_shape: tuple[int, int, int], log) -> LabData:
                         f"{tuple(train.images.shape[1:])}; choose a matching model")
     used = d.replace(dataset=dataset)
     parts = carve_validation(_partition(config, used, train, test), d.validation_fraction, config.seed)
-    return LabData(train, test, parts, description, used)
+    return LabData(train, test, parts, description, used, where)
 
 
 def _partition(config, d: DataConfig, train: ArrayDataset, test: ArrayDataset) -> list[AgentPartition]:
