@@ -159,6 +159,17 @@ def test_a_join_stopped_by_a_signal_stops_the_lab_as_interrupted(interrupted, tm
     assert json.loads((out / "lab.json").read_text())["exit_codes"] == {"0": 143, "1": 143}
 
 
+def test_a_resume_may_host_the_agents_in_one_process_and_still_gives_the_simulators_masks(interrupted, tmp_path,
+                                                                                         capsys):
+    """How many agents a join process hosts is not part of the run: the two agents resume together in one."""
+    out = tmp_path / "run"
+    shutil.copytree(interrupted.out, out)
+    assert main(["lab", str(interrupted.yaml), "--out", str(out), "--resume", "--agents-per-process", "2"]) == 0
+    assert "started 1 join process, up to 2 agents each" in capsys.readouterr().out
+    config = tiny_lab_config(**{**SETTING, "rounds": ROUNDS, "eval_every": EVAL_EVERY, "retention.conv": [0.2, 0.4]})
+    assert masks_of(out)[1] == masks_of(simulate(config, tmp_path))[1]
+
+
 def test_the_printed_hint_resumes_verbatim_to_the_simulators_masks(interrupted, capsys):
     assert interrupted.hint == f"edge-mcepl lab {interrupted.yaml} --out {interrupted.out} --resume"
     program, *args = shlex.split(interrupted.hint)

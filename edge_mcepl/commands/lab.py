@@ -6,6 +6,7 @@ import argparse
 import logging
 from pathlib import Path
 
+from ..errors import UserError
 from .broker import add_lab_settings, lab_settings
 from .dashboard import add_dashboard_option
 
@@ -28,6 +29,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, help="lab threads (each agent's default when it has no profile)")
     p.add_argument("--preset", help="algorithm preset: reference or structured")
     p.add_argument("--data-dir", help="folder holding cifar-10-batches-py/ or the MNIST idx files")
+    p.add_argument("--agents-per-process", type=int, default=1, metavar="K",
+                   help="agents each join process hosts (`join --agent-id`; default 1): a large lab on one machine "
+                        "shares one copy of torch, the data and the fixed weights per K agents")
     p.add_argument("--verbose", action="store_true", help="agents log MQTT details")
     add_lab_settings(p)
     add_dashboard_option(p)
@@ -44,7 +48,10 @@ def run(args: argparse.Namespace) -> int:
                  "threads": args.threads, "data.data_dir": data_dir, "algorithm.preset": args.preset}
     if args.verbose:
         logging.getLogger("edge_mcepl").setLevel(logging.INFO)
+    if args.agents_per_process < 1:
+        raise UserError(f"--agents-per-process {args.agents_per_process}: must be at least 1")
     profiles = None if args.profiles is None else [p.strip() for p in args.profiles.split(",") if p.strip()]
     return run_lab(args.config, overrides, LabOptions(
         out=args.out, profiles=profiles, broker_kind=args.broker_kind, port=args.port, settings=lab_settings(args),
-        verbose=args.verbose, resume=args.resume, dashboard=args.dashboard))
+        verbose=args.verbose, resume=args.resume, dashboard=args.dashboard,
+        agents_per_process=args.agents_per_process))

@@ -1,55 +1,42 @@
-"""One device: ``edge-mcepl join`` — the simulator's agent, with its neighbours over MQTT.
+"""One agent of a device lab: the simulator's agent, with its neighbours over MQTT.
 
-:class:`Join` runs the phases in order, one method each: fetch the lab config, build the agent
+:class:`Join` holds one agent's phases, one method each: read the lab config, build the agent
 (exactly as the simulator does, refusing a different weights fingerprint), restore its checkpoint,
-connect, wait for the neighbours, send its last mask again, run the rounds, finish. A round is
-local step → publish → gather (round deadline, bounded staleness: the transport decides) →
-aggregate → consensus step → metrics row, last mask sent (``sent.mcpl``) and checkpoint, so a
-restarted device resumes after its last completed round — and first publishes that round's mask
-again: a neighbour one round behind may have received it before it stopped too, and lost it with
-its inbox (QoS 1 acknowledges on arrival), so a lab restarted together (``lab --resume``) goes on
+connect, wait for the neighbours, send its last mask again, run rounds, finish;
+:class:`~.host.Host` runs them in order for every agent the process hosts. A round is local step →
+publish → gather (round deadline, bounded staleness: the transport decides) → aggregate →
+consensus step → metrics row, last mask sent (``sent.mcpl``) and checkpoint, so a restarted agent
+resumes after its last completed round — and first publishes that round's mask again: a
+neighbour one round behind may have received it before it stopped too, and lost it with its
+inbox (QoS 1 acknowledges on arrival), so a lab restarted together (``lab --resume``) goes on
 exactly where it stopped.
-SIGINT/SIGTERM set a flag the round loop checks at safe points; the exit status says how it ended
-(0 done, 3 the lab was restarted with a new config, 128 + signal interrupted).
 
-Longer than most modules (≈ 430 lines) on purpose: it is one device's whole lifecycle, and every
-phase shares the same connection, transport, stop flag and state folder — split across modules,
-the order of the phases (which is what matters when a device restarts) would be hard to see.
+Longer than most modules on purpose: it is one agent's whole lifecycle, and every phase shares
+the same connection, transport, stop flag and state folder.
 """
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import dataclasses
-import fcntl
-import gc
 import json
 import logging
 import os
 import secrets
 import signal
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..agent import Agent
 from ..algorithms.params import Retention
-from ..allocator import keep_freed_memory
 from ..atomic import atomic_write
 from ..checkpoint import load_checkpoint, restore_agent, save_checkpoint
-from ..comm.broker.bundles import Bundle
-from ..comm.client import BrokerAddress, MqttConnection, MqttOptions, fetch_retained, status_payload
+from ..comm.client import BrokerAddress, MqttConnection, fetch_retained, status_payload
 from ..comm.mqtt_transport import MqttTransport
 from ..comm.topics import check_lab_name, config_topic, mask_topic, status_topic
 from ..config import LabConfig
-from ..data.resolve import LabData, load_lab_data
+from ..data.resolve import LabData
 from ..errors import UserError
 from ..metrics import MetricsLog, read_completed_rows, write_metrics
 from ..nn.layers import MaskedConv2d
@@ -57,12 +44,14 @@ from ..nn.weights import FixedWeights, generate_fixed_weights
 from ..nn.zoo import MaskedNetwork, build_model
 from ..profiles import load_profile
 from ..run_dir import FINAL_MASK_FILE, METRICS_FILE, AgentSettings, RunIdentity, write_agent_result
-from ..simulator import agent_record, build_agent, build_topology_for
+from ..simulator import agent_record, build_agent
+from ..topology import Topology
 from ..wire.envelope import CodecError, read_common_header
 from ..wire.masks import is_delta
 from ..wire.signing import MessageAuth, decode_key, private_key, public_key, public_text, run_id_bytes
 from .envelope import parse_envelope
 from .limits import lab_limits
+from .options import HostedAgent, JoinOptions, StopFlag
 from .plan import AgentPlan, plan_agent
 from .progress import Progress
 from .schema import LabMessage, LabSettings
@@ -72,47 +61,6 @@ log = logging.getLogger(__name__)
 
 EXIT_NEW_RUN = 3
 SENT_FILE = "sent.mcpl"  # the mask of the last completed round, as published
-
-
-@dataclass
-class JoinOptions:
-    """What ``edge-mcepl join`` was asked to do (one field per option); the bundle says who, where, with which key."""
-
-    bundle: Bundle
-    broker: str
-    mqtt: MqttOptions = field(default_factory=MqttOptions)
-    profile: str | None = None
-    data_dir: str | None = None
-    state_dir: str | None = None
-    threads: int | None = None
-    fresh: bool = False
-    config_timeout: float = 120.0
-    load_lock: str | None = None
-    drop_incoming: float = 0.0  # lose this fraction of the neighbours' messages on arrival (robustness tests)
-    log: Callable[[str], None] = field(default=lambda line: print(line, flush=True))
-
-
-class StopFlag:
-    """Set by SIGINT/SIGTERM: the round loop stops at the next safe point."""
-
-    def __init__(self) -> None:
-        self.event = threading.Event()
-        self.signum: int | None = None
-
-    def install(self) -> dict:
-        previous = {}
-
-        def handler(signum, _frame):
-            if self.signum is None:  # the first one says why (Ctrl-C, then `lab`'s SIGTERM to stragglers)
-                self.signum = signum
-            self.event.set()
-
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            previous[sig] = signal.signal(sig, handler)
-        return previous
-
-    def __bool__(self) -> bool:
-        return self.event.is_set()
 
 
 class _Transport(MqttTransport):
@@ -125,25 +73,10 @@ class _Transport(MqttTransport):
         super().publish(sender, round, payload)
 
 
-def default_state_dir(lab: str, agent_id: int) -> Path:
-    return Path("edge-mcepl-state") / lab / f"agent_{agent_id:03d}"
-
-
-def run_join(opts: JoinOptions) -> int:
-    """Join a lab and train until its last round (or a signal); returns the exit status."""
-    stop = StopFlag()
-    previous = stop.install() if threading.current_thread() is threading.main_thread() else {}
-    try:
-        return Join(opts, stop).run()
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
 class Join:
-    """The phases of one device's part in a lab; each method leaves what the next one needs on ``self``."""
+    """The phases of one agent's part in a lab; each method leaves what the next one needs on ``self``."""
 
-    # set by fetch_config
+    # set by read_config
     envelope: LabMessage  # the lab config message as published (its config: self.config, planned)
     plan: AgentPlan
     config: LabConfig
@@ -157,41 +90,34 @@ class Join:
     transport: _Transport
     info: dict[str, Any]  # what every status message of this agent carries
 
-    def __init__(self, opts: JoinOptions, stop: StopFlag) -> None:
+    def __init__(self, opts: JoinOptions, hosted: HostedAgent, stop: StopFlag) -> None:
         self.opts, self.stop, self.say = opts, stop, opts.log
-        assert opts.bundle.agent_id is not None and opts.bundle.signing_key is not None, "an agent's bundle"
-        self.lab, self.me = check_lab_name(opts.bundle.lab), opts.bundle.agent_id
-        self.signing_key = opts.bundle.signing_key
+        self.bundle = bundle = hosted.bundle
+        assert bundle.signing_key is not None, "an agent's bundle"
+        self.lab, self.me = check_lab_name(bundle.lab), hosted.agent_id
+        self.signing_key = bundle.signing_key
+        self.mqtt = dataclasses.replace(opts.mqtt, username=bundle.username, password=bundle.password)
         self.address = BrokerAddress.parse(opts.broker)
         self.profile = load_profile(opts.profile) if opts.profile else None
-        self.state_dir = Path(opts.state_dir) if opts.state_dir else default_state_dir(self.lab, self.me)
+        self.state_dir = hosted.state_dir
         self.ckpt_path, self.metrics_path = self.state_dir / "checkpoint.npz", self.state_dir / METRICS_FILE
         self.sent_path = self.state_dir / SENT_FILE
         self.statuses: dict[int, dict] = {}  # neighbours' latest status in this run (paho thread writes)
-        self.new_run: str | None = None  # set when the lab publishes a config with another run id
         self.progress = Progress()  # totals since round 1, published with every status
         self.start = self.done_rounds = 0
+        self.began = self.published = 0.0  # when this round's local step began and its mask went out
 
-    def run(self) -> int:
+    # -- phases (:class:`~.host.Host` runs them in order for every agent of the process) -------------
+
+    def prepare(self) -> None:
+        """The state folder, and the lab CA of the bundle pinned in it."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self._pin_lab_ca()
-        self.say(f"agent {self.me}: joining lab {self.lab!r} at {self.address.url}"
-                 + (f" with profile {self.profile.name}" if self.profile else ""))
-        self.fetch_config()
-        self.build_agent()
-        self.restore_checkpoint()
-        self.connect()
-        self.wait_for_neighbours()
-        self.send_last_mask_again()
-        self.run_rounds()
-        return self.finish()
 
-    # -- phases ---------------------------------------------------------------------------------
-
-    def fetch_config(self) -> None:
-        """The retained lab config, validated, and this device's plan (retention, batch size, threads)."""
+    def fetch_config(self) -> bytes:
+        """The retained lab config message, as this agent's account reads it."""
         lab, me, opts = self.lab, self.me, self.opts
-        payload = fetch_retained(self.address, opts.mqtt, config_topic(lab),
+        payload = fetch_retained(self.address, self.mqtt, config_topic(lab),
                                  f"edge-mcepl-{lab}-agent-{me}-cfg-{secrets.token_hex(3)}", opts.config_timeout,
                                  name=f"agent {me}", stop=self.stop.event)
         if payload is None:
@@ -199,8 +125,13 @@ class Join:
                 raise KeyboardInterrupt
             raise UserError(f"no lab config for lab {lab!r} on {self.address.url} after {opts.config_timeout:g} s "
                             f"(topic {config_topic(lab)}; is `edge-mcepl broker CONFIG.yaml` running for this lab?)")
+        return payload
+
+    def read_config(self, payload: bytes) -> None:
+        """The lab config, validated, and this agent's plan (retention, batch size, threads)."""
+        lab, me, opts = self.lab, self.me, self.opts
         env = parse_envelope(payload, lab, self.state_dir / "lab-files", opts.data_dir,
-                             lab_public_key=opts.bundle.lab_public_key)
+                             lab_public_key=self.bundle.lab_public_key)
         self.envelope = env.message
         if not 0 <= me < env.config.agents:
             raise UserError(f"bundle: agent {me}, but lab {lab!r} has agents 0..{env.config.agents - 1}")
@@ -218,34 +149,36 @@ class Join:
                  f"{self.settings.max_staleness}")
         for note in self.plan.notes:
             self.say(f"agent {me}: {note}")
-        torch.set_num_threads(self.plan.threads)
 
-    def build_agent(self) -> None:
-        """The simulator's agent ``me``, keeping only its own data (the full dataset is freed)."""
+    def fixed_weights(self, data: LabData) -> tuple[MaskedNetwork, FixedWeights]:
+        """The model's template and its fixed weights, refused unless their fingerprint is the lab's."""
+        config = self.config
+        template = build_model(config.model, data.train.num_classes)
+        fixed = generate_fixed_weights(template, config.model, config.seed, config.weights)
+        if fixed.fingerprint_hex != self.envelope.fingerprint:
+            raise UserError(f"weights fingerprint mismatch: the lab's is {self.envelope.fingerprint}, this device "
+                            f"generated {fixed.fingerprint_hex} (model {config.model}, seed {config.seed}, "
+                            f"{config.weights} weights, {data.train.num_classes} classes, torch {torch.__version__}) "
+                            "— refusing to train")
+        return template, fixed
+
+    def build_agent(self, data: LabData, template: MaskedNetwork, fixed: FixedWeights, topology: Topology) -> None:
+        """The simulator's agent ``me`` on the process's data and fixed weights, keeping only its own test images."""
         config, me = self.config, self.me
-        slot = f"{self.opts.load_lock}.{me % 2}" if self.opts.load_lock else None
-        with _file_lock(slot):  # the lab runner serialises data loading: N copies of CIFAR-10 at once would not fit
-            data = load_lab_data(config, build_model(config.model).input_shape,
-                                 lambda line: self.say(f"agent {me}: {line}"))
-            template, fixed = self._fixed_weights(data)
-            topology = build_topology_for(config)
-            published, computed = self.envelope.neighbours, list(topology.neighbours(me))
-            if published and computed != published.get(me):
-                raise UserError(f"topology mismatch: the lab says agent {me}'s neighbours are "
-                                f"{published.get(me)}, this device computed {computed}")
-            self.agent = agent = build_agent(config, data, topology, fixed, me, declared=self._declared(),
-                                             auth=self._auth())
-            # Keep only this agent's test images (same images, same order: identical evaluation).
-            indices = agent.test_indices.cpu().numpy()
-            agent.test_data = data.test.subset(indices)
-            agent.test_indices = torch.arange(len(indices))
-            self.classes = list(data.partitions[me].classes)
-            self.say(f"agent {me}: {data.description}; {len(agent.train_data)} train / {len(indices)} test images, "
-                     f"classes {self.classes}; neighbours {list(agent.neighbours)}; fingerprint "
-                     f"{fixed.fingerprint_hex} ✓")
-            del data
-        _release_memory()  # the full dataset is gone: give it back before the heap is tuned to keep memory
-        keep_freed_memory()
+        published, computed = self.envelope.neighbours, list(topology.neighbours(me))
+        if published and computed != published.get(me):
+            raise UserError(f"topology mismatch: the lab says agent {me}'s neighbours are "
+                            f"{published.get(me)}, this device computed {computed}")
+        self.agent = agent = build_agent(config, data, topology, fixed, me, declared=self._declared(),
+                                         auth=self._auth())
+        # Keep only this agent's test images (same images, same order: identical evaluation).
+        indices = agent.test_indices.cpu().numpy()
+        agent.test_data = data.test.subset(indices)
+        agent.test_indices = torch.arange(len(indices))
+        self.classes = list(data.partitions[me].classes)
+        self.say(f"agent {me}: {data.description}; {len(agent.train_data)} train / {len(indices)} test images, "
+                 f"classes {self.classes}; neighbours {list(agent.neighbours)}; fingerprint "
+                 f"{fixed.fingerprint_hex} ✓")
         self.static = {"classes": self.classes, "retention_conv": agent.rule.retention.conv,
                        "width": agent.rule.retention.width,
                        "conv_layers": sum(isinstance(m, MaskedConv2d) for _, m in template.masked_layers()),
@@ -272,7 +205,7 @@ class Join:
         lab, me, agent = self.lab, self.me, self.agent
         offline = status_payload("offline", me, run_id=self.envelope.run_id, reason="connection lost")
         client_id = f"edge-mcepl-{lab}-{self.envelope.run_id[:8]}-agent-{me}"
-        self.conn = conn = MqttConnection(self.address, self.opts.mqtt, client_id, persistent=True,
+        self.conn = conn = MqttConnection(self.address, self.mqtt, client_id, persistent=True,
                                           will=(status_topic(lab, me), offline), name=f"agent {me}")
         limits = lab_limits(self.config, len(agent.neighbours), self.settings.max_staleness)
         self.transport = _Transport(conn, lab, me, max_staleness=self.settings.max_staleness,
@@ -313,12 +246,12 @@ class Join:
             since[j] = floor if newest is None else max(floor, newest + 1)
         self.transport.ask_keyframes(since)
 
-    def wait_for_neighbours(self) -> None:
-        """Before the first round to run: until every neighbour is online, or the start timeout."""
+    def wait_for_neighbours(self, began: float) -> None:
+        """Before the first round to run: until every neighbour is online, or the start timeout after ``began``
+        (``time.monotonic()``: the process's agents wait out one timeout together, not one each)."""
         if self.start >= self.config.rounds or self.stop:
             return
         neighbours, timeout = self.agent.neighbours, self.settings.start_timeout_s
-        began = time.monotonic()
         announced = False
         while not self.stop and time.monotonic() < began + timeout and any(j not in self.statuses for j in neighbours):
             if not announced and time.monotonic() - began > 1.0:  # retained statuses arrive at once
@@ -351,32 +284,52 @@ class Join:
             payload = next((copy for _, copy in self.agent.standalone_copies(header.round)), payload)
         self.conn.publish(mask_topic(self.lab, self.me), payload, qos=1)
 
-    def run_rounds(self) -> None:
-        """Every remaining round: a metrics row, a checkpoint and a status update after each."""
-        metrics = MetricsLog(self.metrics_path)
-        try:
-            for t in range(self.start, self.config.rounds):
-                if self.stop:
-                    break
-                row = self._round(t)
-                if row is None:  # interrupted while gathering: not complete; the checkpoint is the last one
-                    break
-                metrics.write([row])
-                atomic_write(self.sent_path, self.transport.last_published, durable=True)  # before the checkpoint
-                save_checkpoint(self.ckpt_path, self.agent, t + 1, lab=self.lab, run_id=self.envelope.run_id)
-                self.done_rounds = t + 1
-                self.progress.add(row)
-                self.conn.publish(status_topic(self.lab, self.me), status_payload(
-                    "online", self.me, round=t + 1, **self.info, **self.progress.fields()), retain=True)
-                self._say_round(t, row)
-        finally:
-            metrics.close()
+    def begin(self, t: int) -> None:
+        """Round ``t``'s local step and publish (the process's agents all publish before any gathers)."""
+        self.began = time.time()
+        self.agent.begin_round(t, self.transport)
+        self.published = self.transport.published_at[t]
+
+    def end(self, t: int) -> dict[str, Any] | None:
+        """Round ``t``'s gather, aggregate and consensus step: its metrics row (None: a signal came while gathering)."""
+        agent, transport, config = self.agent, self.transport, self.config
+        report = agent.finish_round(t, transport, timeout=self.settings.round_deadline_s)
+        gathered = time.time()
+        if self.stop:
+            return None
+        stats = transport.take_stats()
+        row: dict[str, Any] = {"round": t + 1, "agent": self.me, **report.fields(), **agent.rule.mask_stats()}
+        row.update(rejected=report.rejected + stats.rejected, missing_base=report.missing_base + stats.missing_base)
+        evaluated = time.time()
+        if (t + 1) % config.eval_every == 0 or t == config.rounds - 1:
+            row.update(agent.evaluation())
+        ended, began, published = time.time(), self.began, self.published
+        row.update(self.static, train_seconds=round(published - began, 6), round_seconds=round(ended - began, 6),
+                   gather_seconds=round(transport.last_gather_end - published, 6),
+                   aggregate_seconds=round(gathered - transport.last_gather_end, 6),
+                   eval_seconds=round(ended - evaluated, 6), published_at=round(published, 6),
+                   arrivals={str(j): round(a, 6) for j, a in transport.last_arrivals.items()},
+                   stale=report.stale, duplicates=stats.duplicates, late=stats.late, dropped=stats.dropped,
+                   rejected_reasons=dict(sorted(stats.reasons.items())),
+                   degree=len(agent.neighbours))
+        return row
+
+    def complete(self, t: int, row: dict[str, Any], metrics: MetricsLog) -> None:
+        """Round ``t`` done: its metrics row, the mask sent and the checkpoint on disk, a status update."""
+        metrics.write([row])
+        atomic_write(self.sent_path, self.transport.last_published, durable=True)  # before the checkpoint
+        save_checkpoint(self.ckpt_path, self.agent, t + 1, lab=self.lab, run_id=self.envelope.run_id)
+        self.done_rounds = t + 1
+        self.progress.add(row)
+        self.conn.publish(status_topic(self.lab, self.me), status_payload(
+            "online", self.me, round=t + 1, **self.info, **self.progress.fields()), retain=True)
+        self._say_round(t, row)
 
     def finish(self) -> int:
         """The exit status; a finished agent leaves its final mask and ``agent.json`` for the run directory."""
         me, config = self.me, self.config
-        if self.new_run:
-            self.say(f"agent {me}: the lab was restarted with a new config (run {self.new_run}); stopping after "
+        if self.stop.new_run:
+            self.say(f"agent {me}: the lab was restarted with a new config (run {self.stop.new_run}); stopping after "
                      f"round {self.done_rounds}. Rejoin with --fresh to take part in the new run.")
             return self._close("offline", EXIT_NEW_RUN, reason="new run")
         if self.stop:
@@ -401,10 +354,10 @@ class Join:
     def _pin_lab_ca(self) -> None:
         """The lab CA of the bundle, written beside the state, is what a TLS broker must chain to
         (unless ``--cafile`` says otherwise)."""
-        if self.opts.bundle.ca and self.opts.mqtt.ca_file is None:
+        if self.bundle.ca and self.mqtt.ca_file is None:
             path = self.state_dir / "lab-ca.pem"
-            atomic_write(path, self.opts.bundle.ca)
-            self.opts.mqtt = dataclasses.replace(self.opts.mqtt, ca_file=str(path))
+            atomic_write(path, self.bundle.ca)
+            self.mqtt = dataclasses.replace(self.mqtt, ca_file=str(path))
 
     def _declared(self) -> dict[int, Retention]:
         """Every agent's retention as the roster declares it: what its masks must keep."""
@@ -416,44 +369,6 @@ class Join:
         roster = {j: public_key(decode_key(e.public_key, f"roster agent {j}")) for j, e in self.envelope.roster.items()}
         return MessageAuth(run_id_bytes(self.envelope.run_id), private_key(decode_key(self.signing_key, "signing_key")),
                            roster)
-
-    def _fixed_weights(self, data: LabData) -> tuple[MaskedNetwork, FixedWeights]:
-        config = self.config
-        template = build_model(config.model, data.train.num_classes)
-        fixed = generate_fixed_weights(template, config.model, config.seed, config.weights)
-        if fixed.fingerprint_hex != self.envelope.fingerprint:
-            raise UserError(f"weights fingerprint mismatch: the lab's is {self.envelope.fingerprint}, this device "
-                            f"generated {fixed.fingerprint_hex} (model {config.model}, seed {config.seed}, "
-                            f"{config.weights} weights, {data.train.num_classes} classes, torch {torch.__version__}) "
-                            "— refusing to train")
-        return template, fixed
-
-    def _round(self, t: int) -> dict[str, Any] | None:
-        """One round's metrics row (None if a signal came while gathering)."""
-        agent, transport, config = self.agent, self.transport, self.config
-        began = time.time()
-        agent.begin_round(t, transport)
-        published = transport.published_at[t]
-        report = agent.finish_round(t, transport, timeout=self.settings.round_deadline_s)
-        gathered = time.time()
-        if self.stop:
-            return None
-        stats = transport.take_stats()
-        row: dict[str, Any] = {"round": t + 1, "agent": self.me, **report.fields(), **agent.rule.mask_stats()}
-        row.update(rejected=report.rejected + stats.rejected, missing_base=report.missing_base + stats.missing_base)
-        evaluated = time.time()
-        if (t + 1) % config.eval_every == 0 or t == config.rounds - 1:
-            row.update(agent.evaluation())
-        ended = time.time()
-        row.update(self.static, train_seconds=round(published - began, 6), round_seconds=round(ended - began, 6),
-                   gather_seconds=round(transport.last_gather_end - published, 6),
-                   aggregate_seconds=round(gathered - transport.last_gather_end, 6),
-                   eval_seconds=round(ended - evaluated, 6), published_at=round(published, 6),
-                   arrivals={str(j): round(a, 6) for j, a in transport.last_arrivals.items()},
-                   stale=report.stale, duplicates=stats.duplicates, late=stats.late, dropped=stats.dropped,
-                   rejected_reasons=dict(sorted(stats.reasons.items())),
-                   degree=len(agent.neighbours))
-        return row
 
     def _say_round(self, t: int, row: dict[str, Any]) -> None:
         self.say(f"agent {self.me}: round {t + 1}/{self.config.rounds} loss {row['loss']:.4f} heard "
@@ -481,34 +396,12 @@ class Join:
     def _on_config(self, _topic: str, payload: bytes) -> None:  # paho thread
         """A new lab config with another run id stops this run — only if the lab key signed it."""
         try:
-            verify_envelope(payload, self.opts.bundle.lab_public_key, f"lab config on {config_topic(self.lab)}")
+            verify_envelope(payload, self.bundle.lab_public_key, f"lab config on {config_topic(self.lab)}")
             new_run = json.loads(payload).get("run_id")
         except UserError as exc:
             log.warning("agent %d: ignored: %s", self.me, exc)
             return
         except (ValueError, AttributeError):
             return
-        if new_run and new_run != self.envelope.run_id and not self.new_run:
-            self.new_run = new_run
-            self.stop.event.set()
-
-
-@contextmanager
-def _file_lock(path: str | None) -> Iterator[None]:
-    if not path:
-        yield
-        return
-    with open(path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def _release_memory() -> None:
-    gc.collect()
-    try:
-        ctypes.CDLL(ctypes.util.find_library("c")).malloc_trim(0)
-    except (OSError, AttributeError, TypeError):
-        pass
+        if new_run and new_run != self.envelope.run_id:
+            self.stop.stop_for_new_run(new_run)

@@ -26,7 +26,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -42,6 +42,7 @@ from ..nn.zoo import build_model
 from ..run_dir import FINAL_DIR, LOAD_LOCK, agent_dir, merge_lab_run
 from .envelope import publish_envelope
 from .limits import broker_limits
+from .options import describe_ids
 from .plan import lab_roster
 from .session import LabOptions, begin_session, end_session, new_run_dir, plan_session
 from .signature import sign_envelope
@@ -63,7 +64,17 @@ class _Lab:
     profiles: dict[int, str]
     broker: BrokerHandle
     verbose: bool
-    log_offsets: dict[int, int] = field(default_factory=dict)  # where this session starts in each join.log
+    agents_per_process: int = 1
+
+
+@dataclass
+class _Process:
+    """One ``join`` process and the agents it hosts; its log is in its first agent's folder."""
+
+    agents: list[int]
+    popen: subprocess.Popen
+    log: Path
+    log_offset: int  # where this session starts in its join.log
 
 
 @dataclass
@@ -72,7 +83,7 @@ class _Ending:
 
     codes: dict[int, int]
     interrupted: bool = False
-    failed: int | None = None  # the first agent whose process failed: the lab stopped the others then
+    failed: _Process | None = None  # the first process that failed: the lab stopped the others then
 
 
 def run_lab(config_path: str, overrides: dict[str, Any], opts: LabOptions) -> int:
@@ -94,7 +105,8 @@ def run_lab(config_path: str, overrides: dict[str, Any], opts: LabOptions) -> in
     say(f"broker: {broker.description} at {broker.url}; secrets {broker.credentials_file}, device bundles "
         f"{broker.bundle(0).parent}")
     # The run's config.yaml records the data the agents used (a fallback says synthetic, as in simulate).
-    lab = _Lab(config.replace(data=used), plan.explicit, run_dir, record.run_id, plan.profiles, broker, plan.verbose)
+    lab = _Lab(config.replace(data=used), plan.explicit, run_dir, record.run_id, plan.profiles, broker, plan.verbose,
+               opts.agents_per_process)
     try:  # the dashboard lets go of the broker before the broker goes
         with attached_dashboard(broker, broker.url, opts.dashboard, say):
             ending = _run_agents(lab, envelope, say)
@@ -121,8 +133,8 @@ def _conclude(lab: _Lab, ending: _Ending, resume: str, say: Callable[[str], None
     """Merge a finished lab into the run directory; after Ctrl-C or a failed agent, how to resume."""
     run_dir = lab.run_dir
     if ending.failed is not None:
-        say(f"after fixing agent {ending.failed}'s problem, resume with: {resume}")
-        raise UserError(_failure(lab, ending.failed, ending.codes[ending.failed]))
+        say(f"after fixing {describe_ids(ending.failed.agents)}'s problem, resume with: {resume}")
+        raise UserError(_failure(ending.failed))
     if ending.interrupted:
         say(f"resume with: {resume}")
         return EXIT_INTERRUPTED
@@ -135,13 +147,13 @@ def _conclude(lab: _Lab, ending: _Ending, resume: str, say: Callable[[str], None
     return 0
 
 
-def _failure(lab: _Lab, agent: int, code: int) -> str:
-    """One line: which agent's process failed, how, and the first error line of its log (this session's part)."""
-    log = agent_dir(lab.run_dir, agent) / "join.log"
+def _failure(process: _Process) -> str:
+    """One line: whose process failed, how, and the first error line of its log (this session's part)."""
+    code = process.popen.returncode
     how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with status {code}"
-    line = _error_line(log, lab.log_offsets.get(agent, 0))
-    return (f"agent {agent}: join process {how}" + (f": {line}" if line else "")
-            + f" — the lab stopped its other agents (they checkpointed); see {log}")
+    line = _error_line(process.log, process.log_offset)
+    return (f"{describe_ids(process.agents)}: join process {how}" + (f": {line}" if line else "")
+            + f" — the lab stopped its other agents (they checkpointed); see {process.log}")
 
 
 def _error_line(log: Path, offset: int) -> str | None:
@@ -163,7 +175,7 @@ def _run_agents(lab: _Lab, envelope: dict, say: Callable[[str], None]) -> _Endin
     name, broker = lab.config.name, lab.broker
     admin = MqttConnection(BrokerAddress.parse(broker.url), MqttOptions(ADMIN_USER, broker.credentials.admin_password),
                            f"edge-mcepl-{name}-lab-{secrets.token_hex(3)}", name="lab")
-    procs: dict[int, subprocess.Popen] = {}
+    procs: list[_Process] = []
     logs: list[IO[str]] = []
     ending = _Ending({})
     try:
@@ -174,33 +186,36 @@ def _run_agents(lab: _Lab, envelope: dict, say: Callable[[str], None]) -> _Endin
         admin.on(status_topic(name, "+"), lambda _topic, payload: _file_status(statuses, lab.run_id, payload))
         admin.subscribe([status_topic(name, "+")])
         _start_joins(lab, procs, logs)
-        say(f"started {len(procs)} join processes (logs: {lab.run_dir}/agents/agent_NNN/join.log)")
-        first = _watch(procs, statuses, lab.config.rounds, say)
+        hosting = "" if lab.agents_per_process == 1 else f", up to {lab.agents_per_process} agents each"
+        plural = "es" if len(procs) > 1 else ""
+        say(f"started {len(procs)} join process{plural}{hosting} (logs: {lab.run_dir}/agents/agent_NNN/join.log, "
+            "in each process's first agent's folder)")
+        first = _watch(procs, statuses, lab.config.agents, lab.config.rounds, say)
         if first is not None:
-            ending = _stopping_early(first, procs[first].returncode, say)
+            ending = _stopping_early(first, say)
     except KeyboardInterrupt:
         ending.interrupted = True
         say("edge-mcepl lab: interrupted — stopping the agents (they checkpoint) and the broker")
     finally:
         _stop_joins(procs, logs, STOP_GRACE_S if ending.interrupted else 0.0)
         admin.close()
-    ending.codes = {i: p.returncode for i, p in procs.items()}
+    ending.codes = {i: p.popen.returncode for p in procs for i in p.agents}
     return ending
 
 
-def _stopping_early(agent: int, code: int, say: Callable[[str], None]) -> _Ending:
-    """Why the lab stops when ``agent``'s process has ended early: a signal stopped it, or it failed.
+def _stopping_early(process: _Process, say: Callable[[str], None]) -> _Ending:
+    """Why the lab stops when ``process`` has ended early: a signal stopped it, or it failed.
 
     Stopped by SIGINT/SIGTERM (say a Ctrl-C the lab itself ignored), it has checkpointed: the run
     resumes as it is, like one interrupted here.
     """
+    code, who = process.popen.returncode, describe_ids(process.agents)
     if code in STOPPED_BY_SIGNAL:
-        say(f"edge-mcepl lab: agent {agent}'s join process was stopped by {STOPPED_BY_SIGNAL[code]} — stopping the "
+        say(f"edge-mcepl lab: {who}'s join process was stopped by {STOPPED_BY_SIGNAL[code]} — stopping the "
             "other agents (they checkpoint) and the broker")
         return _Ending({}, interrupted=True)
-    say(f"edge-mcepl lab: agent {agent}'s join process failed — stopping the other agents (they checkpoint) and the "
-        "broker")
-    return _Ending({}, failed=agent)
+    say(f"edge-mcepl lab: {who}'s join process failed — stopping the other agents (they checkpoint) and the broker")
+    return _Ending({}, failed=process)
 
 
 def _file_status(statuses: dict[int, dict], run_id: str, payload: bytes) -> None:  # paho thread
@@ -212,46 +227,60 @@ def _file_status(statuses: dict[int, dict], run_id: str, payload: bytes) -> None
         pass
 
 
-def _start_joins(lab: _Lab, procs: dict[int, subprocess.Popen], logs: list[IO[str]]) -> None:
-    """One ``edge-mcepl join`` per agent, each with its state folder in the run directory."""
+def _start_joins(lab: _Lab, procs: list[_Process], logs: list[IO[str]]) -> None:
+    """One ``edge-mcepl join`` per ``agents_per_process`` consecutive agents, each agent's state in the run directory.
+
+    An agent alone gets its bundle; several share a process by ``--agent-id`` over the bundles folder
+    (and a profile only when the lab assigns them all the same one — else each takes its roster's).
+    """
     config, broker = lab.config, lab.broker
-    # The processes share this machine: the lab's `threads` if it sets it, else cores ÷ agents
+    k = lab.agents_per_process
+    groups = [list(range(first, min(first + k, config.agents))) for first in range(0, config.agents, k)]
+    # The processes share this machine: the lab's `threads` if it sets it, else cores ÷ processes
     # (a profile's training.threads describes a real device, not a process among N on one CPU).
-    threads = config.threads if "threads" in lab.explicit else max(1, (os.cpu_count() or 1) // config.agents)
+    threads = config.threads if "threads" in lab.explicit else max(1, (os.cpu_count() or 1) // len(groups))
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1")
     lock = lab.run_dir / LOAD_LOCK
-    for i in range(config.agents):
-        folder = agent_dir(lab.run_dir, i)
-        folder.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "edge_mcepl.cli", "join", "--bundle", str(broker.bundle(i)),
-               "--state-dir", str(folder), "--load-lock", str(lock), "--threads", str(threads)]
-        if i in lab.profiles:
-            cmd += ["--profile", lab.profiles[i]]
+    for agents in groups:
+        for i in agents:
+            agent_dir(lab.run_dir, i).mkdir(parents=True, exist_ok=True)
+        if len(agents) == 1:
+            where = ["--bundle", str(broker.bundle(agents[0])), "--state-dir", str(agent_dir(lab.run_dir, agents[0]))]
+        else:
+            where = ["--bundle", str(broker.bundle(agents[0]).parent), "--agent-id", f"{agents[0]}-{agents[-1]}",
+                     "--state-dir", str(agent_dir(lab.run_dir, agents[0]).parent)]
+        cmd = [sys.executable, "-m", "edge_mcepl.cli", "join", *where, "--load-lock", str(lock),
+               "--threads", str(threads)]
+        profiles = {lab.profiles[i] for i in agents if i in lab.profiles}
+        if len(profiles) == 1 and all(i in lab.profiles for i in agents):
+            cmd += ["--profile", profiles.pop()]
         if config.data.data_dir:  # the folder the launcher read, even where it is missing (a fallback)
             cmd += ["--data-dir", config.data.data_dir]
         if lab.verbose:
             cmd.append("--verbose")
-        log_path = folder / "join.log"
-        lab.log_offsets[i] = log_path.stat().st_size if log_path.exists() else 0
+        log_path = agent_dir(lab.run_dir, agents[0]) / "join.log"
+        offset = log_path.stat().st_size if log_path.exists() else 0
         log_file = open(log_path, "a")
         logs.append(log_file)
-        procs[i] = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env)
+        procs.append(_Process(agents, subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env),
+                              log_path, offset))
 
 
-def _stop_joins(procs: dict[int, subprocess.Popen], logs: list[IO[str]], grace: float = 0.0) -> None:
+def _stop_joins(procs: list[_Process], logs: list[IO[str]], grace: float = 0.0) -> None:
     """SIGTERM whoever still runs after ``grace`` s (they checkpoint and say offline), then wait; kill after a minute.
 
     After Ctrl-C the joins, which the terminal signalled too, are given the grace to stop on their
     own: a second signal could reach one that has already put back the default handlers, and kill it.
     """
+    popens = [p.popen for p in procs]
     deadline = time.monotonic() + grace
-    for p in procs.values():
+    for p in popens:
         with contextlib.suppress(subprocess.TimeoutExpired):
             p.wait(max(0.0, deadline - time.monotonic()))
-    for p in procs.values():
+    for p in popens:
         if p.poll() is None:
             p.send_signal(signal.SIGTERM)
-    for p in procs.values():
+    for p in popens:
         try:
             p.wait(60)
         except subprocess.TimeoutExpired:
@@ -287,15 +316,15 @@ class _Progress:
         return None
 
 
-def _watch(procs: dict[int, subprocess.Popen], statuses: dict[int, dict], rounds: int,
-           say: Callable[[str], None]) -> int | None:
+def _watch(procs: list[_Process], statuses: dict[int, dict], agents: int, rounds: int,
+           say: Callable[[str], None]) -> _Process | None:
     """Print progress from the agents' retained status messages until every process has exited or one failed.
 
-    Returns the first agent whose process exited non-zero: nobody here restarts it, so its
-    neighbours would only wait for it on every round's deadline.
+    Returns the first process that exited non-zero: nobody here restarts it, so its agents'
+    neighbours would only wait for them on every round's deadline.
     """
-    progress = _Progress(len(procs), rounds)
-    while (failed := _first_failed(procs)) is None and any(p.poll() is None for p in procs.values()):
+    progress = _Progress(agents, rounds)
+    while (failed := _first_failed(procs)) is None and any(p.popen.poll() is None for p in procs):
         time.sleep(0.5)
         line = progress.line(dict(statuses))
         if line:
@@ -303,5 +332,5 @@ def _watch(procs: dict[int, subprocess.Popen], statuses: dict[int, dict], rounds
     return failed
 
 
-def _first_failed(procs: dict[int, subprocess.Popen]) -> int | None:
-    return next((i for i, p in sorted(procs.items()) if p.poll() not in (None, 0)), None)
+def _first_failed(procs: list[_Process]) -> _Process | None:
+    return next((p for p in procs if p.popen.poll() not in (None, 0)), None)

@@ -41,6 +41,7 @@ class LabOptions:
     verbose: bool = False
     resume: bool = False
     dashboard: int | None = None  # serve the live dashboard on this loopback port
+    agents_per_process: int = 1  # agents each join process hosts (not part of the run: a resume may change it)
     log: Callable[[str], None] = field(default=lambda line: print(line, flush=True))
 
 

@@ -49,10 +49,14 @@ class Bundle(StrictModel):
         return self
 
 
+def agent_bundle_name(agent_id: int) -> str:
+    """Agent ``agent_id``'s bundle file name in ``bundles/``."""
+    return f"agent-{agent_id}.yaml"
+
+
 def bundle_path(directory: Path, agent_id: int | None) -> Path:
     """Where the broker writes agent ``agent_id``'s bundle (None: the observer's)."""
-    name = "observer" if agent_id is None else f"agent-{agent_id}"
-    return directory / BUNDLES_DIR / f"{name}.yaml"
+    return directory / BUNDLES_DIR / ("observer.yaml" if agent_id is None else agent_bundle_name(agent_id))
 
 
 def write_bundles(directory: Path, creds: LabCredentials, ca_pem: str | None) -> Path:

@@ -1,0 +1,261 @@
+"""A large device lab on one machine: messages per second, broker CPU and memory per agent → docs/lab-scale.md.
+
+Runs real ``edge-mcepl lab`` labs (one mosquitto, join processes hosting several agents each:
+``--agents-per-process``) of small-cnn on MNIST over a k-regular graph (the scale benchmark's
+labs, benchmarks/scale.py), and while they train samples, every half second:
+
+- the broker's counters on ``$SYS`` (PUBLISH messages received and sent, bytes received and sent),
+  read with the lab's admin account;
+- mosquitto's CPU time and every join process's resident memory (psutil);
+- each agent's retained status (its completed round).
+
+The **steady window** runs from the moment every agent has completed round 1 (start-up, data
+loading and the first keyframes behind) to the moment every agent has completed the last round
+but one (the last round evaluates every agent, which is not messaging);
+rates are Δcounter / Δtime over the ``$SYS`` samples inside it, broker CPU is Δ(user + system) / Δtime
+(1.0 = one core busy). Memory is the peak resident set of each join process, summed; per agent =
+that sum / agents. Several labs (``--labs AGENTS:K,...``) run one after another in one invocation,
+so their ratios are same-run ratios.
+
+Usage::
+
+    .venv/bin/python benchmarks/lab_scale.py --labs 100:25,100:50,20:1,20:20 --rounds 6
+
+The whole lab time-shares this machine's two cores with the broker: a round's wall time here is
+the sum of 100 agents' compute, and the broker's share of the CPU is what it costs next to them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.scale import lab_config  # noqa: E402
+from edge_mcepl.comm.broker.credentials import ADMIN_USER, SECRETS_FILE, LabCredentials  # noqa: E402
+from edge_mcepl.comm.client import BrokerAddress, MqttConnection, MqttOptions  # noqa: E402
+from edge_mcepl.comm.topics import status_topic  # noqa: E402
+
+SYS_TOPICS = {"publish_received": "$SYS/broker/publish/messages/received",
+              "publish_sent": "$SYS/broker/publish/messages/sent",
+              "bytes_received": "$SYS/broker/bytes/received", "bytes_sent": "$SYS/broker/bytes/sent"}
+MB = 1 << 20
+
+
+@dataclass
+class Sample:
+    """One observation of a running lab."""
+
+    time: float
+    min_round: int  # the slowest agent's completed round (-1 until every agent has said)
+    broker_cpu: float  # mosquitto's user + system seconds so far
+    join_rss: dict[int, int]  # join pid → resident bytes now
+
+
+@dataclass
+class LabResult:
+    agents: int
+    agents_per_process: int
+    processes: int
+    rounds: int
+    window_s: float
+    round_s: float
+    publish_in_per_s: float
+    publish_out_per_s: float
+    bytes_in_per_s: float
+    bytes_out_per_s: float
+    broker_cpu: float  # cores
+    peak_rss_mb: float  # Σ over join processes of each one's peak
+    per_agent_mb: float
+    mean_degree: float
+    run_dir: str
+    sys_samples: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+def run_one(agents: int, k: int, rounds: int, data_dir: str, out: Path) -> LabResult:
+    """One lab of ``agents`` agents, ``k`` per join process, observed until it ends."""
+    raw = lab_config("small-cnn", "k-regular", agents, rounds, data_dir)
+    raw["name"] = f"labscale-{agents}-{k}"
+    config_path = out.with_suffix(".yaml")
+    config_path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    log = open(out.with_suffix(".log"), "w")
+    proc = subprocess.Popen([sys.executable, "-m", "edge_mcepl.cli", "lab", str(config_path), "--out", str(out),
+                             "--broker-kind", "mosquitto", "--agents-per-process", str(k), "--round-deadline", "3600",
+                             "--start-timeout", "3600", "--threads", "1"],
+                            stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    try:
+        return _observe(proc, raw, agents, k, rounds, out)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        log.close()
+
+
+def _observe(proc: subprocess.Popen, raw: dict[str, Any], agents: int, k: int, rounds: int, out: Path) -> LabResult:
+    secrets_path = out / "broker" / SECRETS_FILE
+    deadline = time.monotonic() + 300
+    while not (out / "lab.json").is_file() or not secrets_path.is_file():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(f"the lab did not start; see {out.with_suffix('.log')}")
+        time.sleep(0.2)
+    lab = json.loads((out / "lab.json").read_text())
+    creds = LabCredentials.load(secrets_path)
+    sys_values: dict[str, list[tuple[float, int]]] = {name: [] for name in SYS_TOPICS}
+    by_topic = {topic: name for name, topic in SYS_TOPICS.items()}
+    rounds_of: dict[int, int] = {}
+    lock = threading.Lock()
+
+    def on_sys(topic: str, payload: bytes) -> None:
+        with lock:
+            sys_values[by_topic[topic]].append((time.time(), int(payload)))
+
+    def on_status(_topic: str, payload: bytes) -> None:
+        try:
+            st = json.loads(payload)
+            if st.get("run_id") == lab["run_id"]:
+                with lock:
+                    rounds_of[int(st["agent"])] = int(st.get("round", 0))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            pass
+
+    admin = MqttConnection(BrokerAddress.parse(lab["broker_url"]), MqttOptions(ADMIN_USER, creds.admin_password),
+                           f"bench-labscale-{os.getpid()}", name="bench")
+    admin.on("$SYS/broker/#", on_sys)
+    admin.on(status_topic(raw["name"], "+"), on_status)
+    admin.connect()
+    admin.subscribe([*SYS_TOPICS.values(), status_topic(raw["name"], "+")])
+    samples: list[Sample] = []
+    peak: dict[int, int] = {}
+    lab_process = psutil.Process(proc.pid)
+    while proc.poll() is None:
+        with lock:
+            low = min(rounds_of.values()) if len(rounds_of) == agents else -1
+        samples.append(_sample(lab_process, low, peak))
+        if low >= rounds - 1:
+            break
+        time.sleep(0.5)
+    if proc.wait(1800) != 0:
+        raise SystemExit(f"the lab exited with {proc.returncode}; see {out.with_suffix('.log')}")
+    admin.close()
+    start = next(s for s in samples if s.min_round >= 1)
+    end = next(s for s in samples if s.min_round >= rounds - 1)
+
+    def rate(name: str) -> float:
+        inside = [(t, v) for t, v in sys_values[name] if start.time <= t <= end.time]
+        if len(inside) < 2:
+            raise SystemExit(f"too few $SYS samples of {name} in the steady window; run more rounds")
+        (t0, v0), (t1, v1) = inside[0], inside[-1]
+        return (v1 - v0) / (t1 - t0)
+
+    window = end.time - start.time
+    peak_sum = sum(peak.values())
+    degree = raw["topology"]["k"]
+    return LabResult(agents=agents, agents_per_process=k, processes=len(peak), rounds=rounds, window_s=window,
+                     round_s=window / (rounds - 2), publish_in_per_s=rate("publish_received"),
+                     publish_out_per_s=rate("publish_sent"), bytes_in_per_s=rate("bytes_received"),
+                     bytes_out_per_s=rate("bytes_sent"), broker_cpu=(end.broker_cpu - start.broker_cpu) / window,
+                     peak_rss_mb=peak_sum / MB, per_agent_mb=peak_sum / MB / agents, mean_degree=degree,
+                     run_dir=str(out.relative_to(ROOT) if out.is_relative_to(ROOT) else out),
+                     sys_samples=len(sys_values["publish_received"]))
+
+
+def _sample(lab_process: psutil.Process, low: int, peak: dict[int, int]) -> Sample:
+    """mosquitto's CPU time and the join processes' memory now (``peak`` keeps each one's largest)."""
+    children = lab_process.children(recursive=True)
+    broker = [c for c in children if c.name().startswith("mosquitto")]
+    rss = {}
+    for c in children:
+        if "join" in _cmdline(c):
+            try:
+                rss[c.pid] = c.memory_info().rss
+            except psutil.Error:
+                pass
+    for pid, value in rss.items():
+        peak[pid] = max(peak.get(pid, 0), value)
+    try:
+        cpu = sum(broker[0].cpu_times()[:2]) if broker else float("nan")
+    except psutil.Error:
+        cpu = float("nan")
+    return Sample(time.time(), low, cpu, rss)
+
+
+def _cmdline(p: psutil.Process) -> list[str]:
+    try:
+        return p.cmdline()
+    except psutil.Error:
+        return []
+
+
+def render(results: list[LabResult], command: str) -> str:
+    lines = [
+        "# A large device lab on one machine: messages per second, broker CPU, memory per agent",
+        "",
+        f"Generated by `{command}` on {time.strftime('%Y-%m-%d')} ({platform.machine()}, {os.cpu_count()} CPU cores, "
+        f"Python {platform.python_version()}). Each lab: `edge-mcepl lab` with one mosquitto on 127.0.0.1 and "
+        "`--agents-per-process K` (join processes hosting K agents each, `join --agent-id`), small-cnn on MNIST "
+        "(3 classes per agent), k-regular graph (degree 4), the `reference` preset with the delta mask codec, "
+        "1 torch thread per process, no evaluation until the last round. Rates are over the steady window "
+        "(every agent past round 1 → every agent past the last round but one), from mosquitto's `$SYS` "
+        "counters; broker CPU in cores (1.0 = one core busy) from psutil; memory = Σ peak resident set of the "
+        "join processes.",
+        "",
+        "| agents | agents per process | processes | round (s) | PUBLISH in / s | PUBLISH out / s | "
+        "bytes in / s | bytes out / s | broker CPU (cores) | join memory (MB) | per agent (MB) |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        lines.append(f"| {r.agents} | {r.agents_per_process} | {r.processes} | {r.round_s:.2f} | "
+                     f"{r.publish_in_per_s:,.1f} | {r.publish_out_per_s:,.1f} | {r.bytes_in_per_s:,.0f} | "
+                     f"{r.bytes_out_per_s:,.0f} | {r.broker_cpu:.3f} | {r.peak_rss_mb:,.0f} | {r.per_agent_mb:.1f} |")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--labs", default="100:25,100:50,20:1,20:20",
+                    help="AGENTS:AGENTS_PER_PROCESS,... run one after another (default %(default)s)")
+    ap.add_argument("--rounds", type=int, default=6)
+    ap.add_argument("--data-dir", default=str((ROOT / ".." / "shared" / "data").resolve()))
+    ap.add_argument("--run-dir", default=str(ROOT / "runs" / f"lab-scale-{time.strftime('%Y%m%d-%H%M%S')}"))
+    ap.add_argument("--results", default=str(ROOT / "results" / "lab-scale" / "lab-scale.jsonl"))
+    ap.add_argument("--out", default=str(ROOT / "docs" / "lab-scale.md"))
+    args = ap.parse_args()
+    if args.rounds < 4:
+        raise SystemExit("--rounds: at least 4 (the steady window is rounds 2 to the last but one)")
+    labs = [tuple(int(x) for x in spec.split(":")) for spec in args.labs.split(",")]
+    run_dir = Path(args.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    results = []
+    Path(args.results).parent.mkdir(parents=True, exist_ok=True)
+    for agents, k in labs:
+        print(f"lab: {agents} agents, {k} per process", flush=True)
+        result = run_one(agents, k, args.rounds, args.data_dir, run_dir / f"lab-{agents}-{k}")
+        print(json.dumps(asdict(result)), flush=True)
+        with open(args.results, "a") as f:
+            f.write(json.dumps(asdict(result)) + "\n")
+        results.append(result)
+    text = render(results, "benchmarks/lab_scale.py " + " ".join(sys.argv[1:]))
+    Path(args.out).write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
