@@ -43,17 +43,19 @@ class BrokerAddress:
     tls: bool = False
 
     @classmethod
-    def parse(cls, url: str) -> BrokerAddress:
-        """``mqtt://HOST[:PORT]`` (1883), ``mqtts://HOST[:PORT]`` (8883, TLS) or ``HOST:PORT``."""
+    def parse(cls, url: str, option: str = "--broker") -> BrokerAddress:
+        """``mqtt://HOST[:PORT]`` (1883), ``mqtts://HOST[:PORT]`` (8883, TLS) or ``HOST:PORT``.
+
+        A malformed one is a one-line error naming ``option``."""
         text = url if "://" in url else f"mqtt://{url}"
         parts = urlsplit(text)
         if parts.scheme not in ("mqtt", "mqtts", "tcp", "ssl") or not parts.hostname:
-            raise UserError(f"--broker {url}: expected mqtt://HOST:PORT or mqtts://HOST:PORT")
+            raise UserError(f"{option} {url}: expected mqtt://HOST:PORT or mqtts://HOST:PORT")
         tls = parts.scheme in ("mqtts", "ssl")
         try:
             port = parts.port or (8883 if tls else 1883)
         except ValueError:
-            raise UserError(f"--broker {url}: invalid port") from None
+            raise UserError(f"{option} {url}: invalid port") from None
         return cls(parts.hostname, port, tls)
 
     @property

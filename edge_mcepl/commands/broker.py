@@ -16,6 +16,7 @@ from .dashboard import add_dashboard_option
 
 if TYPE_CHECKING:  # imported when the command runs: `edge-mcepl --help` stays fast
     from ..comm.broker.launcher import BrokerHandle
+    from ..comm.broker.mosquitto import Bridge
     from ..config import LabConfig
     from ..devicelab.schema import LabSettings
 
@@ -67,6 +68,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="auto (default): TLS with the lab's own CA when --host is not loopback; on: always; off: never")
     p.add_argument("--tls-cert", help="server certificate (mosquitto only): the listener speaks TLS (mqtts://)")
     p.add_argument("--tls-key", help="server key for --tls-cert")
+    g = p.add_argument_group("site broker of a multi-site lab (docs/bridging.md)")
+    g.add_argument("--bridge", metavar="URL",
+                   help="bridge this broker to the lab's central broker (mqtt://HOST:PORT or mqtts://): every lab "
+                        "topic both ways; --dir must hold a copy of the central broker's lab-secrets.yaml; the lab "
+                        "config comes from the central broker (a config given here only sets the limits)")
+    g.add_argument("--bridge-cafile", help="the central broker's CA (its tls/ca.crt), for an mqtts:// --bridge")
+    g.add_argument("--site", help="this site's name in the bridge's client id (default: this host's name)")
     add_lab_settings(p)
     add_dashboard_option(p)
     p.set_defaults(func=run)
@@ -88,16 +96,18 @@ def run(args: argparse.Namespace) -> int:
 
     lab, agents, published = _lab(args)
     directory = Path(args.dir or Path("runs") / f"broker-{lab}")
+    bridge = _bridge(args)
     limits: dict[str, Any] = {}  # start_broker's limits: its defaults without a lab config
     if published is not None:
         from ..devicelab.limits import broker_limits
 
-        _keep_run_id(directory / RUN_STATE_FILE, published, args.new_run)
+        if bridge is None:
+            _keep_run_id(directory / RUN_STATE_FILE, published, args.new_run)
         derived = broker_limits(published.config, published.envelope, lab_settings(args).max_staleness)
         limits = {"message_limit": derived.message_bytes, "queue_messages": derived.queue_messages,
                   "queue_bytes": derived.queue_bytes}
     handle = start_broker(directory, lab, agents, kind=args.broker_kind, host=args.host, port=args.port,
-                          tls=args.tls, tls_cert=args.tls_cert, tls_key=args.tls_key, **limits)
+                          tls=args.tls, tls_cert=args.tls_cert, tls_key=args.tls_key, bridge=bridge, **limits)
     try:
         print(f"edge-mcepl broker: {handle.description}")
         url = handle.credentials.broker_url or handle.url
@@ -113,7 +123,10 @@ def run(args: argparse.Namespace) -> int:
             print(f"  lab CA:            {handle.ca_file}  (in every bundle: devices pin it)")
         if not is_loopback(args.host) and not url.startswith("mqtts://"):
             print("  WARNING: listening beyond loopback without TLS: passwords and masks cross the network in clear")
-        if published is not None:
+        if bridge is not None:
+            print(f"  bridged to:        {args.bridge}  (the central broker: the lab config and every lab topic "
+                  "come and go through it)")
+        elif published is not None:
             _publish(handle, url, published, directory / RUN_STATE_FILE)
         print(f"  join a device:     edge-mcepl join --bundle {handle.bundle(0)}")
         with attached_dashboard(handle, url, args.dashboard, lambda line: print(line, flush=True)):
@@ -138,6 +151,30 @@ def _supervise(handle: BrokerHandle) -> None:
         printed = len(notices)
         if handle.failed is not None:
             raise UserError(f"the broker is down: {handle.failed}")
+
+
+def _bridge(args: argparse.Namespace) -> Bridge | None:
+    """``--bridge URL`` as the site's link to the central broker (None without it); its options checked."""
+    if args.bridge is None:
+        if args.bridge_cafile or args.site:
+            raise UserError(f"{'--bridge-cafile' if args.bridge_cafile else '--site'} needs --bridge URL")
+        return None
+    import socket
+
+    from ..comm.broker.mosquitto import Bridge
+    from ..comm.client import BrokerAddress
+
+    address = BrokerAddress.parse(args.bridge, "--bridge")
+    if address.tls != bool(args.bridge_cafile):
+        raise UserError(f"--bridge {args.bridge}: " + ("an mqtts:// bridge needs --bridge-cafile (the central "
+                                                       "broker's CA)" if address.tls else
+                                                       "--bridge-cafile is for an mqtts:// bridge"))
+    if args.new_run:
+        raise UserError("--new-run: a site broker publishes no config (the central broker does)")
+    site = args.site or socket.gethostname()
+    if not site.replace("-", "").replace("_", "").isalnum():
+        raise UserError(f"--site {site!r}: letters, digits, '-' and '_' only")
+    return Bridge(address.host, address.port, args.bridge_cafile, site)
 
 
 def _lab(args: argparse.Namespace) -> tuple[str, int, _Published | None]:

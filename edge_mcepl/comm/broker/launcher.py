@@ -22,7 +22,7 @@ from ...errors import UserError
 from ..topics import check_lab_name
 from .bundles import bundle_path, write_bundles
 from .credentials import SECRETS_FILE, LabAcl, LabCredentials
-from .mosquitto import Limits, Listener, find_mosquitto, write_mosquitto_config
+from .mosquitto import Bridge, Limits, Listener, find_mosquitto, write_mosquitto_config
 from .python_broker import DEFAULT_MESSAGE_LIMIT, DEFAULT_QUEUE_BYTES, DEFAULT_QUEUE_MESSAGES, PythonBroker
 from .supervisor import DEFAULT_RESTART, RestartPolicy, Supervisor
 
@@ -94,7 +94,7 @@ def start_broker(directory: str | Path, lab: str, n_agents: int, *, kind: str = 
                  port: int = 1883, message_limit: int = DEFAULT_MESSAGE_LIMIT,
                  queue_messages: int = DEFAULT_QUEUE_MESSAGES, queue_bytes: int = DEFAULT_QUEUE_BYTES,
                  tls: str = "auto", tls_cert: str | None = None, tls_key: str | None = None, sys_interval: int = 2,
-                 restart: RestartPolicy = DEFAULT_RESTART) -> BrokerHandle:
+                 restart: RestartPolicy = DEFAULT_RESTART, bridge: Bridge | None = None) -> BrokerHandle:
     """Start a broker for ``lab`` (``n_agents`` agents) with its files in ``directory``.
 
     Secrets in ``directory/lab-secrets.yaml`` are reused when they exist (a restarted broker keeps
@@ -107,7 +107,9 @@ def start_broker(directory: str | Path, lab: str, n_agents: int, *, kind: str = 
 
     ``tls``: "auto" speaks TLS when ``host`` is not loopback, "on" always, "off" never. TLS uses
     ``tls_cert``/``tls_key`` when given, else a certificate from the lab's own CA (``ca_file`` on
-    the handle: what clients pin). mosquitto is restarted by ``restart`` when it dies.
+    the handle: what clients pin). mosquitto is restarted by ``restart`` when it dies. ``bridge``:
+    this is a site broker of a multi-site lab, linked to the central one (mosquitto only; its
+    secrets file must be the central broker's copy, so both accept the same accounts).
     """
     check_lab_name(lab)
     # Checked before anything is written: a bad value must not leave a credentials folder behind.
@@ -120,12 +122,18 @@ def start_broker(directory: str | Path, lab: str, n_agents: int, *, kind: str = 
     if kind == "mosquitto" and binary is None:
         raise UserError("--broker-kind mosquitto: mosquitto is not installed (Debian: apt-get install mosquitto)")
     use_tls = _use_tls(tls, host, tls_cert, tls_key)
+    if bridge is not None and (kind == "python" or binary is None):
+        raise UserError("--bridge needs mosquitto (the built-in Python broker cannot bridge): apt-get install "
+                        "mosquitto")
     if use_tls and (kind == "python" or binary is None):
         raise UserError(f"--host {host} --tls {tls}: TLS needs mosquitto; the built-in Python broker speaks plain "
                         "TCP only (apt-get install mosquitto, or --tls off to send passwords and masks in clear)")
     directory = Path(directory).resolve()
     directory.mkdir(parents=True, exist_ok=True)
     cred_file = directory / SECRETS_FILE
+    if bridge is not None and not cred_file.exists():
+        raise UserError(f"--bridge: {cred_file} is missing — a site broker accepts the central broker's accounts: "
+                        f"copy the central broker's {SECRETS_FILE} there first (docs/bridging.md)")
     creds = _lab_credentials(cred_file, lab, n_agents)
     if port == 0:
         port = free_port(host)
@@ -149,7 +157,7 @@ def start_broker(directory: str | Path, lab: str, n_agents: int, *, kind: str = 
     creds.save(cred_file)
     write_bundles(directory, creds, ca_file.read_text() if ca_file is not None else None)
     config = write_mosquitto_config(binary, directory, acl, creds, Listener(host, port, tls_cert, tls_key), limits,
-                                    sys_interval)
+                                    sys_interval, bridge)
     supervisor = Supervisor(config.launch, config.launch(), config.log_file, restart).start()
     return BrokerHandle("mosquitto", f"mosquitto {config.version} ({binary})", host, port, directory, creds,
                         cred_file, ca_file, use_tls, supervisor.stop, supervisor)

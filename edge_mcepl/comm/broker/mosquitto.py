@@ -8,7 +8,9 @@ Files written there:
   the last couple of seconds), bounded per-client queues (messages and bytes);
 - ``passwd``: made with ``mosquitto_passwd`` (hashed, never plain text) from the lab's credentials;
 - ``acl``: :meth:`~.credentials.LabAcl.mosquitto_acl`;
-- ``listener.crt`` / ``listener.key``: a copy of the TLS certificate and key, when the listener speaks TLS.
+- ``listener.crt`` / ``listener.key``: a copy of the TLS certificate and key, when the listener speaks TLS;
+- ``bridge-ca.crt``: the central broker's CA, when this is a site broker bridged to it over TLS
+  (:class:`Bridge`; the bridge's password is in ``mosquitto.conf``, which is then root's alone, mode 0600).
 
 **Least privilege.** Started as root, mosquitto drops to an unprivileged account (:func:`broker_user`)
 right after binding its listener, and only then opens the password file, ACL, certificate, log and
@@ -79,6 +81,24 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class Bridge:
+    """A site broker's link to the lab's central broker: every topic of the lab, both ways, QoS 1.
+
+    A multi-site lab runs one broker per site, each bridged to the central one (docs/bridging.md):
+    devices join their site's broker, a mask crosses at most two bridges. The bridge signs in to the
+    central broker as the lab admin (the only account that may write every agent's topics: it relays
+    them; the masks stay signed by their agents). mosquitto's bridge mode (``try_private``) keeps
+    retained messages retained across the bridge — the lab config and statuses are retained — and
+    sends no message back where it came from.
+    """
+
+    host: str
+    port: int
+    ca_file: str | None = None  # the central broker's CA: the bridge speaks TLS (mqtts://)
+    name: str = "site"  # this site, in the bridge's client id on the central broker
+
+
+@dataclass(frozen=True)
 class BrokerUser:
     """The account mosquitto runs as: it owns what mosquitto opens after dropping root."""
 
@@ -145,7 +165,7 @@ class MosquittoConfig:
 
 
 def write_mosquitto_config(binary: str, directory: Path, acl: LabAcl, creds: LabCredentials, listener: Listener,
-                           limits: Limits, sys_interval: int) -> MosquittoConfig:
+                           limits: Limits, sys_interval: int, bridge: Bridge | None = None) -> MosquittoConfig:
     """Write the lab's files into ``directory``, owned by the account mosquitto will run as."""
     if listener.tls_cert and not listener.tls_key:
         raise UserError("--tls-cert needs --tls-key")
@@ -158,9 +178,15 @@ def write_mosquitto_config(binary: str, directory: Path, acl: LabAcl, creds: Lab
     log_file = directory / LOG_FILE
     log_file.touch(mode=0o640)
     tls = _install_tls(directory, listener)
-    for path in [directory / "passwd", directory / "acl", persistence, *persistence.iterdir(), log_file, *tls]:
+    bridge_ca = _install_bridge_ca(directory, bridge)
+    for path in [directory / "passwd", directory / "acl", persistence, *persistence.iterdir(), log_file, *tls,
+                 *bridge_ca]:
         _hand_over(path, user)  # persistence from a run before this account: mosquitto must read it back
-    atomic_write(directory / CONF_FILE, "\n".join(_config_lines(acl, listener, limits, sys_interval, user)) + "\n")
+    lines = _config_lines(acl, listener, limits, sys_interval, user)
+    if bridge is not None:
+        lines += _bridge_lines(acl, creds, bridge)
+    # A bridge's password is in the config: then only root (who starts mosquitto) may read it.
+    atomic_write(directory / CONF_FILE, "\n".join(lines) + "\n", mode=0o600 if bridge else 0o666)
     version = subprocess.run([binary, "-h"], capture_output=True, text=True).stdout.split("\n")[0]
     version = version.replace("mosquitto version ", "").strip() or "?"
     return MosquittoConfig(binary, directory, listener, version)
@@ -198,6 +224,41 @@ def _install_tls(directory: Path, listener: Listener) -> list[Path]:
         atomic_write(directory / name, data, mode=mode)
         copies.append(directory / name)
     return copies
+
+
+def _install_bridge_ca(directory: Path, bridge: Bridge | None) -> list[Path]:
+    """Copy the central broker's CA into ``directory`` (mosquitto opens it after dropping root)."""
+    if bridge is None or bridge.ca_file is None:
+        return []
+    try:
+        data = Path(bridge.ca_file).read_bytes()
+    except OSError as exc:
+        raise UserError(f"--bridge-cafile {bridge.ca_file}: cannot read it: {exc.strerror}") from None
+    atomic_write(directory / "bridge-ca.crt", data, mode=0o644)
+    return [directory / "bridge-ca.crt"]
+
+
+def _bridge_lines(acl: LabAcl, creds: LabCredentials, bridge: Bridge) -> list[str]:
+    """The bridge section; the admin password is the site's copy of the central broker's secrets."""
+    from .credentials import ADMIN_USER
+
+    return [
+        "",
+        "# bridge to the lab's central broker: every lab topic both ways (docs/bridging.md)",
+        f"connection edge-mcepl-{acl.lab}-{bridge.name}",
+        f"address {bridge.host}:{bridge.port}",
+        f"remote_username {ADMIN_USER}",
+        f"remote_password {creds.admin_password}",
+        f"remote_clientid edge-mcepl-{acl.lab}-bridge-{bridge.name}",
+        f"topic {acl.prefix}# both 1",
+        "cleansession false",  # the central broker queues what this site misses while the link is down
+        "try_private true",  # mosquitto's bridge mode: retained stays retained, nothing is echoed back
+        "notifications false",  # the admin may not write $SYS on the central broker
+        "bridge_protocol_version mqttv311",
+        "keepalive_interval 15",
+        "restart_timeout 1 10",
+        *(["bridge_cafile bridge-ca.crt"] if bridge.ca_file else []),
+    ]
 
 
 def _write_passwd(path: Path, creds: LabCredentials) -> None:
