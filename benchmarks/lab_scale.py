@@ -4,8 +4,8 @@ Runs real ``edge-mcepl lab`` labs (one mosquitto, join processes hosting several
 ``--agents-per-process``) of small-cnn on MNIST over a k-regular graph (the scale benchmark's
 labs, benchmarks/scale.py), and while they train samples, every half second:
 
-- the broker's counters on ``$SYS`` (PUBLISH messages received and sent, bytes received and sent),
-  read with the lab's admin account;
+- the broker's counters on ``$SYS`` (MQTT packets received and sent — every PUBLISH, PUBACK,
+  SUBSCRIBE, PINGREQ… — and bytes received and sent), read with the lab's admin account;
 - mosquitto's CPU time and every join process's resident memory (psutil);
 - each agent's retained status (its completed round).
 
@@ -13,7 +13,10 @@ The **steady window** runs from the moment every agent has completed round 1 (st
 loading and the first keyframes behind) to the moment every agent has completed the last round
 but one (the last round evaluates every agent, which is not messaging);
 rates are Δcounter / Δtime over the ``$SYS`` samples inside it, broker CPU is Δ(user + system) / Δtime
-(1.0 = one core busy). Memory is the peak resident set of each join process, summed; per agent =
+(1.0 = one core busy). The lab's own messages per second come from the agents' metrics rows of
+those rounds: one mask and one status published per agent and round (plus any mask sent again),
+and Σ ``neighbours_heard`` mask deliveries. (mosquitto's ``publish/messages`` counters count QoS 1
+and 2 only, so they are not used.) Memory is the peak resident set of each join process, summed; per agent =
 that sum / agents. Several labs (``--labs AGENTS:K,...``) run one after another in one invocation,
 so their ratios are same-run ratios.
 
@@ -50,8 +53,8 @@ from edge_mcepl.comm.broker.credentials import ADMIN_USER, SECRETS_FILE, LabCred
 from edge_mcepl.comm.client import BrokerAddress, MqttConnection, MqttOptions  # noqa: E402
 from edge_mcepl.comm.topics import status_topic  # noqa: E402
 
-SYS_TOPICS = {"publish_received": "$SYS/broker/publish/messages/received",
-              "publish_sent": "$SYS/broker/publish/messages/sent",
+SYS_TOPICS = {"packets_received": "$SYS/broker/messages/received",
+              "packets_sent": "$SYS/broker/messages/sent",
               "bytes_received": "$SYS/broker/bytes/received", "bytes_sent": "$SYS/broker/bytes/sent"}
 MB = 1 << 20
 
@@ -74,8 +77,11 @@ class LabResult:
     rounds: int
     window_s: float
     round_s: float
-    publish_in_per_s: float
-    publish_out_per_s: float
+    masks_per_s: float  # mask messages published (one per agent and round, plus any sent again)
+    deliveries_per_s: float  # masks delivered to neighbours (Σ neighbours_heard)
+    statuses_per_s: float  # status messages published (one per agent and round)
+    packets_in_per_s: float
+    packets_out_per_s: float
     bytes_in_per_s: float
     bytes_out_per_s: float
     broker_cpu: float  # cores
@@ -166,9 +172,15 @@ def _observe(proc: subprocess.Popen, raw: dict[str, Any], agents: int, k: int, r
     window = end.time - start.time
     peak_sum = sum(peak.values())
     degree = raw["topology"]["k"]
+    steady = [r for r in _rows(out) if 2 <= r["round"] <= rounds - 1]
+    if len(steady) != agents * (rounds - 2):
+        raise SystemExit(f"{out}: {len(steady)} metrics rows of rounds 2..{rounds - 1}, expected "
+                         f"{agents * (rounds - 2)}")
     return LabResult(agents=agents, agents_per_process=k, processes=len(peak), rounds=rounds, window_s=window,
-                     round_s=window / (rounds - 2), publish_in_per_s=rate("publish_received"),
-                     publish_out_per_s=rate("publish_sent"), bytes_in_per_s=rate("bytes_received"),
+                     round_s=window / (rounds - 2), masks_per_s=sum(1 + r["resent"] for r in steady) / window,
+                     deliveries_per_s=sum(r["neighbours_heard"] for r in steady) / window,
+                     statuses_per_s=len(steady) / window, packets_in_per_s=rate("packets_received"),
+                     packets_out_per_s=rate("packets_sent"), bytes_in_per_s=rate("bytes_received"),
                      bytes_out_per_s=rate("bytes_sent"), broker_cpu=(end.broker_cpu - start.broker_cpu) / window,
                      peak_rss_mb=peak_sum / MB, per_agent_mb=peak_sum / MB / agents, mean_degree=degree,
                      run_dir=str(out.relative_to(ROOT) if out.is_relative_to(ROOT) else out),
@@ -195,6 +207,10 @@ def _sample(lab_process: psutil.Process, low: int, peak: dict[int, int]) -> Samp
     return Sample(time.time(), low, cpu, rss)
 
 
+def _rows(run_dir: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+
+
 def _cmdline(p: psutil.Process) -> list[str]:
     try:
         return p.cmdline()
@@ -215,14 +231,17 @@ def render(results: list[LabResult], command: str) -> str:
         "counters; broker CPU in cores (1.0 = one core busy) from psutil; memory = Σ peak resident set of the "
         "join processes.",
         "",
-        "| agents | agents per process | processes | round (s) | PUBLISH in / s | PUBLISH out / s | "
-        "bytes in / s | bytes out / s | broker CPU (cores) | join memory (MB) | per agent (MB) |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| agents | agents per process | processes | round (s) | masks published / s | mask deliveries / s | "
+        "statuses / s | MQTT packets in / out per s | bytes in / out per s | broker CPU (cores) | "
+        "join memory (MB) | per agent (MB) |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         lines.append(f"| {r.agents} | {r.agents_per_process} | {r.processes} | {r.round_s:.2f} | "
-                     f"{r.publish_in_per_s:,.1f} | {r.publish_out_per_s:,.1f} | {r.bytes_in_per_s:,.0f} | "
-                     f"{r.bytes_out_per_s:,.0f} | {r.broker_cpu:.3f} | {r.peak_rss_mb:,.0f} | {r.per_agent_mb:.1f} |")
+                     f"{r.masks_per_s:,.1f} | {r.deliveries_per_s:,.1f} | {r.statuses_per_s:,.1f} | "
+                     f"{r.packets_in_per_s:,.0f} / {r.packets_out_per_s:,.0f} | "
+                     f"{r.bytes_in_per_s:,.0f} / {r.bytes_out_per_s:,.0f} | {r.broker_cpu:.3f} | "
+                     f"{r.peak_rss_mb:,.0f} | {r.per_agent_mb:.1f} |")
     lines.append("")
     return "\n".join(lines)
 

@@ -86,7 +86,7 @@ class Host:
         return max(join.finish() for join in self.joins)  # all alike but for a failure: 0 < 3 < 128 + signal
 
     def build_agents(self) -> None:
-        """Every hosted agent on one copy of the data and the fixed weights; then the full dataset is freed."""
+        """Every hosted agent on one copy of the data and the fixed weights; then what no agent holds is freed."""
         first, opts = self.joins[0], self.opts
         slot = f"{opts.load_lock}.{first.me % 2}" if opts.load_lock else None
         with _file_lock(slot):  # the lab runner serialises data loading: N copies of CIFAR-10 at once would not fit
@@ -94,10 +94,12 @@ class Host:
                                  lambda line: self.say(f"{self.name}: {line}"))
             template, fixed = first.fixed_weights(data)
             topology = build_topology_for(first.config)
+            # One agent keeps a copy of its own test images (the rest of the data is freed); several
+            # share the test set (a few classes each: separate copies would soon cost more than one set).
             for join in self.joins:
-                join.build_agent(data, template, fixed, topology)
+                join.build_agent(data, template, fixed, topology, own_test_copy=len(self.joins) == 1)
             del data
-        _release_memory()  # the full dataset is gone: give it back before the heap is tuned to keep memory
+        _release_memory()  # what no agent holds is gone: give it back before the heap is tuned to keep memory
         keep_freed_memory()
 
     def run_rounds(self) -> None:

@@ -162,8 +162,14 @@ class Join:
                             "— refusing to train")
         return template, fixed
 
-    def build_agent(self, data: LabData, template: MaskedNetwork, fixed: FixedWeights, topology: Topology) -> None:
-        """The simulator's agent ``me`` on the process's data and fixed weights, keeping only its own test images."""
+    def build_agent(self, data: LabData, template: MaskedNetwork, fixed: FixedWeights, topology: Topology,
+                    own_test_copy: bool) -> None:
+        """The simulator's agent ``me`` on the process's data and fixed weights.
+
+        ``own_test_copy``: keep a copy of only this agent's test images, so that the full test set
+        can be freed (one agent per process); else the agent indexes the test set its process
+        shares, as in the simulator. Same images, same order either way: identical evaluation.
+        """
         config, me = self.config, self.me
         published, computed = self.envelope.neighbours, list(topology.neighbours(me))
         if published and computed != published.get(me):
@@ -171,10 +177,10 @@ class Join:
                             f"{published.get(me)}, this device computed {computed}")
         self.agent = agent = build_agent(config, data, topology, fixed, me, declared=self._declared(),
                                          auth=self._auth())
-        # Keep only this agent's test images (same images, same order: identical evaluation).
         indices = agent.test_indices.cpu().numpy()
-        agent.test_data = data.test.subset(indices)
-        agent.test_indices = torch.arange(len(indices))
+        if own_test_copy:
+            agent.test_data = data.test.subset(indices)
+            agent.test_indices = torch.arange(len(indices))
         self.classes = list(data.partitions[me].classes)
         self.say(f"agent {me}: {data.description}; {len(agent.train_data)} train / {len(indices)} test images, "
                  f"classes {self.classes}; neighbours {list(agent.neighbours)}; fingerprint "
