@@ -22,7 +22,7 @@ so their ratios are same-run ratios.
 
 Usage::
 
-    .venv/bin/python benchmarks/lab_scale.py --labs 100:25,100:50,20:1,20:20 --rounds 6
+    .venv/bin/python benchmarks/lab_scale.py --labs 100:25:6,100:50:6,20:1:20,20:20:20
 
 The whole lab time-shares this machine's two cores with the broker: a round's wall time here is
 the sum of 100 agents' compute, and the broker's share of the CPU is what it costs next to them.
@@ -156,9 +156,9 @@ def _observe(proc: subprocess.Popen, raw: dict[str, Any], agents: int, k: int, r
         if low >= rounds - 1:
             break
         time.sleep(0.5)
+    admin.close()  # before the lab stops its broker
     if proc.wait(1800) != 0:
         raise SystemExit(f"the lab exited with {proc.returncode}; see {out.with_suffix('.log')}")
-    admin.close()
     start = next(s for s in samples if s.min_round >= 1)
     end = next(s for s in samples if s.min_round >= rounds - 1)
 
@@ -184,7 +184,7 @@ def _observe(proc: subprocess.Popen, raw: dict[str, Any], agents: int, k: int, r
                      bytes_out_per_s=rate("bytes_sent"), broker_cpu=(end.broker_cpu - start.broker_cpu) / window,
                      peak_rss_mb=peak_sum / MB, per_agent_mb=peak_sum / MB / agents, mean_degree=degree,
                      run_dir=str(out.relative_to(ROOT) if out.is_relative_to(ROOT) else out),
-                     sys_samples=len(sys_values["publish_received"]))
+                     sys_samples=len(sys_values["packets_received"]))
 
 
 def _sample(lab_process: psutil.Process, low: int, peak: dict[int, int]) -> Sample:
@@ -231,13 +231,13 @@ def render(results: list[LabResult], command: str) -> str:
         "counters; broker CPU in cores (1.0 = one core busy) from psutil; memory = Σ peak resident set of the "
         "join processes.",
         "",
-        "| agents | agents per process | processes | round (s) | masks published / s | mask deliveries / s | "
+        "| agents | agents per process | processes | rounds | round (s) | masks published / s | mask deliveries / s | "
         "statuses / s | MQTT packets in / out per s | bytes in / out per s | broker CPU (cores) | "
         "join memory (MB) | per agent (MB) |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
-        lines.append(f"| {r.agents} | {r.agents_per_process} | {r.processes} | {r.round_s:.2f} | "
+        lines.append(f"| {r.agents} | {r.agents_per_process} | {r.processes} | {r.rounds} | {r.round_s:.2f} | "
                      f"{r.masks_per_s:,.1f} | {r.deliveries_per_s:,.1f} | {r.statuses_per_s:,.1f} | "
                      f"{r.packets_in_per_s:,.0f} / {r.packets_out_per_s:,.0f} | "
                      f"{r.bytes_in_per_s:,.0f} / {r.bytes_out_per_s:,.0f} | {r.broker_cpu:.3f} | "
@@ -248,24 +248,25 @@ def render(results: list[LabResult], command: str) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--labs", default="100:25,100:50,20:1,20:20",
-                    help="AGENTS:AGENTS_PER_PROCESS,... run one after another (default %(default)s)")
-    ap.add_argument("--rounds", type=int, default=6)
+    ap.add_argument("--labs", default="100:25:6,100:50:6,20:1:20,20:20:20",
+                    help="AGENTS:AGENTS_PER_PROCESS:ROUNDS,... run one after another (default %(default)s); a "
+                         "small lab needs more rounds for a steady window of several $SYS samples")
     ap.add_argument("--data-dir", default=str((ROOT / ".." / "shared" / "data").resolve()))
     ap.add_argument("--run-dir", default=str(ROOT / "runs" / f"lab-scale-{time.strftime('%Y%m%d-%H%M%S')}"))
     ap.add_argument("--results", default=str(ROOT / "results" / "lab-scale" / "lab-scale.jsonl"))
     ap.add_argument("--out", default=str(ROOT / "docs" / "lab-scale.md"))
     args = ap.parse_args()
-    if args.rounds < 4:
-        raise SystemExit("--rounds: at least 4 (the steady window is rounds 2 to the last but one)")
     labs = [tuple(int(x) for x in spec.split(":")) for spec in args.labs.split(",")]
+    if any(len(lab) != 3 or lab[2] < 4 for lab in labs):
+        raise SystemExit("--labs: AGENTS:AGENTS_PER_PROCESS:ROUNDS, at least 4 rounds each (the steady window is "
+                         "rounds 2 to the last but one)")
     run_dir = Path(args.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     results = []
     Path(args.results).parent.mkdir(parents=True, exist_ok=True)
-    for agents, k in labs:
-        print(f"lab: {agents} agents, {k} per process", flush=True)
-        result = run_one(agents, k, args.rounds, args.data_dir, run_dir / f"lab-{agents}-{k}")
+    for agents, k, rounds in labs:
+        print(f"lab: {agents} agents, {k} per process, {rounds} rounds", flush=True)
+        result = run_one(agents, k, rounds, args.data_dir, run_dir / f"lab-{agents}-{k}")
         print(json.dumps(asdict(result)), flush=True)
         with open(args.results, "a") as f:
             f.write(json.dumps(asdict(result)) + "\n")

@@ -10,6 +10,7 @@ import dataclasses
 import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -21,6 +22,7 @@ from .algorithms.params import Retention
 from .algorithms.registry import rule_class
 from .allocator import keep_freed_memory
 from .backends.base import SimulationBackend
+from .backends.checkpoints import restore_lab_checkpoints, save_lab_checkpoints
 from .comm.transport import InMemoryTransport, Transport
 from .config import LabConfig
 from .data.resolve import LabData, load_lab_data
@@ -143,6 +145,14 @@ class Simulator(SimulationBackend):
 
     def static_fields(self) -> list[dict[str, Any]]:
         return static_fields(self.agents, self.data)
+
+    can_checkpoint = True
+
+    def save_checkpoints(self, directory: Path, next_round: int) -> None:
+        save_lab_checkpoints(self.agents, directory, next_round, self.config)
+
+    def restore_checkpoints(self, directory: Path) -> int:
+        return restore_lab_checkpoints(self.agents, directory, self.config)
 
     def close(self) -> None:
         """Nothing to release: the agents are this process's objects."""

@@ -3,6 +3,9 @@
 A backend only says how one round runs, how agents are evaluated and what each agent's final mask
 message is; the files it leaves (``config.yaml``, ``metrics.jsonl``, ``final/``, ``summary.txt``)
 are written here, once, so a run on Ray workers is laid out byte for byte like an in-process one.
+A backend that can checkpoint its agents (:meth:`SimulationBackend.save_checkpoints`) makes a
+long run resumable: every ``checkpoint_every`` rounds, and ``run(resume=True)`` continues after the
+latest checkpoint, with the metrics of the rounds after it dropped and run again.
 """
 
 from __future__ import annotations
@@ -18,9 +21,11 @@ from tqdm import tqdm
 from ..algorithms.registry import rule_class
 from ..config import LabConfig
 from ..data.resolve import LabData
-from ..metrics import MetricsLog, read_metrics, summary_table
+from ..errors import UserError
+from ..metrics import MetricsLog, read_completed_rows, read_metrics, summary_table, write_metrics
 from ..run_dir import AgentEntry, AgentRecord, RunIdentity, write_config, write_final_state, write_summary
 from ..topology import Topology
+from .checkpoints import CHECKPOINT_DIR, remove_checkpoints
 
 
 class SimulationBackend(ABC):
@@ -65,18 +70,41 @@ class SimulationBackend(ABC):
     def static_fields(self) -> list[dict[str, Any]]:
         """What every metrics row of an agent repeats, in agent order (:func:`~edge_mcepl.simulator.static_fields`)."""
 
-    def run(self, run_dir: Path, progress: bool = True) -> str:
-        """All rounds, with metrics, final state and summary written to ``run_dir``; returns the summary."""
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_config(run_dir, self.config)
+    can_checkpoint = False  # a backend that implements the two methods below says so
+
+    def save_checkpoints(self, directory: Path, next_round: int) -> None:
+        """Every agent's state after ``next_round`` rounds, under ``directory`` (backends/checkpoints.py)."""
+        raise NotImplementedError
+
+    def restore_checkpoints(self, directory: Path) -> int:
+        """The agents' state from the latest checkpoint under ``directory``; the rounds it completed."""
+        raise NotImplementedError
+
+    def run(self, run_dir: Path, progress: bool = True, checkpoint_every: int = 0, resume: bool = False) -> str:
+        """All rounds (``resume``: those after the latest checkpoint in ``run_dir``), with metrics, final state
+        and summary written to ``run_dir``; returns the summary."""
+        checkpoints = run_dir / CHECKPOINT_DIR
+        if (checkpoint_every or resume) and not self.can_checkpoint:
+            raise UserError(f"{'--resume' if resume else '--checkpoint-every'}: this backend does not checkpoint "
+                            "its agents (use --backend local)")
+        if resume:
+            start = self.restore_checkpoints(checkpoints)
+            done = [r for r in read_completed_rows(run_dir / "metrics.jsonl") if r["round"] <= start]
+            write_metrics(run_dir / "metrics.jsonl", done)
+            self.log(f"resuming after round {start} of {self.config.rounds} (checkpoint in {checkpoints})")
+        else:
+            start = 0
+            run_dir.mkdir(parents=True, exist_ok=True)
+            write_config(run_dir, self.config)
         metrics = MetricsLog(run_dir / "metrics.jsonl")
         static = self.static_fields()
-        bar = tqdm(range(self.config.rounds), desc=self.config.name, unit="round", disable=not progress)
+        bar = tqdm(range(start, self.config.rounds), desc=self.config.name, unit="round", disable=not progress,
+                   initial=start, total=self.config.rounds)
         try:
             for t in bar:
-                start = time.perf_counter()
+                began = time.perf_counter()
                 rows = self.run_round(t)
-                round_s = time.perf_counter() - start
+                round_s = time.perf_counter() - began
                 if (t + 1) % self.config.eval_every == 0 or t == self.config.rounds - 1:
                     for row, fields in zip(rows, self.evaluation()):
                         row.update(fields)
@@ -88,9 +116,12 @@ class SimulationBackend(ABC):
                 for row, extra in zip(rows, static):
                     row.update(extra, round_seconds=round(round_s, 6))  # the whole synchronous round, every agent
                 metrics.write(rows)
+                if checkpoint_every and (t + 1) % checkpoint_every == 0 and t + 1 < self.config.rounds:
+                    self.save_checkpoints(checkpoints, t + 1)
         finally:
             metrics.close()
             bar.close()
+        remove_checkpoints(checkpoints)
         if self.learns_masks:  # export reads masks; weight-based baselines have none
             self.save_final_state(run_dir / "final")
         summary = summary_table(read_metrics(run_dir / "metrics.jsonl"))

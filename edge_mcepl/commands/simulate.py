@@ -5,14 +5,20 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..backends.factory import RayOptions
 from ..errors import UserError
 
+if TYPE_CHECKING:
+    from ..config import LabConfig
+
+DEFAULT_CHECKPOINT_EVERY = 25  # rounds: a long run loses at most this much to a crash or a session's end
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     sim = sub.add_parser("simulate", help="run a whole lab in one process (in-memory transport)")
-    sim.add_argument("config", help="lab config YAML (see examples/)")
+    sim.add_argument("config", nargs="?", help="lab config YAML (see examples/); not with --resume")
     sim.add_argument("--rounds", type=int)
     sim.add_argument("--agents", type=int)
     sim.add_argument("--seed", type=int)
@@ -23,6 +29,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     sim.add_argument("--data-dir", help="folder holding cifar-10-batches-py/ or the MNIST idx files")
     sim.add_argument("--out", help="run directory (default runs/NAME-TIMESTAMP)")
     sim.add_argument("--no-progress", action="store_true", help="no progress bar")
+    sim.add_argument("--checkpoint-every", type=int, metavar="N",
+                     help=f"save every agent's state every N rounds in RUN_DIR/checkpoints/ (default "
+                          f"{DEFAULT_CHECKPOINT_EVERY} with --backend local, 0 = never; removed when the run ends)")
+    sim.add_argument("--resume", metavar="RUN_DIR",
+                     help="continue the interrupted run in RUN_DIR after its latest checkpoint, with its config.yaml "
+                          "(nothing else may be given but --no-progress and --checkpoint-every)")
     sim.add_argument("--backend", choices=("local", "ray"), default="local",
                      help="local: every agent in this process (default); ray: shards of agents on Ray workers "
                           "(the cluster extra; docs/cluster.md)")
@@ -37,23 +49,21 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..backends.factory import open_backend
-    from ..config import load_config
 
-    overrides = {"rounds": args.rounds, "agents": args.agents, "seed": args.seed, "eval_every": args.eval_every,
-                 "threads": args.threads, "data.data_dir": args.data_dir and str(Path(args.data_dir).resolve()),
-                 "algorithm.preset": args.preset, "device": args.device}
-    config = load_config(args.config, overrides)
-    run_dir = Path(args.out) if args.out else Path("runs") / f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    if run_dir.exists() and any(run_dir.iterdir()):
-        raise UserError(f"--out {run_dir}: directory exists and is not empty; choose a new run directory")
+    config, run_dir = resumed_run(args) if args.resume else new_run(args)
     print(f"edge-mcepl simulate: {config.name}: {config.agents} agents, {config.rounds} rounds, model {config.model}, "
           f"preset {config.algorithm.preset}, seed {config.seed}")
     ray = ray_options(args)
+    every = args.checkpoint_every
+    if every is None:
+        every = DEFAULT_CHECKPOINT_EVERY if args.backend == "local" else 0
+    elif every < 0:
+        raise UserError(f"--checkpoint-every {every}: must be ≥ 0 (0: never)")
     sim = open_backend(config, args.backend, ray)
     try:
         print(f"weights fingerprint {sim.fingerprint_hex}; topology {config.topology.kind} "
               f"({sim.topology.num_edges} edges); run directory {run_dir}")
-        summary = sim.run(run_dir, progress=not args.no_progress)
+        summary = sim.run(run_dir, progress=not args.no_progress, checkpoint_every=every, resume=bool(args.resume))
     finally:
         sim.close()
     print(summary)
@@ -61,6 +71,44 @@ def run(args: argparse.Namespace) -> int:
              else f"no final/ ({config.algorithm.name} learns weights, not masks: nothing to export)")
     print(f"wrote {run_dir}/metrics.jsonl, {final}, {run_dir}/summary.txt")
     return 0
+
+
+def new_run(args: argparse.Namespace) -> tuple[LabConfig, Path]:
+    """The config from the YAML and the command line, and a new, empty run directory."""
+    from ..config import load_config
+
+    if not args.config:
+        raise UserError("give a lab config YAML (or --resume RUN_DIR)")
+    overrides = {"rounds": args.rounds, "agents": args.agents, "seed": args.seed, "eval_every": args.eval_every,
+                 "threads": args.threads, "data.data_dir": args.data_dir and str(Path(args.data_dir).resolve()),
+                 "algorithm.preset": args.preset, "device": args.device}
+    config = load_config(args.config, overrides)
+    run_dir = Path(args.out) if args.out else Path("runs") / f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise UserError(f"--out {run_dir}: directory exists and is not empty; choose a new run directory "
+                        "(or --resume it)")
+    return config, run_dir
+
+
+def resumed_run(args: argparse.Namespace) -> tuple[LabConfig, Path]:
+    """The interrupted run's own config (its ``config.yaml``: nothing may change it) and its directory."""
+    from ..backends.checkpoints import CHECKPOINT_DIR
+    from ..run_dir import FINAL_DIR, read_config
+
+    given = {"config": args.config, "--rounds": args.rounds, "--agents": args.agents, "--seed": args.seed,
+             "--eval-every": args.eval_every, "--threads": args.threads, "--device": args.device,
+             "--preset": args.preset, "--data-dir": args.data_dir, "--out": args.out}
+    extra = [name for name, value in given.items() if value is not None]
+    if extra:
+        raise UserError(f"--resume: {extra[0]} cannot be given; a resumed run continues with its own config.yaml")
+    run_dir = Path(args.resume)
+    if not (run_dir / "config.yaml").is_file():
+        raise UserError(f"--resume {run_dir}: not a run directory (no config.yaml)")
+    if (run_dir / FINAL_DIR).is_dir() or not (run_dir / CHECKPOINT_DIR).is_dir():
+        raise UserError(f"--resume {run_dir}: " + ("the run is complete" if (run_dir / FINAL_DIR).is_dir() else
+                                                   f"no {CHECKPOINT_DIR}/ to resume from (written every "
+                                                   "--checkpoint-every rounds)"))
+    return read_config(run_dir), run_dir
 
 
 def ray_options(args: argparse.Namespace) -> RayOptions | None:
