@@ -8,6 +8,7 @@ bridge to somebody, and every agent must end with the simulator's masks.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -21,7 +22,18 @@ from edge_mcepl.devicelab.envelope import LabSettings
 from edge_mcepl.run_dir import FINAL_MASK_FILE
 
 from conftest import tiny_lab_config
-from labsupport import ROOT, masks_of, needs_mosquitto, publish_lab, rows, simulate, start_join, stop_all, tiny_raw
+from labsupport import (
+    ROOT,
+    masks_of,
+    needs_mosquitto,
+    publish_lab,
+    rows,
+    simulate,
+    start_join,
+    stop_all,
+    tiny_raw,
+    write_yaml,
+)
 
 pytestmark = needs_mosquitto
 LAB, N, ROUNDS = "br", 4, 5
@@ -83,22 +95,28 @@ def test_the_site_broker_command_relays_the_central_config(tmp_path):
     site_dir = tmp_path / "site"
     site_dir.mkdir()
     shutil.copy(central.credentials_file, site_dir / SECRETS_FILE)
-    proc = subprocess.Popen([sys.executable, "-m", "edge_mcepl.cli", "broker", "--lab", LAB, "--agents", str(N),
-                             "--dir", str(site_dir), "--port", "0", "--bridge", central.url, "--site", "lab2"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+    lab_yaml = write_yaml(tmp_path / "lab.yaml", tiny_raw(name=LAB, agents=N))
+    console = tmp_path / "site-console.txt"
+    with open(console, "w") as f:
+        # given the lab's YAML too (for its limits), a site broker still publishes no config of its own
+        proc = subprocess.Popen([sys.executable, "-m", "edge_mcepl.cli", "broker", str(lab_yaml), "--dir",
+                                 str(site_dir), "--port", "0", "--bridge", central.url, "--site", "lab2"],
+                                stdout=f, stderr=subprocess.STDOUT, cwd=ROOT,
+                                env=dict(os.environ, PYTHONUNBUFFERED="1"))
     try:
         envelope = publish_lab(central, tiny_raw(name=LAB, agents=N), LabSettings())
-        bundle_file = site_dir / "bundles" / "agent-3.yaml"
         deadline = time.monotonic() + 30
-        while not bundle_file.exists():
-            assert proc.poll() is None and time.monotonic() < deadline
+        while "Ctrl-C stops the broker." not in console.read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, console.read_text()
             time.sleep(0.1)
-        bundle = load_bundle(bundle_file)
+        bundle = load_bundle(site_dir / "bundles" / "agent-3.yaml")
         got = fetch_retained(BrokerAddress.parse(bundle.broker), MqttOptions(bundle.username, bundle.password),
                              config_topic(LAB), "test-site-reader", 30)
         assert got is not None and envelope["run_id"].encode() in got
     finally:
         proc.terminate()
-        out = proc.communicate(timeout=30)[0]
+        proc.wait(30)
         central.stop()
-    assert f"bridged to:        {central.url}" in out, out
+    out = console.read_text()
+    assert f"bridged to:        {central.url}" in out and "edge-mcepl broker: stopped" in out, out
+    assert "lab config:" not in out  # a site broker publishes none
