@@ -22,7 +22,7 @@ from .algorithms.params import Retention
 from .algorithms.registry import rule_class
 from .allocator import keep_freed_memory
 from .backends.base import SimulationBackend
-from .backends.checkpoints import restore_lab_checkpoints, save_lab_checkpoints
+from .backends.checkpoints import commit_set, latest_set, new_set, read_agents, read_requests, write_agents
 from .comm.transport import InMemoryTransport, Transport
 from .config import LabConfig
 from .data.resolve import LabData, load_lab_data
@@ -106,7 +106,7 @@ class Simulator(SimulationBackend):
 
     config: LabConfig
     log: Callable[[str], None] = print
-    transport: Transport = field(default_factory=InMemoryTransport)
+    transport: InMemoryTransport = field(default_factory=InMemoryTransport)  # nothing in flight between rounds
 
     def __post_init__(self) -> None:
         keep_freed_memory()
@@ -146,13 +146,16 @@ class Simulator(SimulationBackend):
     def static_fields(self) -> list[dict[str, Any]]:
         return static_fields(self.agents, self.data)
 
-    can_checkpoint = True
-
     def save_checkpoints(self, directory: Path, next_round: int) -> None:
-        save_lab_checkpoints(self.agents, directory, next_round, self.config)
+        folder = new_set(directory, next_round)
+        write_agents(self.agents, folder, next_round, self.config)
+        commit_set(directory, folder, next_round, self.transport.pending_requests())
 
     def restore_checkpoints(self, directory: Path) -> int:
-        return restore_lab_checkpoints(self.agents, directory, self.config)
+        folder, next_round = latest_set(directory)
+        read_agents(self.agents, folder, next_round, self.config)
+        self.transport.add_requests(read_requests(folder))
+        return next_round
 
     def close(self) -> None:
         """Nothing to release: the agents are this process's objects."""

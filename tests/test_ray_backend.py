@@ -10,8 +10,10 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -99,3 +101,40 @@ def test_workers_read_the_dataset_where_the_driver_found_it(tmp_path):
     named = config.replace(data=config.data.replace(data_dir="/elsewhere"))
     assert worker_config(named, found)["data"]["data_dir"] == "/elsewhere"
     assert worker_config(config, LabData(None, None, [], "synthetic", config.data))["data"]["data_dir"] is None  # type: ignore[arg-type]
+
+
+def test_a_ray_run_checkpoints_and_resumes_to_the_uninterrupted_run(ray_head, tmp_path):
+    """Each worker writes its shard's agents into the driver's checkpoint set; `--resume` on Ray continues it.
+
+    The Ray run is Ctrl-C'd once it has done 5 rounds (its latest set is then that of round 4, 6 or
+    8, depending on when the signal lands): whichever it is, the resumed run is the uninterrupted one.
+    """
+    from edge_mcepl.simulator import Simulator
+
+    address, env = ray_head
+    config = tiny_lab_config(name="rayck", agents=4, rounds=40, eval_every=10)
+    path = tmp_path / "lab.yaml"
+    path.write_text(yaml.safe_dump(config.to_dict()))
+    whole, stopped = tmp_path / "whole", tmp_path / "stopped"
+    Simulator(config, log=lambda _: None).run(whole, progress=False, checkpoint_every=0)
+    ray_options = ["--no-progress", "--backend", "ray", "--workers", "2", "--ray-address", address,
+                   "--worker-cpus", "1"]
+    first = subprocess.Popen([sys.executable, "-m", "edge_mcepl.cli", "simulate", str(path), "--out", str(stopped),
+                              "--checkpoint-every", "2", *ray_options], stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True, env=env)
+    metrics = stopped / "metrics.jsonl"
+    deadline = time.monotonic() + 300
+    while not metrics.exists() or len(metrics.read_text().splitlines()) < 5 * config.agents:
+        assert first.poll() is None and time.monotonic() < deadline, first.communicate()[0][-3000:]
+        time.sleep(0.05)
+    first.send_signal(signal.SIGINT)
+    assert first.wait(120) == 130, first.communicate()[0][-3000:]
+    (done,) = (p for p in (stopped / "checkpoints").iterdir() if p.name.startswith("round-"))  # a partial one aside
+    assert sorted(p.name for p in done.iterdir()) == [f"agent_{i:03d}.npz" for i in range(4)] + ["requests.json"]
+    resumed = subprocess.run([sys.executable, "-m", "edge_mcepl.cli", "simulate", "--resume", str(stopped),
+                              *ray_options], capture_output=True, text=True, timeout=600, env=env)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resuming after round {int(done.name.removeprefix('round-'))} of 40" in resumed.stdout
+    assert rows(stopped) == rows(whole)
+    for name in ["final/state.json", "summary.txt", *(f"final/masks/agent_{i:03d}.mcpl" for i in range(4))]:
+        assert (stopped / name).read_bytes() == (whole / name).read_bytes(), name

@@ -3,9 +3,9 @@
 A backend only says how one round runs, how agents are evaluated and what each agent's final mask
 message is; the files it leaves (``config.yaml``, ``metrics.jsonl``, ``final/``, ``summary.txt``)
 are written here, once, so a run on Ray workers is laid out byte for byte like an in-process one.
-A backend that can checkpoint its agents (:meth:`SimulationBackend.save_checkpoints`) makes a
-long run resumable: every ``checkpoint_every`` rounds, and ``run(resume=True)`` continues after the
-latest checkpoint, with the metrics of the rounds after it dropped and run again.
+Every ``checkpoint_every`` rounds the backend saves its agents (:meth:`SimulationBackend.save_checkpoints`),
+and ``run(resume=True)`` continues after the latest set, with the metrics of the rounds after it
+dropped and run again: a long run survives a crash or the end of a session.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from tqdm import tqdm
 from ..algorithms.registry import rule_class
 from ..config import LabConfig
 from ..data.resolve import LabData
-from ..errors import UserError
 from ..metrics import MetricsLog, read_completed_rows, read_metrics, summary_table, write_metrics
 from ..run_dir import AgentEntry, AgentRecord, RunIdentity, write_config, write_final_state, write_summary
 from ..topology import Topology
@@ -70,23 +69,18 @@ class SimulationBackend(ABC):
     def static_fields(self) -> list[dict[str, Any]]:
         """What every metrics row of an agent repeats, in agent order (:func:`~edge_mcepl.simulator.static_fields`)."""
 
-    can_checkpoint = False  # a backend that implements the two methods below says so
-
+    @abstractmethod
     def save_checkpoints(self, directory: Path, next_round: int) -> None:
-        """Every agent's state after ``next_round`` rounds, under ``directory`` (backends/checkpoints.py)."""
-        raise NotImplementedError
+        """Every agent's state after ``next_round`` rounds, as one set under ``directory`` (backends/checkpoints.py)."""
 
+    @abstractmethod
     def restore_checkpoints(self, directory: Path) -> int:
-        """The agents' state from the latest checkpoint under ``directory``; the rounds it completed."""
-        raise NotImplementedError
+        """The agents' state from the latest set under ``directory``; the rounds it completed."""
 
     def run(self, run_dir: Path, progress: bool = True, checkpoint_every: int = 0, resume: bool = False) -> str:
         """All rounds (``resume``: those after the latest checkpoint in ``run_dir``), with metrics, final state
         and summary written to ``run_dir``; returns the summary."""
         checkpoints = run_dir / CHECKPOINT_DIR
-        if (checkpoint_every or resume) and not self.can_checkpoint:
-            raise UserError(f"{'--resume' if resume else '--checkpoint-every'}: this backend does not checkpoint "
-                            "its agents (use --backend local)")
         if resume:
             start = self.restore_checkpoints(checkpoints)
             done = [r for r in read_completed_rows(run_dir / "metrics.jsonl") if r["round"] <= start]

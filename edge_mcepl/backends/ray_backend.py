@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 import os
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from ..config import LabConfig
@@ -23,6 +24,7 @@ from ..nn.zoo import build_model
 from ..run_dir import AgentRecord
 from ..simulator import build_topology_for
 from .base import SimulationBackend
+from .checkpoints import commit_set, latest_set, new_set, read_requests
 from .shard import Published, Shard
 
 
@@ -107,6 +109,23 @@ class RaySimulator(SimulationBackend):
                 held = self.requests[self._shard_of(sender)]
                 held[sender] = min(since, held.get(sender, since))
         return [row for rows, _ in finished for row in rows]
+
+    def save_checkpoints(self, directory: Path, next_round: int) -> None:
+        """Each worker writes its agents' files into the set (on several machines: a folder they all share)."""
+        folder = new_set(directory, next_round)
+        pending = self._ray.get([w.save.remote(str(folder.resolve()), next_round) for w in self.workers])
+        requests: dict[int, int] = {}  # those the driver holds for the next round, and those a shard holds
+        for part in [*self.requests, *pending]:
+            for sender, since in part.items():
+                requests[sender] = min(since, requests.get(sender, since))
+        commit_set(directory, folder, next_round, requests)
+
+    def restore_checkpoints(self, directory: Path) -> int:
+        folder, next_round = latest_set(directory)
+        self._ray.get([w.restore.remote(str(folder.resolve()), next_round) for w in self.workers])
+        for sender, since in read_requests(folder).items():
+            self.requests[self._shard_of(sender)][sender] = since
+        return next_round
 
     def _inbox(self, shard: int, published: Sequence[list[Published]]) -> list[Published]:
         """The messages of other shards' agents that one of ``shard``'s agents hears."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -23,6 +24,7 @@ from ..nn.device import resolve_device
 from ..nn.weights import generate_fixed_weights
 from ..nn.zoo import build_model
 from ..simulator import build_agent, build_topology_for, final_messages, finished_row, simulation_auth, static_fields
+from .checkpoints import read_agents, write_agents
 
 Published = tuple[int, int, bytes]  # (sender, round, payload): one message as it travels between shards
 
@@ -55,11 +57,6 @@ class ShardTransport(InMemoryTransport):
     def remote_requests(self) -> dict[int, int]:
         """Keyframe requests for senders on other shards (sender → earliest round lacked), taken."""
         return {s: self._keyframe_requests.pop(s) for s in [s for s in self._keyframe_requests if s not in self.local]}
-
-    def add_requests(self, requests: dict[int, int]) -> None:
-        """Requests the other shards' agents made of this shard's senders."""
-        for sender, since in requests.items():
-            self._keyframe_requests[sender] = min(since, self._keyframe_requests.get(sender, since))
 
 
 class Shard:
@@ -102,6 +99,14 @@ class Shard:
 
     def static_fields(self) -> list[dict[str, Any]]:
         return static_fields(self.agents, self.data)
+
+    def save(self, folder: str, next_round: int) -> dict[int, int]:
+        """This shard's agents' files of a checkpoint set; the keyframe requests its senders still owe."""
+        write_agents(self.agents, Path(folder), next_round, self.config)
+        return self.transport.pending_requests()
+
+    def restore(self, folder: str, next_round: int) -> None:
+        read_agents(self.agents, Path(folder), next_round, self.config)
 
     def evaluation(self) -> list[dict[str, float]]:
         return [agent.evaluation() for agent in self.agents]

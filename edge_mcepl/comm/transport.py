@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -132,3 +132,12 @@ class InMemoryTransport(Transport):
 
     def take_keyframe_request(self, sender: int) -> int | None:
         return self._keyframe_requests.pop(sender, None)
+
+    def pending_requests(self) -> dict[int, int]:
+        """The keyframe requests not yet taken by their senders (sender → earliest round): a checkpoint keeps them."""
+        return dict(self._keyframe_requests)
+
+    def add_requests(self, requests: Mapping[int, int]) -> None:
+        """Requests made elsewhere — by another shard's agents, or before a checkpoint — for senders here."""
+        for sender, since in requests.items():
+            self._keyframe_requests[sender] = min(since, self._keyframe_requests.get(sender, since))

@@ -31,10 +31,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     sim.add_argument("--no-progress", action="store_true", help="no progress bar")
     sim.add_argument("--checkpoint-every", type=int, metavar="N",
                      help=f"save every agent's state every N rounds in RUN_DIR/checkpoints/ (default "
-                          f"{DEFAULT_CHECKPOINT_EVERY} with --backend local, 0 = never; removed when the run ends)")
+                          f"{DEFAULT_CHECKPOINT_EVERY}, 0 = never; removed when the run ends)")
     sim.add_argument("--resume", metavar="RUN_DIR",
                      help="continue the interrupted run in RUN_DIR after its latest checkpoint, with its config.yaml "
-                          "(nothing else may be given but --no-progress and --checkpoint-every)")
+                          "(besides --no-progress, --checkpoint-every and the --backend options, nothing may be "
+                          "given)")
     sim.add_argument("--backend", choices=("local", "ray"), default="local",
                      help="local: every agent in this process (default); ray: shards of agents on Ray workers "
                           "(the cluster extra; docs/cluster.md)")
@@ -54,10 +55,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"edge-mcepl simulate: {config.name}: {config.agents} agents, {config.rounds} rounds, model {config.model}, "
           f"preset {config.algorithm.preset}, seed {config.seed}")
     ray = ray_options(args)
-    every = args.checkpoint_every
-    if every is None:
-        every = DEFAULT_CHECKPOINT_EVERY if args.backend == "local" else 0
-    elif every < 0:
+    every = DEFAULT_CHECKPOINT_EVERY if args.checkpoint_every is None else args.checkpoint_every
+    if every < 0:
         raise UserError(f"--checkpoint-every {every}: must be ≥ 0 (0: never)")
     sim = open_backend(config, args.backend, ray)
     try:
