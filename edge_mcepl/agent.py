@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from .algorithms.base import LearningRule, Message
 from .comm.transport import Transport
@@ -157,11 +158,20 @@ class Agent:
         began = time.perf_counter()
         loss = 0.0
         for step in range(self.rule.params.local_steps):
-            idx = self.sampler.next_batch().to(self.train_data.images.device)
-            images = self.train_data.images[idx]
-            if self.augmentation is not None:
-                images = self.augmentation(images, augmentation_generator(self.seed, self.agent_id, round, step))
-            loss = self.rule.local_step(images, self.train_data.labels[idx])
+            loss = self.rule.local_step(*self.batch(round, step))
+        self.publish_round(round, transport, loss, began)
+
+    def batch(self, round: int, step: int) -> tuple[Tensor, Tensor]:
+        """The images (augmented, when the rule says so) and labels of local step ``step`` of ``round``."""
+        idx = self.sampler.next_batch().to(self.train_data.images.device)
+        images = self.train_data.images[idx]
+        if self.augmentation is not None:
+            images = self.augmentation(images, augmentation_generator(self.seed, self.agent_id, round, step))
+        return images, self.train_data.labels[idx]
+
+    def publish_round(self, round: int, transport: Transport, loss: float, began: float) -> None:
+        """docs/algorithm.md#round steps 2–3 after the local steps (their last ``loss``; ``began``: when the
+        agent's training began, ``time.perf_counter()``): the mask to send, published, and the report."""
         since = transport.take_keyframe_request(self.agent_id)
         if not self.rule.learns_masks:  # its messages never refer to earlier ones: nothing to send again
             since = None

@@ -22,6 +22,7 @@ from .algorithms.params import Retention
 from .algorithms.registry import rule_class
 from .allocator import keep_freed_memory
 from .backends.base import SimulationBackend
+from .backends.batched import begin_round_batched, check_batchable
 from .backends.checkpoints import commit_set, latest_set, new_set, read_agents, read_requests, write_agents
 from .comm.transport import InMemoryTransport, Transport
 from .config import LabConfig
@@ -107,6 +108,7 @@ class Simulator(SimulationBackend):
     config: LabConfig
     log: Callable[[str], None] = print
     transport: InMemoryTransport = field(default_factory=InMemoryTransport)  # nothing in flight between rounds
+    batched: bool = False  # the agents' local steps as one pass (backends/batched.py)
 
     def __post_init__(self) -> None:
         keep_freed_memory()
@@ -123,14 +125,19 @@ class Simulator(SimulationBackend):
         self.agents = build_agents(self.config, self.data, self.topology, self.fixed)
         for agent in self.agents:
             self.transport.listen(agent.agent_id, agent.neighbours, agent.decode_message)
+        if self.batched:
+            check_batchable(self.config, self.agents)
 
     @property
     def fingerprint_hex(self) -> str:
         return self.fixed.fingerprint_hex
 
     def run_round(self, t: int) -> list[dict]:
-        for agent in self.agents:
-            agent.begin_round(t, self.transport)
+        if self.batched:
+            begin_round_batched(self.agents, t, self.transport)
+        else:
+            for agent in self.agents:
+                agent.begin_round(t, self.transport)
         return [finished_row(agent, t, self.transport) for agent in self.agents]
 
     def evaluate(self) -> list[tuple[float, float]]:

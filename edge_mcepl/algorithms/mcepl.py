@@ -125,25 +125,36 @@ class MCEPL(LearningRule[MaskMessage, list[Tensor]]):
 
     def local_step(self, images: Tensor, labels: Tensor) -> float:
         """One SGD step on the scores (with momentum, if set); leaves the task-loss gradient g in ``scores.grad``."""
-        p = self.params
-        lr = p.lr * self.schedule.scale()
-        for state in self.layers:
-            state.scores.grad = None
-        # y is taken before the update: the group-lasso term is evaluated where the loss was.
-        y = [state.aggregation_tensor() for state in self.layers] if p.group_lasso > 0 else None
+        before = self.begin_step()
         loss = F.cross_entropy(self.model.logits(images), labels)
         loss.backward()
+        self.end_step(before)
+        return loss.item()
+
+    def begin_step(self) -> list[Tensor] | None:
+        """A step's first part, before the loss's backward pass: clear the gradients; the group-lasso
+        term's aggregation tensors y, taken where the loss is evaluated (None without the term).
+
+        Split from :meth:`local_step` so that the batched engine (backends/batched.py) can run the
+        forward and backward passes of many agents' steps as one."""
+        for state in self.layers:
+            state.scores.grad = None
+        return [state.aggregation_tensor() for state in self.layers] if self.params.group_lasso > 0 else None
+
+    def end_step(self, before: list[Tensor] | None) -> None:
+        """A step's last part, with ``scores.grad`` filled: the update of every layer's scores."""
+        p = self.params
+        lr = p.lr * self.schedule.scale()
         with torch.no_grad():
             for i, state in enumerate(self.layers):
                 z, g = state.scores, state.scores.grad
                 assert g is not None, "every score receives a straight-through gradient"
                 step = g + p.weight_decay * z if p.weight_decay else g.clone()
-                if y is not None:
-                    step += group_lasso_gradient(y[i], p.group_lasso)
+                if before is not None:
+                    step += group_lasso_gradient(before[i], p.group_lasso)
                 if self.velocity:
                     step = self.velocity[i].mul_(p.momentum).add_(step)
                 z.sub_(lr * step)
-        return loss.item()
 
     def masks(self) -> list[Tensor]:
         """m⁽ᵗ⁺¹⁾ = TopK(|z| + mean|z|·m̄⁽ᵗ⁾) per layer: new scores, old neighbour mean."""

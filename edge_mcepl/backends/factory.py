@@ -9,6 +9,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from ..errors import UserError
+
 if TYPE_CHECKING:  # the CLI imports this module to parse options: no torch until a backend is built
     from ..config import LabConfig
     from .base import SimulationBackend
@@ -27,12 +29,16 @@ class RayOptions:
 
 
 def open_backend(config: LabConfig, backend: str = "local", ray: RayOptions | None = None,
-                 log: Callable[[str], None] = print) -> SimulationBackend:
-    """Build the lab on ``backend``; the caller closes it (:meth:`SimulationBackend.close`)."""
+                 log: Callable[[str], None] = print, batched: bool = False) -> SimulationBackend:
+    """Build the lab on ``backend``; the caller closes it (:meth:`SimulationBackend.close`).
+
+    ``batched``: the in-process simulator's batched engine (backends/batched.py)."""
+    if batched and backend != "local":
+        raise UserError("--batched: the in-process simulator only (--backend local)")
     if backend == "local":
         from ..simulator import Simulator
 
-        return Simulator(config, log=log)
+        return Simulator(config, log=log, batched=batched)
     if backend == "ray":
         from .ray_backend import RaySimulator
 

@@ -36,6 +36,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                      help="continue the interrupted run in RUN_DIR after its latest checkpoint, with its config.yaml "
                           "(besides --no-progress, --checkpoint-every and the --backend options, nothing may be "
                           "given)")
+    sim.add_argument("--batched", action="store_true",
+                     help="run all agents' local steps as one pass (grouped convolutions; MCE-PL family, one "
+                          "width; docs/batched-engine.md): equal to the per-agent loop within float tolerance")
     sim.add_argument("--backend", choices=("local", "ray"), default="local",
                      help="local: every agent in this process (default); ray: shards of agents on Ray workers "
                           "(the cluster extra; docs/cluster.md)")
@@ -58,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     every = DEFAULT_CHECKPOINT_EVERY if args.checkpoint_every is None else args.checkpoint_every
     if every < 0:
         raise UserError(f"--checkpoint-every {every}: must be ≥ 0 (0: never)")
-    sim = open_backend(config, args.backend, ray)
+    sim = open_backend(config, args.backend, ray, batched=args.batched)
     try:
         print(f"weights fingerprint {sim.fingerprint_hex}; topology {config.topology.kind} "
               f"({sim.topology.num_edges} edges); run directory {run_dir}")

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import stacked
 from .width import block_slices
 
 LayerKind = Literal["conv", "linear"]
@@ -95,7 +96,10 @@ class MaskedConv2d(MaskedLayer):
         self.stride, self.padding = stride, padding
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.conv2d(x, self.effective_weight(), None, self.stride, self.padding)
+        weight = self.effective_weight()
+        if weight.dim() == 5:  # several agents' weights (nn/stacked.py): their images one agent after another
+            return stacked.conv2d(x, weight, self.stride, self.padding)
+        return F.conv2d(x, weight, None, self.stride, self.padding)
 
     def extra_repr(self) -> str:
         o, i, k, _ = self.weight.shape
@@ -113,7 +117,10 @@ class MaskedLinear(MaskedLayer):
         self.register_buffer("bias", torch.zeros(out_features), persistent=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.linear(x, self.effective_weight(), self.bias[: self.block_shape[0]])
+        weight, bias = self.effective_weight(), self.bias[: self.block_shape[0]]
+        if weight.dim() == 3:  # several agents' weights (nn/stacked.py)
+            return stacked.linear(x, weight, bias)
+        return F.linear(x, weight, bias)
 
     def extra_repr(self) -> str:
         o, i = self.weight.shape
