@@ -38,8 +38,11 @@ _SET = re.compile(r"^round-(\d{6})$")
 
 
 def run_id_of(config: LabConfig) -> str:
-    """16 hex digits naming the run by its resolved config."""
-    text = yaml.safe_dump(config.to_dict(), sort_keys=True)
+    """16 hex digits naming the run by its resolved config — but for where its data is (the same
+    images elsewhere are the same run: a Ray worker names the folder the driver found them in)."""
+    raw = config.to_dict()
+    raw["data"].pop("data_dir", None)
+    text = yaml.safe_dump(raw, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
