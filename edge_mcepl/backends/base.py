@@ -115,11 +115,11 @@ class SimulationBackend(ABC):
         finally:
             metrics.close()
             bar.close()
-        remove_checkpoints(checkpoints)
         if self.learns_masks:  # export reads masks; weight-based baselines have none
             self.save_final_state(run_dir / "final")
         summary = summary_table(read_metrics(run_dir / "metrics.jsonl"))
         write_summary(run_dir, summary)
+        remove_checkpoints(checkpoints)  # only once the run's results are written
         return summary
 
     def save_final_state(self, directory: Path) -> None:
