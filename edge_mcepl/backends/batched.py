@@ -1,6 +1,6 @@
 """The batched engine: every agent's local step of a round as one forward and one backward pass.
 
-``simulate --batched`` (docs/batched.md). The agents' images go through one network — agent 0's
+``simulate --batched`` (docs/batched-engine.md). The agents' images go through one network — agent 0's
 model, its masked layers bound for the step to a stack of every agent's effective weights
 (:class:`~edge_mcepl.nn.stacked.StackedSource`) — so a convolution layer runs once as a grouped
 convolution over all agents instead of once per agent. Each agent's scores get the gradient of its

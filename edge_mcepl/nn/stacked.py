@@ -1,4 +1,4 @@
-"""Several agents in one forward pass: the layer arithmetic of the batched engine (docs/batched.md).
+"""Several agents in one forward pass: the layer arithmetic of the batched engine (docs/batched-engine.md).
 
 The agents of a lab share the fixed weights and differ only in their masks, so one pass can carry
 A of them: the batch holds their images one agent after another (``[A·B, …]``) and each masked
