@@ -140,6 +140,8 @@ class AlgorithmConfig(StrictModel):
     group_lasso: float = Field(0.0, ge=0, le=1e3)
     min_kept_per_filter: Annotated[int, Field(ge=0, le=1_000_000_000)] | None = None
     aggregation_tensor: bool = True
+    # γ in |y| = |z| + γ·mean|z|·m̄ (docs/algorithm.md#aggregation-tensor): 1 is the paper's; 0 = no aggregation tensor
+    aggregation_amplitude: float = Field(1.0, ge=0, le=1e6)
     # packbits (1 bit/weight), rice (wire/rice.py) or delta (what changed since the last round, wire/delta.py)
     mask_codec: Literal[tuple(MASK_CODECS)] = "delta"  # type: ignore[valid-type]
     keyframe_every: int = Field(100, ge=1, le=1_000_000)  # delta codec: a stand-alone message every N rounds

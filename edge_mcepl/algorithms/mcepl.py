@@ -51,6 +51,7 @@ class MCEPLParams(RuleParams):
     group_lasso: float = 0.0
     min_kept_per_filter: int | None = None
     aggregation_tensor: bool = True
+    aggregation_amplitude: float = 1.0  # γ in |y| = |z| + γ·mean|z|·m̄: how hard the neighbours' votes pull
     mask_codec: str = "delta"  # what changed (wire/delta.py); "rice": ≈ H(r) bits/weight; "packbits": 1 bit/weight
     keyframe_every: int = 100  # delta codec: a stand-alone (Rice) message every this many rounds (docs/codec.md)
     robust_aggregation: str = "none"  # "overlap": m̄ leaves out masks anti-correlated with this agent's (robust.py)
@@ -93,7 +94,8 @@ class MCEPL(LearningRule[MaskMessage, list[Tensor]]):
             state = self.layer_mask(scores[block].to(layer.weight.device),
                                     prior[block].to(layer.weight.device, torch.uint8), r, holders=1.0,
                                     use_aggregation_tensor=params.aggregation_tensor,
-                                    min_kept_per_filter=params.min_kept_per_filter)
+                                    min_kept_per_filter=params.min_kept_per_filter,
+                                    aggregation_amplitude=params.aggregation_amplitude)
             layer.use(state)
             self.layers.append(state)
         self.link_layers()

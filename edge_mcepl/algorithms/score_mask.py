@@ -25,13 +25,17 @@ class ScoreMask:
 
     def __init__(self, scores: Tensor, neighbour_mean: Tensor, retention_ratio: float, *,
                  holders: Tensor | float | None = None, use_aggregation_tensor: bool = True,
-                 min_kept_per_filter: int | None = None) -> None:
-        """With ``holders``, ``neighbour_mean`` is vote counts (:meth:`set_votes`); without, float m̄."""
+                 min_kept_per_filter: int | None = None, aggregation_amplitude: float = 1.0) -> None:
+        """With ``holders``, ``neighbour_mean`` is vote counts (:meth:`set_votes`); without, float m̄.
+
+        ``aggregation_amplitude`` γ scales the neighbours' pull: ``|y| = |z| + γ·mean|z|·m̄`` (1: the paper's).
+        """
         self.scores = scores.detach().clone().requires_grad_(True)  # a leaf the straight-through gradient reaches
         self._votes, self._holders = neighbour_mean, holders
         self.retention_ratio = retention_ratio
         self.use_aggregation_tensor = use_aggregation_tensor  # False: the "m̄ ≡ 0 in y" ablation
         self.min_kept_per_filter = min_kept_per_filter  # None: the filter-drop rule is off
+        self.aggregation_amplitude = aggregation_amplitude
         self._cache: tuple[tuple, Tensor] | None = None
 
     @property
@@ -59,10 +63,14 @@ class ScoreMask:
                 "cached mask": sum(t.numel() * t.element_size() for t in cached)}
 
     def _effective_neighbour_mean(self) -> Tensor | None:
-        return self.neighbour_mean if self.use_aggregation_tensor else None
+        """γ·m̄, what y adds (scaled by mean|z|); None in the "m̄ ≡ 0 in y" ablation."""
+        if not self.use_aggregation_tensor:
+            return None
+        mean = self.neighbour_mean
+        return mean if self.aggregation_amplitude == 1.0 else mean * self.aggregation_amplitude
 
     def aggregation_tensor(self) -> Tensor:
-        """y = z + mean|z|·sign(z)⊙m̄ (docs/algorithm.md#aggregation-tensor), or z alone in the ablation."""
+        """y = z + γ·mean|z|·sign(z)⊙m̄ (docs/algorithm.md#aggregation-tensor), or z alone in the ablation."""
         return aggregation_tensor(self.scores, self._effective_neighbour_mean())
 
     def select(self) -> Tensor:
@@ -77,7 +85,7 @@ class ScoreMask:
         holders = self._holders
         return (self.scores, self.scores._version, self._votes, self._votes._version, holders,
                 holders._version if isinstance(holders, Tensor) else None,
-                self.retention_ratio, self.use_aggregation_tensor, self.min_kept_per_filter)
+                self.retention_ratio, self.use_aggregation_tensor, self.min_kept_per_filter, self.aggregation_amplitude)
 
     @torch.no_grad()
     def mask(self) -> Tensor:
