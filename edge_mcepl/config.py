@@ -61,6 +61,8 @@ class DataConfig(StrictModel):
     train_counts_file: str | None = None
     test_counts_file: str | None = None
     data_fraction: float = Field(0.2, gt=0, le=1)  # the paper partition's share of each shard
+    # the classes / dirichlet partitions' share of each agent's images of each class (0.2: the paper's data volume)
+    shard_fraction: float = Field(1.0, gt=0, le=1)
     # Each agent's share of its training shard held out for validation (seeded; never trained on): what
     # presets, hyperparameters and stopping rounds are chosen on, so the test set is only ever reported.
     validation_fraction: float = Field(0.0, ge=0, le=0.5)
@@ -75,6 +77,15 @@ class DataConfig(StrictModel):
         partition = info.data.get("partition", "paper")  # absent: the partition itself was refused
         if partition != "paper" and fraction != cls.model_fields["data_fraction"].default:
             raise ValueError(f"{fraction:g} applies to partition 'paper' only, not {partition!r}; remove it")
+        return fraction
+
+    @field_validator("shard_fraction")
+    @classmethod
+    def _shard_fraction_not_paper(cls, fraction: float, info: ValidationInfo) -> float:
+        """The paper partition has its own share (data_fraction, a prefix of the reference blocks)."""
+        if info.data.get("partition", "paper") == "paper" and fraction != 1.0:
+            raise ValueError(f"{fraction:g} applies to partitions 'classes' and 'dirichlet'; the paper partition "
+                             "takes data_fraction")
         return fraction
 
     @model_validator(mode="after")

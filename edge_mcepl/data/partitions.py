@@ -127,13 +127,16 @@ def classes_partition(
     classes_per_agent: int,
     seed: int,
     samples_per_agent: int | None = None,
+    shard_fraction: float = 1.0,
 ) -> list[AgentPartition]:
     """Each agent holds ``classes_per_agent`` distinct classes; each class is split among holders.
 
     Classes are dealt least-used first (ties broken at random), so every class is used as soon as
     ``num_agents·classes_per_agent ≥ num_classes`` and class usage stays balanced. A class's train
-    images are shuffled and split evenly between its holders; ``samples_per_agent`` then keeps a
-    random subset of that size per agent. Test indices are all test images of the agent's classes.
+    images are shuffled and split evenly between its holders; each holder keeps ⌊shard_fraction·n⌋
+    of its n (a random subset: the split is shuffled; 0.2 gives the paper setting's data volume, ≈ 500
+    images per agent at 20 agents and 4 classes); ``samples_per_agent`` then keeps a random subset
+    of that size per agent. Test indices are all test images of the agent's classes.
     """
     train, test = _labels(train_labels, "train_labels"), _labels(test_labels, "test_labels")
     num_classes = _num_classes(train, test)
@@ -158,7 +161,11 @@ def classes_partition(
             continue
         pieces = np.array_split(rng.permutation(np.flatnonzero(train == c)), len(holders))
         for agent, piece in zip(holders, pieces):
-            shares[agent].append(piece)
+            kept = _keep(piece, shard_fraction)
+            if not kept.size:
+                raise UserError(f"shard_fraction {shard_fraction:g} leaves agent {agent} none of its "
+                                f"{piece.size} images of class {c}; use a larger fraction")
+            shares[agent].append(kept)
 
     partitions = []
     for agent, (share, classes) in enumerate(zip(shares, held)):
@@ -181,10 +188,13 @@ def dirichlet_partition(
     num_agents: int,
     alpha: float,
     seed: int,
+    shard_fraction: float = 1.0,
 ) -> list[AgentPartition]:
     """Every train image goes to one agent; class c's shares over agents follow Dir(alpha).
 
-    Draws are repeated (up to a limit) until every agent has at least one train image. An agent's
+    Each agent then keeps ⌊shard_fraction·n⌋ of its n images of each class (a random subset; 0.2
+    keeps the paper setting's 10,000 training images in all, with Dirichlet's skew). Draws are
+    repeated (up to a limit) until every agent has at least one train image. An agent's
     test set follows its train label distribution q: it takes ⌊q_c·M⌋ random test images of each
     class c, with M as large as the test set allows (M = min(|test|, min_c available_c / q_c)),
     so small agents are still scored on many images. ``classes`` are those with ≥ 1 train image.
@@ -198,7 +208,7 @@ def dirichlet_partition(
     rng = np.random.default_rng(seed)
 
     for _ in range(_MAX_DIRICHLET_DRAWS):
-        shares = _dirichlet_shares(train, num_classes, num_agents, alpha, rng)
+        shares = _dirichlet_shares(train, num_classes, num_agents, alpha, rng, shard_fraction)
         if all(share.size for share in shares):
             break
     else:
@@ -223,7 +233,8 @@ def dirichlet_partition(
 
 
 def _dirichlet_shares(
-    train: np.ndarray, num_classes: int, num_agents: int, alpha: float, rng: np.random.Generator
+    train: np.ndarray, num_classes: int, num_agents: int, alpha: float, rng: np.random.Generator,
+    shard_fraction: float,
 ) -> list[np.ndarray]:
     pieces: list[list[np.ndarray]] = [[] for _ in range(num_agents)]
     for c in range(num_classes):
@@ -231,8 +242,15 @@ def _dirichlet_shares(
         proportions = rng.dirichlet(np.full(num_agents, alpha))
         cuts = (np.cumsum(proportions)[:-1] * pool.size).astype(np.int64)
         for agent, piece in enumerate(np.split(pool, cuts)):
-            pieces[agent].append(piece)
+            pieces[agent].append(_keep(piece, shard_fraction))
     return [np.concatenate(p) for p in pieces]
+
+
+def _keep(piece: np.ndarray, shard_fraction: float) -> np.ndarray:
+    """The first ⌊fraction·n⌋ of a shuffled piece — a random subset, with no random draw of its own, so a
+    fraction of 1 leaves every other draw (and so every earlier partition) unchanged."""
+    fraction = _fraction(shard_fraction, "shard_fraction")
+    return piece[: piece.size * fraction.numerator // fraction.denominator]
 
 
 def _matching_test(
@@ -271,11 +289,11 @@ def _num_classes(train: np.ndarray, test: np.ndarray) -> int:
     return int(max(train.max(), test.max())) + 1
 
 
-def _fraction(data_fraction: float) -> Fraction:
-    """``data_fraction`` as an exact ratio, so 0.2 means exactly 1/5 (not 0.2000000000000000111)."""
-    fraction = Fraction(data_fraction).limit_denominator(1_000_000)
+def _fraction(value: float, name: str = "data_fraction") -> Fraction:
+    """A fraction as an exact ratio, so 0.2 means exactly 1/5 (not 0.2000000000000000111)."""
+    fraction = Fraction(value).limit_denominator(1_000_000)
     if not 0 < fraction <= 1:
-        raise UserError(f"data_fraction must be in (0, 1], got {data_fraction}")
+        raise UserError(f"{name} must be in (0, 1], got {value}")
     return fraction
 
 

@@ -100,8 +100,9 @@ def _partition(config, d: DataConfig, train: ArrayDataset, test: ArrayDataset) -
     if d.partition == "paper":
         return _paper(config, d, *labels)
     if d.partition == "dirichlet":
-        return dirichlet_partition(*labels, config.agents, d.dirichlet_alpha, config.seed)
-    return classes_partition(*labels, config.agents, d.classes_per_agent, config.seed)
+        return dirichlet_partition(*labels, config.agents, d.dirichlet_alpha, config.seed,
+                                   shard_fraction=d.shard_fraction)
+    return classes_partition(*labels, config.agents, d.classes_per_agent, config.seed, shard_fraction=d.shard_fraction)
 
 
 def _paper(config, d: DataConfig, train_labels, test_labels) -> list[AgentPartition]:
