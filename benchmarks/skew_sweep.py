@@ -92,6 +92,8 @@ def run_config(base: dict[str, Any], setting: Setting, method: str, args: argpar
         raw["rounds"] = args.rounds
     if args.eval_every:
         raw["eval_every"] = args.eval_every
+    if args.device:
+        raw["device"] = args.device
     return config_from_dict(raw, f"{setting.key}/{method}").to_dict()
 
 
@@ -210,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, help="override the base's rounds")
     ap.add_argument("--eval-every", type=int)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--device", help="cpu or cuda / cuda:N for every run (default: the base's)")
     ap.add_argument("--jobs", type=int, default=1, help="runs at once (each its own process)")
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "skew")
     ap.add_argument("--report-only", action="store_true", help="only re-render from the run folders under --out")
