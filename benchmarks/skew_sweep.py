@@ -10,8 +10,8 @@ holds out the base's validation split; each run is read at **its own best valida
 (the stopping round is chosen on validation, never on test), and the test accuracy there is
 reported. Differences come with their paired standard error over the agents.
 
-Runs are ordinary ``edge-mcepl simulate`` processes (``--jobs`` at once, checkpointed, resumed
-when a folder holds an unfinished one); finished runs are reused. ``--report-only`` re-renders
+Runs are ordinary ``edge-mcepl simulate`` processes (``run_configs.py``: ``--jobs`` at once,
+checkpointed, resumed when a folder holds an unfinished one); finished runs are reused. ``--report-only`` re-renders
 ``--doc`` and ``--plot`` from the run folders (live, or an ``--archive`` copy).
 
 Usage::
@@ -27,10 +27,8 @@ import gzip
 import shlex
 import shutil
 import statistics
-import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.ablation_table import paired_se  # noqa: E402
+from benchmarks.run_configs import finished, run_all  # noqa: E402
 from edge_mcepl.config import config_from_dict, load_config  # noqa: E402
 from edge_mcepl.errors import UserError  # noqa: E402
 from edge_mcepl.metrics import read_metrics  # noqa: E402
@@ -95,28 +94,6 @@ def run_config(base: dict[str, Any], setting: Setting, method: str, args: argpar
     if args.device:
         raw["device"] = args.device
     return config_from_dict(raw, f"{setting.key}/{method}").to_dict()
-
-
-def finished(run_dir: Path) -> bool:
-    return (run_dir / "summary.txt").exists()
-
-
-def run_one(config_path: Path, run_dir: Path, threads: int) -> str:
-    """One ``edge-mcepl simulate`` process: a fresh run, or the resumption of an interrupted one."""
-    if finished(run_dir):
-        return f"{run_dir.name}: reused"
-    cli = [sys.executable, "-m", "edge_mcepl.cli", "simulate"]
-    if (run_dir / "checkpoints").is_dir():
-        command = cli + ["--resume", str(run_dir), "--no-progress"]
-    else:
-        shutil.rmtree(run_dir, ignore_errors=True)
-        command = cli + [str(config_path), "--threads", str(threads), "--no-progress", "--out", str(run_dir)]
-    log = run_dir.parent / f"{run_dir.name}.log"
-    with log.open("w") as out:
-        done = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, check=False)
-    if done.returncode:
-        raise SystemExit(f"skew_sweep: {run_dir.name} failed (exit {done.returncode}); see {log}")
-    return f"{run_dir.name}: done"
 
 
 def best_validation_point(run_dir: Path) -> dict[str, Any]:
@@ -238,9 +215,7 @@ def main(argv: list[str] | None = None) -> int:
             path = args.out / "configs" / f"{key}-{m}.yaml"
             path.write_text(yaml.safe_dump(config, sort_keys=False))
             jobs.append((path, args.out / f"{key}-{m}"))
-        with ThreadPoolExecutor(max(1, args.jobs)) as pool:
-            for line in pool.map(lambda job: run_one(*job, args.threads), jobs):
-                print(line, flush=True)
+        run_all(jobs, args.jobs, args.threads)
     points = {}
     for s, m in runs:
         run_dir = args.out / f"{s.key}-{m}"
