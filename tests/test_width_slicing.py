@@ -29,7 +29,8 @@ def _pad(block: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
     return out
 
 
-@pytest.mark.parametrize("model_name,width", [("alexnet-cifar", 0.5), ("alexnet-cifar", 0.125), ("small-cnn", 0.3)])
+@pytest.mark.parametrize("model_name,width", [("alexnet-cifar", 0.5), ("alexnet-cifar", 0.125), ("small-cnn", 0.3),
+                                              ("resnet20-cifar", 0.5), ("resnet20-cifar", 0.3)])
 def test_sliced_equals_masked_full(model_name: str, width: float) -> None:
     torch.manual_seed(0)
     narrow = build_model(model_name)
