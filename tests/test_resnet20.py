@@ -51,6 +51,18 @@ def test_nineteen_convs_and_one_linear_with_resnet20s_shapes():
     assert sum(isinstance(m, InstanceNorm) for m in model.modules()) == 19
 
 
+def test_forty_million_multiply_adds_per_image():
+    model = ResNet20Cifar()
+    macs = []
+    for _, layer in model.masked_layers():
+        layer.register_forward_hook(lambda layer, _, out: macs.append(
+            layer.weight.numel() * (out.shape[2] * out.shape[3] if out.dim() == 4 else 1)))
+    with torch.no_grad():
+        model(torch.zeros(1, 3, 32, 32))
+    assert sum(macs[1:7]) == 14_155_776 and sum(macs[7:13]) == sum(macs[13:19]) == 12_976_128
+    assert (macs[0], macs[-1], sum(macs)) == (442_368, 640, 40_551_040)  # docs/algorithm.md#resnet20-cifar
+
+
 def test_fixed_weights_are_pytorchs_default_uniform_per_layer():
     model = build_model("resnet20-cifar")
     fixed = generate_fixed_weights(model, "resnet20-cifar", 3)

@@ -147,8 +147,8 @@ class ResNet20Cifar(MaskedNetwork):
       hold no state but the shared fixed weights — no running statistics, no affine parameters —
       and normalising each image's channels on their own keeps batch-1 inference exact and leaves
       every other channel unchanged when a filter is removed (a zero channel stays 0). Without a
-      normalisation a deep net of uniform(±1/√fan_in) weights thinned by a mask shrinks or blows
-      up its activations layer after layer.
+      normalisation the activations of uniform(±1/√fan_in) weights thinned by a mask shrink stage
+      after stage, by a factor that depends on the mask.
     - **Option-A shortcuts padded at the end** (:func:`option_a_shortcut`): no shortcut weights
       (nothing to mask or send), and ordered width stays nested — the masked layers in order form a
       shape chain (each conv reads the previous conv's filters), and a narrowed network is plain
