@@ -12,7 +12,7 @@ project's one-line :class:`~edge_mcepl.errors.UserError`, so every reader report
 
     lab.yaml: agents: expected an int, got 2.5
     lab.yaml: topology.p: 1.5 is outside [0, 1]
-    lab.yaml: unknown key 'algorithm.learning_rate' (known: aggregation_tensor, batch_size, ...)
+    lab.yaml: unknown key 'algorithm.learning_rate' (known: aggregation_amplitude, aggregation_tensor, ...)
     rpi4.yaml: missing key 'hardware.uplink_mbps'
 
 pydantic rather than msgspec: the bounds and choices sit next to the fields they constrain, strict

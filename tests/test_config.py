@@ -143,7 +143,8 @@ def test_bounds_and_unknown_keys_are_worded_from_the_fields(tmp_path):
     path = write(tmp_path, "topology:\n  p: 1.5\n")
     with pytest.raises(UserError, match=r"topology\.p: 1\.5 is outside \[0, 1\]$"):
         load_config(path)
-    with pytest.raises(UserError, match=r"unknown key 'algorithm\.learning_rate' \(known: aggregation_tensor, "):
+    known = r"\(known: aggregation_amplitude, aggregation_tensor, "
+    with pytest.raises(UserError, match=r"unknown key 'algorithm\.learning_rate' " + known):
         load_config(write(tmp_path, "algorithm:\n  learning_rate: 2.0\n"))
 
 
