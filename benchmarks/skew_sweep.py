@@ -82,7 +82,7 @@ def settings(classes: list[int], alphas: list[float]) -> list[Setting]:
 
 def run_config(base: dict[str, Any], setting: Setting, method: str, args: argparse.Namespace) -> dict[str, Any]:
     """The base config with the setting's partition and the method's rule (validated: a bad base fails here)."""
-    raw = {k: v for k, v in base.items()}
+    raw = dict(base)
     raw["data"] = {k: v for k, v in raw["data"].items() if k != "data_fraction"}  # the paper partition's share
     for dotted, value in {**setting.overrides(args.shard_fraction), **METHODS[method][1]}.items():
         raw = set_dotted(raw, dotted, value)
