@@ -52,4 +52,4 @@ def test_onnx_file_matches_masked_torch_model(model_name, tmp_path):
     model = onnx.load(str(tmp_path / "model.onnx"))
     assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
     assert {n.op_type for n in model.graph.node} <= {"Conv", "Gemm", "Elu", "MaxPool", "Flatten", "Mul", "Add",
-                                                     "Sqrt", "Reciprocal", "Pow", "Identity"}
+                                                     "Sqrt", "Div", "Pow", "Identity"}
