@@ -26,7 +26,6 @@ import argparse
 import gzip
 import shlex
 import shutil
-import statistics
 import sys
 import time
 from dataclasses import dataclass
@@ -38,11 +37,10 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.ablation_table import paired_se  # noqa: E402
+from benchmarks.ablation_table import Evaluation, best_validation, evaluations, paired_se  # noqa: E402
 from benchmarks.run_configs import finished, run_all  # noqa: E402
 from edge_mcepl.config import config_from_dict, load_config  # noqa: E402
 from edge_mcepl.errors import UserError  # noqa: E402
-from edge_mcepl.metrics import read_metrics  # noqa: E402
 from edge_mcepl.validation import set_dotted  # noqa: E402
 
 # method → (label, the overrides that make it from the base config)
@@ -96,23 +94,7 @@ def run_config(base: dict[str, Any], setting: Setting, method: str, args: argpar
     return config_from_dict(raw, f"{setting.key}/{method}").to_dict()
 
 
-def best_validation_point(run_dir: Path) -> dict[str, Any]:
-    """The run's best mean validation round, with every agent's test accuracy there."""
-    path = run_dir / "metrics.jsonl"
-    rows = [r for r in read_metrics(path if path.exists() else run_dir / "metrics.jsonl.gz") if "accuracy" in r]
-    if not rows or any("val_accuracy" not in r for r in rows):
-        raise SystemExit(f"skew_sweep: {run_dir} has no validation accuracy — the base needs "
-                         "data.validation_fraction > 0")
-    by_round: dict[int, list[dict[str, Any]]] = {}
-    for r in rows:
-        by_round.setdefault(r["round"], []).append(r)
-    best = max(sorted(by_round), key=lambda t: statistics.mean(r["val_accuracy"] for r in by_round[t]))
-    at = sorted(by_round[best], key=lambda r: r["agent"])
-    return {"round": best, "rounds": max(by_round), "val": statistics.mean(r["val_accuracy"] for r in at),
-            "test": statistics.mean(r["accuracy"] for r in at), "tests": [r["accuracy"] for r in at]}
-
-
-def report(points: dict[tuple[str, str], dict[str, Any]], sweep: list[Setting], methods: list[str],
+def report(points: dict[tuple[str, str], Evaluation], sweep: list[Setting], methods: list[str],
            command: str, base: Path, shard_fraction: float) -> str:
     header = " | ".join(f"{METHODS[m][0]}: test (val) @ round" for m in methods)
     deltas = [m for m in ("local-only", "train-alone") if m in methods and "mcepl" in methods]
@@ -130,17 +112,17 @@ def report(points: dict[tuple[str, str], dict[str, Any]], sweep: list[Setting], 
         cells = []
         for m in methods:
             p = points.get((s.key, m))
-            cells.append("—" if p is None else f"{100 * p['test']:.2f} ({100 * p['val']:.2f}) @ {p['round']}"
-                         + ("" if p["round"] == p["rounds"] else f"/{p['rounds']}"))
+            cells.append("—" if p is None else f"{100 * p.test:.2f} ({100 * p.val:.2f}) @ {p.round}"
+                         + ("" if p.round == p.last_round else f"/{p.last_round}"))
         for m in deltas:
             a, b = points.get((s.key, "mcepl")), points.get((s.key, m))
             cells.append("—" if a is None or b is None else
-                         f"{100 * (a['test'] - b['test']):+.2f} ± {100 * paired_se(b['tests'], a['tests']):.2f}")
+                         f"{100 * (a.test - b.test):+.2f} ± {100 * paired_se(b.tests, a.tests):.2f}")
         lines.append(f"| {s.label} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
-def plot(points: dict[tuple[str, str], dict[str, Any]], sweep: list[Setting], methods: list[str], path: Path) -> None:
+def plot(points: dict[tuple[str, str], Evaluation], sweep: list[Setting], methods: list[str], path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -148,7 +130,7 @@ def plot(points: dict[tuple[str, str], dict[str, Any]], sweep: list[Setting], me
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for ax, partition, xlabel in ((axes[0], "classes", "classes per agent"), (axes[1], "dirichlet", "Dirichlet α")):
         for m in methods:
-            xs = [(s.value, 100 * points[(s.key, m)]["test"]) for s in sweep
+            xs = [(s.value, 100 * points[(s.key, m)].test) for s in sweep
                   if s.partition == partition and (s.key, m) in points]
             if xs:
                 ax.plot(*zip(*xs), marker="o", label=METHODS[m][0])
@@ -220,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     for s, m in runs:
         run_dir = args.out / f"{s.key}-{m}"
         if finished(run_dir) or (run_dir / "metrics.jsonl.gz").exists():
-            points[(s.key, m)] = best_validation_point(run_dir)
+            points[(s.key, m)] = best_validation(evaluations(run_dir))
             if args.archive and (run_dir / "metrics.jsonl").exists():
                 archive(run_dir, args.archive / run_dir.name)
     command = "python benchmarks/skew_sweep.py " + shlex.join(argv if argv is not None else sys.argv[1:])

@@ -7,7 +7,8 @@ import sys
 
 import yaml
 
-from benchmarks.skew_sweep import ROOT, best_validation_point
+from benchmarks.ablation_table import best_validation, evaluations
+from benchmarks.skew_sweep import ROOT
 from edge_mcepl.config import load_config
 
 from conftest import tiny_lab_config
@@ -36,8 +37,8 @@ def test_the_sweep_runs_each_setting_and_method_and_reports_test_at_the_best_val
             assert (tmp_path / "archive" / f"{key}-{method}" / "metrics.jsonl.gz").exists()
     assert load_config(out / "classes2-mcepl" / "config.yaml").data.classes_per_agent == 2
     assert load_config(out / "dirichlet1-mcepl" / "config.yaml").data.partition == "dirichlet"
-    point = best_validation_point(out / "classes2-mcepl")
-    assert f"{100 * point['test']:.2f} ({100 * point['val']:.2f}) @ {point['round']}" in text
+    point = best_validation(evaluations(out / "classes2-mcepl"))
+    assert f"{100 * point.test:.2f} ({100 * point.val:.2f}) @ {point.round}" in text
     assert "| 2 classes per agent |" in text and "| Dirichlet α = 1 |" in text
     assert png.stat().st_size > 1000
     # a second call reuses the finished runs and renders the same table from the archive alone
