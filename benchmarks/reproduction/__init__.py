@@ -12,6 +12,7 @@ experiments of the paper, run on this repository's examples and reference settin
 - ``findings``: the headline comparisons between runs;
 - ``tables``: the Markdown tables;
 - ``plots``: the PNG plots;
+- ``protocol``: the section beyond the paper — runs with a validation split, read at their best validation round;
 - ``report``: the whole Markdown report, section by section;
 - ``cli``: the command line.
 """

@@ -16,6 +16,7 @@ from benchmarks.reproduction import ROOT
 from benchmarks.reproduction.experiments import RERUNS, Experiment
 from benchmarks.reproduction.findings import findings
 from benchmarks.reproduction.plots import plot
+from benchmarks.reproduction.protocol import section as protocol_section
 from benchmarks.reproduction.runs import reportable, run_file
 from benchmarks.reproduction.summary import summarize
 from benchmarks.reproduction.tables import rounds_cell, table, trajectory, wall_cell
@@ -138,6 +139,8 @@ def write_report(preset: str, exps: list[Experiment], out: Path, docs: Path, com
     ]
     for group, members in groups.items():
         doc += section(src, group, members, docs)
+    if preset == "full":  # the runs beyond the paper, with a validation split (results/ablate/)
+        doc += protocol_section()
     doc += run_times(src)
     path = docs / REPORTS[preset]
     path.write_text("\n".join(doc))
