@@ -159,6 +159,9 @@ class AlgorithmConfig(StrictModel):
     # m̄ over every neighbour heard ("none"), or only those whose mask overlaps this agent's more than two
     # independent masks of their densities would ("overlap": drops anti-correlated, Byzantine masks).
     robust_aggregation: Literal["none", "overlap"] = "none"
+    # m̄ as the plain mean of the masks heard ("uniform", the paper's) or weighted by each mask's overlap with
+    # this agent's beyond chance ("overlap": neighbours with similar masks count more; docs/algorithm.md)
+    neighbour_weighting: Literal["uniform", "overlap"] = "uniform"
     preset: Literal[tuple(PRESETS)] = "reference"  # type: ignore[valid-type]
     # Which rule the agents run (issue 5 baselines): see edge_mcepl/algorithms/. The knobs below
     # are read only by the weight-based baselines (dsgd, weight_training, dispfl).

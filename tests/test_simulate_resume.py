@@ -32,7 +32,8 @@ class Interrupted(Exception):
     {},
     {"algorithm.momentum": 0.9, "algorithm.lr_schedule": "cosine"},
     {"algorithm.name": "weight_training"},
-], ids=["mcepl-delta", "momentum-cosine", "weight-training"])
+    {"algorithm.neighbour_weighting": "overlap"},
+], ids=["mcepl-delta", "momentum-cosine", "weight-training", "overlap-weighted"])
 def test_a_run_resumed_after_ctrl_c_equals_the_uninterrupted_run(tmp_path, monkeypatch, capsys, setting):
     config = tiny_lab_config(rounds=ROUNDS, eval_every=3, **setting)
     whole = tmp_path / "whole"

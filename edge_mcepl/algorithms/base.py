@@ -150,7 +150,7 @@ class LearningRule(ABC, Generic[M, C]):
         """(correct predictions, summed loss) of the personalized model on one batch."""
         return evaluate_batch(self.model, images, labels)
 
-    def mask_stats(self) -> dict[str, float | int | list[int]]:
+    def mask_stats(self) -> dict[str, float | int | list[int] | list[float]]:
         """Density (kept / the lab model's masked weights, whatever block this agent holds) and live
         filters per layer of the model as it would be exported."""
         masks = self.masks()

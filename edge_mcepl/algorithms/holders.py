@@ -35,12 +35,17 @@ def votes_over_holders(received: Sequence[Tensor], like: Tensor) -> tuple[Tensor
     return votes, holders.clamp_(min=1)
 
 
-def mean_over_holders(received: Sequence[Tensor], like: Tensor) -> Tensor:
-    """Entrywise mean of ``received`` over the tensors holding each entry of ``like``'s shape (0 if none)."""
+def mean_over_holders(received: Sequence[Tensor], like: Tensor, weights: Sequence[float] | None = None) -> Tensor:
+    """Entrywise mean of ``received`` over the tensors holding each entry of ``like``'s shape (0 if none).
+
+    With ``weights`` (one per received tensor, ≥ 0), the weighted mean over the holders: MCE-PL's
+    ``neighbour_weighting: overlap`` (:mod:`.robust`); an entry whose holders all weigh 0 is 0.
+    """
     total = torch.zeros_like(like, requires_grad=False)
     holders = torch.zeros_like(total)
-    for tensor in received:
+    for j, tensor in enumerate(received):
+        weight = 1.0 if weights is None else weights[j]
         shared = block_slices(overlap(tensor.shape, total.shape))
-        total[shared].add_(tensor[shared])
-        holders[shared].add_(1.0)
-    return total.div_(holders.clamp_(min=1.0))
+        total[shared].add_(tensor[shared], alpha=weight)
+        holders[shared].add_(weight)
+    return total.div_(holders.masked_fill_(holders == 0, 1.0))

@@ -34,9 +34,9 @@ from ..wire.history import MaskHistory
 from ..wire.masks import MaskMessage, decode_masks, encode_masks
 from .base import LearningRule, RuleContext, arrays
 from .density import WrongDensity, check_density
-from .holders import votes_over_holders
+from .holders import mean_over_holders, votes_over_holders
 from .params import Retention, RuleParams, params_from
-from .robust import above_chance
+from .robust import above_chance, overlap_weight
 from .schedule import StepSchedule
 from .score_mask import ScoreMask
 
@@ -55,6 +55,8 @@ class MCEPLParams(RuleParams):
     mask_codec: str = "delta"  # what changed (wire/delta.py); "rice": ≈ H(r) bits/weight; "packbits": 1 bit/weight
     keyframe_every: int = 100  # delta codec: a stand-alone (Rice) message every this many rounds (docs/codec.md)
     robust_aggregation: str = "none"  # "overlap": m̄ leaves out masks anti-correlated with this agent's (robust.py)
+    # "overlap": m̄ weighs each neighbour's mask by its overlap with this agent's beyond chance (robust.py)
+    neighbour_weighting: str = "uniform"
     # The score optimizer (docs/algorithm.md#score-optimizer): heavy-ball momentum on the local step
     # (0: the reference's plain SGD) and the step sizes' schedule over the run.
     momentum: float = 0.0
@@ -103,6 +105,7 @@ class MCEPL(LearningRule[MaskMessage, list[Tensor]]):
         self.declared = declared
         self.kinds = [layer.kind for _, layer in model.masked_layers()]
         self.left_out = 0  # neighbours robust aggregation left out of the last m̄
+        self.neighbour_weights: list[float] = []  # neighbour_weighting: overlap — each heard mask's weight in m̄
         self.schedule = StepSchedule(params.lr_schedule, total_rounds)
         # momentum buffers, one per layer (empty without momentum: the reference keeps no optimizer state)
         self.velocity: list[Tensor] = [torch.zeros_like(s.scores) for s in self.layers] if params.momentum else []
@@ -204,19 +207,29 @@ class MCEPL(LearningRule[MaskMessage, list[Tensor]]):
         widths match); zeros where nobody was heard (docs/algorithm.md#width).
 
         With ``robust_aggregation: overlap``, only over the masks that overlap this agent's own more
-        than chance (:mod:`.robust`); the others are counted in ``left_out``.
+        than chance (:mod:`.robust`); the others are counted in ``left_out``. With
+        ``neighbour_weighting: overlap``, each mask weighs its overlap beyond chance (float m̄).
         """
         if self.params.robust_aggregation == "overlap":
             own = self.masks()
             kept = [masks for masks in received if above_chance(own, masks)]
             self.left_out, received = len(received) - len(kept), kept
+        if self.params.neighbour_weighting == "overlap":
+            own = self.masks()
+            self.neighbour_weights = [overlap_weight(own, masks) for masks in received]
+            for i, state in enumerate(self.layers):
+                state.neighbour_mean = mean_over_holders([masks[i] for masks in received], state.scores,
+                                                         self.neighbour_weights)
+            return
         for i, state in enumerate(self.layers):
             state.set_votes(*votes_over_holders([masks[i] for masks in received], state.scores))
 
-    def mask_stats(self) -> dict[str, float | int | list[int]]:
+    def mask_stats(self) -> dict[str, float | int | list[int] | list[float]]:
         stats = super().mask_stats()
         if self.params.robust_aggregation != "none":
             stats["left_out"] = self.left_out
+        if self.params.neighbour_weighting != "uniform":
+            stats["neighbour_weights"] = [round(w, 4) for w in self.neighbour_weights]
         return stats
 
     def consensus_step(self) -> None:
