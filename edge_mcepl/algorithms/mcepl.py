@@ -210,12 +210,12 @@ class MCEPL(LearningRule[MaskMessage, list[Tensor]]):
         than chance (:mod:`.robust`); the others are counted in ``left_out``. With
         ``neighbour_weighting: overlap``, each mask weighs its overlap beyond chance (float m̄).
         """
+        compares = self.params.robust_aggregation == "overlap" or self.params.neighbour_weighting == "overlap"
+        own = self.masks() if compares else []  # this agent's masks, what both compare the neighbours' with
         if self.params.robust_aggregation == "overlap":
-            own = self.masks()
             kept = [masks for masks in received if above_chance(own, masks)]
             self.left_out, received = len(received) - len(kept), kept
         if self.params.neighbour_weighting == "overlap":
-            own = self.masks()
             self.neighbour_weights = [overlap_weight(own, masks) for masks in received]
             for i, state in enumerate(self.layers):
                 state.neighbour_mean = mean_over_holders([masks[i] for masks in received], state.scores,
