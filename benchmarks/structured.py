@@ -81,7 +81,7 @@ FINDINGS = """\
   and onnxruntime spends a near-constant ≈ 0.12 ms per run outside its kernels (the table above).
   Tried: the exporter's LRN now folds α/n into the window matrix and computes d^(−3/4) as two
   square roots and a division (seven nodes instead of nine) — 2–4 % faster at every width in one
-  interleaved run, so the ratios did not move; onnxruntime's `ORT_ENABLE_EXTENDED` level (no
+  interleaved run of the old and new graphs (a one-off script, not kept), so the ratios did not move; onnxruntime's `ORT_ENABLE_EXTENDED` level (no
   NCHWc layout, fewer reorders) was faster at some widths and slower at others in the same run,
   so the runtime keeps `ORT_ENABLE_ALL`. What is left is the architecture's own element-wise
   work at batch 1.
