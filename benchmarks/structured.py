@@ -83,8 +83,8 @@ FINDINGS = """\
   square roots and a division (seven nodes instead of nine) — 2–4 % faster at every width in one
   interleaved run of the old and new graphs (a one-off script, not kept), so the ratios did not
   move; onnxruntime's `ORT_ENABLE_EXTENDED` level (no NCHWc layout, fewer reorders) was faster at
-  some widths and slower at others in the same run, so the runtime keeps `ORT_ENABLE_ALL`. What is left is the architecture's own element-wise
-  work at batch 1.
+  some widths and slower at others in the same run, so the runtime keeps `ORT_ENABLE_ALL`. What is
+  left is the architecture's own element-wise work at batch 1.
 - **The five-profile mix averages 0.59× the MACs** of unstructured MCE-PL (which exports every
   filter), not ≤ 0.5×: the laptop and the GPU workstation are allowed (nearly) the whole network by
   their budgets, and the policy does not take more from a device than its budget requires."""
