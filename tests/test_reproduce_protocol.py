@@ -8,7 +8,7 @@ from edge_mcepl.simulator import Simulator
 
 from conftest import tiny_lab_config
 
-TRAIN_ALONE = "train-alone-cosine-crop-flip-400"
+TRAIN_ALONE = "train-alone-tuned-cosine-crop-flip-400"
 
 
 def run(directory, name, **overrides):
